@@ -1,0 +1,69 @@
+package gradcodec
+
+// This file is the contract other packages build on (ring, collective,
+// examples). Keep these names and signatures; add to them freely.
+
+import "errors"
+
+// Shape is the 2-D layout of a tensor: Rows × Cols values in row-major order.
+type Shape struct{ Rows, Cols int }
+
+// Len returns Rows*Cols.
+func (s Shape) Len() int { return s.Rows * s.Cols }
+
+// Sentinel errors, usable with errors.Is. Errors returned by this package wrap
+// one of these with details (which value, which field, which codec).
+var (
+	ErrNonFinite          = errors.New("gradcodec: non-finite value")
+	ErrBadFrame           = errors.New("gradcodec: bad frame")
+	ErrShapeMismatch      = errors.New("gradcodec: shape mismatch")
+	ErrUnknownCodec       = errors.New("gradcodec: unknown codec")
+	ErrBackendUnavailable = errors.New("gradcodec: backend unavailable")
+)
+
+// Options selects and tunes a codec. The zero value is not useful; start from
+// DefaultOptions.
+type Options struct {
+	// Codec is one of "raw", "fp16", "bf16", "int8", "h264", "hevc".
+	Codec string
+	// Backend is "auto" (NVENC/NVDEC when they open, else software),
+	// "nvenc" or "software". Ignored by non-video codecs. Defaults to "auto".
+	Backend string
+	// BitsPerValue is the target rate for video codecs. Defaults to 1.4.
+	BitsPerValue float64
+	// Preset is the encoder preset; "" picks the codec's measured default.
+	Preset string
+}
+
+// Encoder compresses one stream of similar tensors (the same slot of a
+// gradient, step after step) into self-describing frames. Rate control state
+// and codec contexts live in the Encoder, so keep one per stream. An Encoder
+// is not safe for concurrent use.
+type Encoder interface {
+	// Encode appends to dst the frame holding src laid out as shape and
+	// returns the extended slice. len(src) must equal shape.Len().
+	Encode(dst []byte, src []float32, shape Shape) ([]byte, error)
+	// Name returns the codec name, e.g. "hevc".
+	Name() string
+	// Close frees the codec contexts. It is idempotent.
+	Close() error
+}
+
+// NewEncoder returns an Encoder for opts.Codec, or an error wrapping
+// ErrUnknownCodec / ErrBackendUnavailable that names what is available.
+//   func NewEncoder(opts Options) (Encoder, error)
+//
+// Decoder decodes frames of any codec (it reads the codec id from the frame
+// header), keeping decoder contexts open between calls. Not safe for
+// concurrent use.
+//   func NewDecoder(backend string) (*Decoder, error)
+//   func (d *Decoder) Decode(dst []float32, frame []byte) error // len(dst) must equal the frame's shape
+//   func (d *Decoder) Close() error
+//
+// ErrorFeedback keeps a residual per stream key (string).
+//   func NewErrorFeedback() *ErrorFeedback
+//   func (e *ErrorFeedback) Apply(key string, x []float32)            // x += residual[key]
+//   func (e *ErrorFeedback) Update(key string, x, decoded []float32)   // residual[key] = x - decoded
+//
+// Also provided: DefaultOptions() Options, Codecs() []string,
+// ShapeFor(n int) Shape (a near-square layout for 1-D data).

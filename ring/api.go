@@ -1,0 +1,115 @@
+package ring
+
+// This file is the contract other packages build on (worker, collective).
+// Keep these names and signatures; add to them freely.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vccl/vccl/gradcodec"
+)
+
+// Kind tells what a Message carries.
+type Kind uint8
+
+// Message kinds.
+const (
+	KindReduceScatter Kind = iota + 1 // a partial sum of one sub-chunk
+	KindAllGather                     // an owner's final encoded sub-chunk
+	KindBytes                         // opaque payload of AllGather/Broadcast/Barrier
+	KindAbort                         // an error travelling around the ring
+)
+
+// Message is one unit on a link. Links deliver messages in order.
+type Message struct {
+	Op      uint64 // sequence number of the collective; equal on all ranks for the same call
+	Kind    Kind
+	Hop     uint32 // hop index within the phase
+	Chunk   uint32 // ring chunk index
+	Sub     uint32 // sub-chunk index within the chunk
+	Total   uint64 // total number of values of the collective, checked by the receiver
+	Payload []byte
+}
+
+// Link is one direction of a connection between ring neighbours. Send and
+// Recv must return promptly with an error when ctx ends or the peer is lost
+// (wrapping ErrPeerLost with the peer's rank). Send may be called
+// concurrently with Recv, but neither concurrently with itself.
+type Link interface {
+	Send(ctx context.Context, m Message) error
+	Recv(ctx context.Context) (Message, error)
+}
+
+// Codec compresses chunks for the ring. Encode is never called concurrently
+// with itself, nor Decode with itself; Encode and Decode may run at the same
+// time.
+type Codec interface {
+	// Encode returns the wire bytes for src, made of pieces laid out in
+	// order (the sum of their lengths is len(src)), and writes into recon
+	// (len(src)) exactly what Decode of those bytes yields on any rank.
+	// stream names the slot for error feedback and rate control; the same
+	// slot gets the same name on every call.
+	Encode(stream string, src []float32, pieces []gradcodec.Shape, recon []float32) ([]byte, error)
+	// Decode decodes wire bytes made by Encode into dst.
+	Decode(dst []float32, wire []byte) error
+}
+
+// Sentinel errors, usable with errors.Is.
+var (
+	ErrPeerLost      = errors.New("ring: peer lost")
+	ErrShapeMismatch = errors.New("ring: length mismatch between ranks")
+	ErrProtocol      = errors.New("ring: unexpected message")
+)
+
+// PeerLostError reports the rank that was lost; errors.Is(err, ErrPeerLost).
+type PeerLostError struct {
+	Rank  int
+	Cause error
+}
+
+func (e *PeerLostError) Error() string {
+	return fmt.Sprintf("ring: rank %d lost: %v", e.Rank, e.Cause)
+}
+
+// Is makes errors.Is(err, ErrPeerLost) true.
+func (e *PeerLostError) Is(target error) bool { return target == ErrPeerLost }
+
+// Unwrap returns the cause.
+func (e *PeerLostError) Unwrap() error { return e.Cause }
+
+// Stats describes one collective as seen by one rank.
+type Stats struct {
+	Values     int           // values reduced
+	WireBytes  int64         // payload bytes this rank sent
+	RawBytes   int64         // what fp32 would have sent over the same hops
+	EncodeTime time.Duration // time spent in Codec.Encode
+	DecodeTime time.Duration // time spent in Codec.Decode
+	WaitTime   time.Duration // time blocked in Link.Send/Recv
+	Total      time.Duration
+}
+
+// BitsPerValue returns 8*WireBytes/(RawBytes/4), the achieved rate.
+func (s Stats) BitsPerValue() float64 {
+	if s.RawBytes == 0 {
+		return 0
+	}
+	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
+}
+
+// Planned API (implemented in ring.go):
+//
+//   type Ring struct { Rank, Size int; Next, Prev Link } // Next sends to (Rank+1)%Size, Prev receives from (Rank-1+Size)%Size
+//   type Options struct {
+//       Op uint64; Average bool
+//       Layout []gradcodec.Shape // tensors of data in order; nil = one 1-D tensor
+//       Codec Codec
+//       SubChunkValues int       // pipelining granularity; 0 = default
+//   }
+//   func (r *Ring) AllReduce(ctx, data []float32, opts Options) (Stats, error)
+//   func (r *Ring) AllGather(ctx, op uint64, local []byte) ([][]byte, error)
+//   func (r *Ring) Broadcast(ctx, op uint64, data []byte, root int) ([]byte, error)
+//   func (r *Ring) Barrier(ctx, op uint64) error
+//   func NewGradCodec(opts gradcodec.Options, errorFeedback bool) (*GradCodec, error) // Codec over gradcodec, EF per stream
