@@ -1,30 +1,41 @@
+// Package worker is the per-process runtime of a vccl job: it finds the other
+// ranks through hashicorp/memberlist (gossip encrypted with a key derived
+// from the job secret), checks that the world is complete and consistent,
+// opens one authenticated websocket link to each ring neighbour, and turns a
+// dead peer, a broken link or a stalled connection into an error that names
+// the lost rank within Config.PeerTimeout.
+//
+// Usage:
+//
+//	cfg, err := worker.ConfigFromEnv() // or fill a Config by hand
+//	w, err := worker.Start(ctx, cfg)   // blocks until the whole world is linked
+//	defer w.Close()
+//	r := &ring.Ring{Rank: w.Rank(), Size: w.Size(), Next: w.Next(), Prev: w.Prev()}
+//
+// Lifecycle of a rank:
+//
+//  1. Start listens for links on BindAddr:0 and starts memberlist on
+//     BindAddr:BindPort with node meta carrying the rank, the world size, the
+//     link address and a job id derived from the secret.
+//  2. It joins the addresses in Config.Join (retrying until JoinTimeout), then
+//     waits until every rank 0..WorldSize-1 is present exactly once. A
+//     duplicate rank, a rank outside the world or a member that disagrees on
+//     the world size ends Start with an error naming the ranks; missing ranks
+//     are named when JoinTimeout expires.
+//  3. It dials rank+1's link (an HMAC of the secret over the job id, both
+//     ranks, a timestamp and a nonce goes in the upgrade request; the server
+//     answers with its own HMAC) and accepts exactly one link from rank-1.
+//     A request without the secret is refused with 401, a wrong one with 403;
+//     both are logged.
+//  4. While running, websocket pings with read deadlines detect a stalled or
+//     cut link, a closed connection detects a killed neighbour, and memberlist
+//     (probe and suspicion tuned to a fraction of PeerTimeout) detects a dead
+//     rank anywhere in the ring. A rank that sees its neighbour die gossips
+//     the loss to all others. From then on every pending and later Send and
+//     Recv returns an error wrapping *ring.PeerLostError for the lost rank.
+//  5. Close flushes queued frames, closes the links with a websocket close
+//     handshake, leaves memberlist and waits for every goroutine.
+//
+// With WorldSize 1, Start needs no secret and opens no socket (unless
+// MetricsAddr is set); Next and Prev are nil.
 package worker
-
-// Planned API (the contract collective builds on; implemented in worker.go):
-//
-//   type Config struct {
-//       Rank, WorldSize int
-//       Join        []string      // memberlist addresses to join (rank 0's, usually); empty: be the seed
-//       BindAddr    string        // default "127.0.0.1"
-//       BindPort    int           // memberlist port; 0 picks a free one
-//       Secret      []byte        // job secret; required when WorldSize > 1
-//       JoinTimeout time.Duration // default 60s
-//       PeerTimeout time.Duration // default 10s: a lost peer fails every pending and later collective within this
-//       MetricsAddr string        // optional HTTP listen address for /metrics (Prometheus text) and /healthz
-//       Logger      *log.Logger   // default: stderr with a "[vccl rank N] " prefix
-//   }
-//   func ConfigFromEnv() (Config, error)              // reads the Env* variables; names a bad one in its error
-//   func Start(ctx context.Context, cfg Config) (*Worker, error)
-//       // joins memberlist (encrypted with a key derived from Secret), waits
-//       // for the whole world, validates ranks (duplicates, gaps, wrong world
-//       // size are errors), opens an authenticated websocket to rank+1 and
-//       // accepts one from rank-1.
-//   func (w *Worker) Rank() int
-//   func (w *Worker) Size() int
-//   func (w *Worker) Next() ring.Link  // to (rank+1)%size
-//   func (w *Worker) Prev() ring.Link  // from (rank-1+size)%size
-//   func (w *Worker) Metrics() *Metrics // counters collective updates (bytes, ops, errors)
-//   func (w *Worker) Close() error     // idempotent; leaves memberlist, closes links, waits for goroutines
-//
-// With WorldSize 1, Start needs no secret and no network; Next and Prev are
-// unused.

@@ -1,0 +1,379 @@
+// Package results reads the machine-readable outputs of vccl's benchmarks —
+// allreduce_perf's -json lines (as collected by bench/netring.sh) and
+// codec_rd's -json lines — and turns them into tables and plot series.
+//
+// Both tools print one JSON object per line. The readers here accept lines
+// as they come out of the launcher too ("[0] {…}"), skip everything that is
+// not a JSON object, and name the line of anything that is malformed.
+package results
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ErrNoRecords is returned when an input holds no usable JSON line.
+var ErrNoRecords = errors.New("results: no records")
+
+// Perf is one allreduce_perf measurement (one size of one job).
+type Perf struct {
+	Rate      string  // link rate in tc syntax ("1gbit"), added by netring.sh; "" when unshaped
+	RateBPS   float64 // Rate in bits per second; 0 when unknown
+	Delay     string  // netem delay, "0" when none
+	Hosts     int     // ranks in the ring
+	Codec     string  // raw, fp16, h264, hevc, …
+	Size      int64   // bytes of float32 data per rank (uncompressed)
+	TimeUS    float64 // mean time of one allreduce, microseconds
+	AlgBW     float64 // GB/s, Size/time
+	BusBW     float64 // GB/s, AlgBW*2(n-1)/n, from the uncompressed size
+	BPV       float64 // achieved bits per value on the wire; 32 for raw
+	WireBytes int64   // payload bytes rank 0 sent, 0 when not reported
+	NMSE      float64 // error against the exact sum; NaN when not reported
+	Wrong     int     // ranks whose result differs from rank 0's
+}
+
+// RD is one codec_rd measurement: one tensor file through one codec at one
+// target rate.
+type RD struct {
+	File        string
+	Shape       string
+	Codec       string
+	TargetBPV   float64
+	BPV         float64
+	NMSE        float64
+	SNRdB       float64
+	EncodeMvals float64 // encode speed, million values per second
+	DecodeMvals float64 // decode speed, million values per second
+}
+
+var launcherPrefix = regexp.MustCompile(`^\s*\[\d+\]\s*`)
+
+// jsonLines calls fn for every line of r that holds a JSON object, after
+// removing a launcher prefix ("[3] "). lineNo counts from 1.
+func jsonLines(r io.Reader, fn func(lineNo int, obj map[string]any) error) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := launcherPrefix.ReplaceAllString(sc.Text(), "")
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var obj map[string]any
+		dec := json.NewDecoder(strings.NewReader(line))
+		dec.UseNumber()
+		if err := dec.Decode(&obj); err != nil {
+			return fmt.Errorf("results: line %d: %w", n, err)
+		}
+		if err := fn(n, obj); err != nil {
+			return fmt.Errorf("results: line %d: %w", n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("results: reading input: %w", err)
+	}
+	return nil
+}
+
+// num returns the first of keys present in obj as a float64.
+func num(obj map[string]any, keys ...string) (float64, bool) {
+	for _, k := range keys {
+		v, ok := obj[k]
+		if !ok || v == nil {
+			continue
+		}
+		switch x := v.(type) {
+		case json.Number:
+			f, err := x.Float64()
+			if err == nil {
+				return f, true
+			}
+		case float64:
+			return x, true
+		case string:
+			if f, err := strconv.ParseFloat(x, 64); err == nil {
+				return f, true
+			}
+			if f, err := ParseSize(x); err == nil {
+				return float64(f), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// str returns the first of keys present in obj as a string.
+func str(obj map[string]any, keys ...string) string {
+	for _, k := range keys {
+		switch x := obj[k].(type) {
+		case string:
+			return x
+		case json.Number:
+			return x.String()
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			return strings.Join(parts, "x")
+		}
+	}
+	return ""
+}
+
+// ReadPerf reads allreduce_perf -json lines (optionally tagged by netring.sh
+// with rate, delay and hosts). Lines that are JSON objects without a size
+// (summary lines) are skipped.
+func ReadPerf(r io.Reader) ([]Perf, error) {
+	var out []Perf
+	err := jsonLines(r, func(_ int, obj map[string]any) error {
+		size, ok := num(obj, "size", "bytes", "size_bytes")
+		if !ok {
+			return nil // not a per-size record
+		}
+		p := Perf{
+			Rate:  str(obj, "rate"),
+			Delay: str(obj, "delay"),
+			Codec: str(obj, "codec"),
+			Size:  int64(size),
+			NMSE:  math.NaN(),
+		}
+		if p.Rate != "" {
+			bps, err := ParseRate(p.Rate)
+			if err != nil {
+				return err
+			}
+			p.RateBPS = bps
+		}
+		if h, ok := num(obj, "hosts", "nranks", "world_size", "ranks", "n"); ok {
+			p.Hosts = int(h)
+		}
+		t, ok := num(obj, "time_us", "time(us)", "avg_time_us", "time")
+		if !ok || t <= 0 {
+			return fmt.Errorf("record for size %d has no positive time_us", p.Size)
+		}
+		p.TimeUS = t
+		if v, ok := num(obj, "algbw", "algbw_gbps", "alg_bw"); ok {
+			p.AlgBW = v
+		} else {
+			p.AlgBW = float64(p.Size) / (t * 1e3)
+		}
+		if v, ok := num(obj, "busbw", "busbw_gbps", "bus_bw"); ok {
+			p.BusBW = v
+		} else if p.Hosts > 0 {
+			p.BusBW = p.AlgBW * 2 * float64(p.Hosts-1) / float64(p.Hosts)
+		}
+		if v, ok := num(obj, "bpv", "bits_per_value", "achieved_bpv"); ok {
+			p.BPV = v
+		}
+		if v, ok := num(obj, "wire_bytes", "wire", "wirebytes"); ok {
+			p.WireBytes = int64(v)
+		}
+		if v, ok := num(obj, "nmse"); ok {
+			p.NMSE = v
+		}
+		if v, ok := num(obj, "wrong", "#wrong", "n_wrong"); ok {
+			p.Wrong = int(v)
+		}
+		out = append(out, p)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, ErrNoRecords
+	}
+	return out, nil
+}
+
+// ReadRD reads codec_rd -json lines.
+func ReadRD(r io.Reader) ([]RD, error) {
+	var out []RD
+	err := jsonLines(r, func(_ int, obj map[string]any) error {
+		c := str(obj, "codec")
+		bpv, ok := num(obj, "bpv")
+		if c == "" || !ok {
+			return nil
+		}
+		nmse, ok := num(obj, "nmse")
+		if !ok {
+			return fmt.Errorf("codec %s record has no nmse", c)
+		}
+		d := RD{File: str(obj, "file"), Shape: str(obj, "shape"), Codec: c, BPV: bpv, NMSE: nmse}
+		d.TargetBPV, _ = num(obj, "target_bpv")
+		d.SNRdB, _ = num(obj, "snr_db")
+		d.EncodeMvals, _ = num(obj, "encode_mvals")
+		d.DecodeMvals, _ = num(obj, "decode_mvals")
+		out = append(out, d)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, ErrNoRecords
+	}
+	return out, nil
+}
+
+// ParseRate reads a tc rate ("100mbit", "1gbit", "500kbit", "12mbps") and
+// returns bits per second.
+func ParseRate(s string) (float64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	units := []struct {
+		suffix string
+		mul    float64
+	}{
+		{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3},
+		{"gbps", 8e9}, {"mbps", 8e6}, {"kbps", 8e3}, {"bps", 8}, {"bit", 1},
+	}
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			v, err := strconv.ParseFloat(strings.TrimSuffix(t, u.suffix), 64)
+			if err != nil || v <= 0 {
+				return 0, fmt.Errorf("results: bad rate %q", s)
+			}
+			return v * u.mul, nil
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("results: bad rate %q (want e.g. 100mbit)", s)
+	}
+	return v, nil
+}
+
+// ParseSize reads a byte count with an optional K/M/G suffix (powers of 1024).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mul := int64(1)
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K', 'k':
+			mul, t = 1<<10, t[:n-1]
+		case 'M', 'm':
+			mul, t = 1<<20, t[:n-1]
+		case 'G', 'g':
+			mul, t = 1<<30, t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("results: bad size %q", s)
+	}
+	return v * mul, nil
+}
+
+// FormatSize writes a byte count the way the size flags read it (64M, 1K, 100).
+func FormatSize(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dM", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dK", n>>10)
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// Row is one line of the netring table.
+type Row struct {
+	Perf
+	Speedup float64 // raw's time / this time at the same rate, delay, hosts and size; NaN without a raw row
+}
+
+type groupKey struct {
+	rate, delay string
+	hosts       int
+	size        int64
+}
+
+// Table orders records by rate (fastest first), size, then codec as given
+// in codecOrder (others after, by name), and computes each row's speedup
+// versus the raw record of the same rate, delay, hosts and size.
+func Table(recs []Perf, codecOrder []string) []Row {
+	raw := map[groupKey]float64{}
+	for _, p := range recs {
+		if p.Codec == "raw" {
+			raw[groupKey{p.Rate, p.Delay, p.Hosts, p.Size}] = p.TimeUS
+		}
+	}
+	rank := map[string]int{}
+	for i, c := range codecOrder {
+		rank[c] = i + 1
+	}
+	rows := make([]Row, len(recs))
+	for i, p := range recs {
+		rows[i] = Row{Perf: p, Speedup: math.NaN()}
+		if t, ok := raw[groupKey{p.Rate, p.Delay, p.Hosts, p.Size}]; ok {
+			rows[i].Speedup = t / p.TimeUS
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		if a.RateBPS != b.RateBPS {
+			return a.RateBPS > b.RateBPS
+		}
+		if a.Delay != b.Delay {
+			return a.Delay < b.Delay
+		}
+		if a.Size != b.Size {
+			return a.Size < b.Size
+		}
+		ra, rb := rank[a.Codec], rank[b.Codec]
+		if ra == 0 {
+			ra = len(codecOrder) + 1
+		}
+		if rb == 0 {
+			rb = len(codecOrder) + 1
+		}
+		if ra != rb {
+			return ra < rb
+		}
+		return a.Codec < b.Codec
+	})
+	return rows
+}
+
+// WriteTable prints rows as an aligned text table: rate, delay, hosts,
+// size, codec, time per allreduce, effective bus bandwidth, speedup versus
+// raw, achieved bits/value, NMSE and #wrong.
+func WriteTable(w io.Writer, rows []Row) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %-8s %6s %5s %7s %6s %12s %12s %8s %6s %9s %6s\n",
+		"rate", "delay", "hosts", "size", "codec", "time(ms)", "busbw(GB/s)", "speedup", "bpv", "nmse", "#wrong")
+	for _, r := range rows {
+		rate := r.Rate
+		if rate == "" {
+			rate = "-"
+		}
+		delay := r.Delay
+		if delay == "" {
+			delay = "0"
+		}
+		sp := "-"
+		if !math.IsNaN(r.Speedup) {
+			sp = fmt.Sprintf("%.2fx", r.Speedup)
+		}
+		nmse := "-"
+		if !math.IsNaN(r.NMSE) {
+			nmse = fmt.Sprintf("%.2e", r.NMSE)
+		}
+		fmt.Fprintf(&b, "  %-8s %6s %5d %7s %6s %12.1f %12.3f %8s %6.2f %9s %6d\n",
+			rate, delay, r.Hosts, FormatSize(r.Size), r.Codec, r.TimeUS/1e3, r.BusBW, sp, r.BPV, nmse, r.Wrong)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,275 @@
+package collective
+
+import (
+	"encoding/hex"
+	"fmt"
+	"log"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vccl/vccl/worker"
+)
+
+// Environment variables read by ConfigFromEnv in addition to worker's
+// (worker.EnvRank, worker.EnvWorldSize, worker.EnvJoin, worker.EnvSecret,
+// worker.EnvBindAddr, worker.EnvBindPort, worker.EnvMetricsAddr,
+// worker.EnvCodec, worker.EnvBackend, worker.EnvBPV, worker.EnvBucketBytes,
+// worker.EnvPeerTimeout, worker.EnvJoinTimeout).
+const (
+	EnvPreset        = "VCCL_PRESET"         // encoder preset; empty picks the codec's default
+	EnvErrorFeedback = "VCCL_ERROR_FEEDBACK" // "1"/"0" (or true/false): error feedback on or off
+	EnvWarmupSteps   = "VCCL_WARMUP_STEPS"   // uncompressed allreduces at the start of each stream
+	EnvRawBelow      = "VCCL_RAW_BELOW"      // tensors with fewer values go raw
+)
+
+// Default values of Config, as DefaultConfig sets them.
+const (
+	DefaultCodec        = "hevc"
+	DefaultBackend      = "auto"
+	DefaultBitsPerValue = 1.4
+	DefaultWarmupSteps  = 10
+	DefaultRawBelow     = 4096
+	DefaultBucketBytes  = 25 << 20
+)
+
+// knownCodecs are the codec names of gradcodec's contract.
+var knownCodecs = []string{"raw", "fp16", "bf16", "int8", "h264", "hevc"}
+
+func isVideo(codec string) bool { return codec == "h264" || codec == "hevc" }
+
+// Config configures a Comm. Start from DefaultConfig (or ConfigFromEnv): the
+// zero value is not valid (its Codec is empty).
+type Config struct {
+	// Rank of this process, 0..WorldSize-1.
+	Rank int
+	// WorldSize is the number of ranks. Defaults to 1: a single rank needs
+	// no network, and every collective is then the identity.
+	WorldSize int
+	// Join lists memberlist addresses (host:port) to join, usually rank 0's.
+	// Empty: this rank is the seed the others join.
+	Join []string
+	// BindAddr is the IP this rank binds and advertises. Defaults to
+	// "127.0.0.1".
+	BindAddr string
+	// BindPort is the memberlist port; 0 picks a free one. Defaults to 0.
+	BindPort int
+	// Secret is the job secret: it encrypts membership and authenticates
+	// links. Required when WorldSize > 1.
+	Secret []byte
+	// MetricsAddr is an optional host:port where the worker serves /metrics
+	// and /healthz. Defaults to "" (off).
+	MetricsAddr string
+	// PeerTimeout bounds failure detection: a lost peer fails every pending
+	// and later collective within it. 0 means worker's default (10s).
+	PeerTimeout time.Duration
+	// JoinTimeout bounds how long Init waits for the whole world. 0 means
+	// worker's default (60s).
+	JoinTimeout time.Duration
+	// Logger receives the worker's log lines. nil means stderr with a
+	// "[vccl rank N] " prefix.
+	Logger *log.Logger
+
+	// Codec is one of "raw", "fp16", "bf16", "int8", "h264", "hevc".
+	// Defaults to "hevc".
+	Codec string
+	// Backend is "auto" (NVENC/NVDEC when they open, else libx264/libx265),
+	// "nvenc" or "software". Defaults to "auto".
+	Backend string
+	// BitsPerValue is the target rate of the video codecs. Defaults to 1.4.
+	BitsPerValue float64
+	// Preset is the encoder preset; "" picks the codec's measured default.
+	Preset string
+	// ErrorFeedback keeps each stream's compression residual and adds it to
+	// the next step's input. Defaults to true; turning it off biases lossy
+	// codecs and hurts convergence.
+	ErrorFeedback bool
+	// WarmupSteps is how many allreduces of each stream travel raw before
+	// compression starts (for a Bucketer: the first WarmupSteps training
+	// steps). Defaults to 10; 0 compresses from the first step.
+	WarmupSteps int
+	// RawBelow: tensors with fewer values than this, and 1-D tensors (Rows
+	// or Cols equal to 1), travel raw. Defaults to 4096; 0 sends only 1-D
+	// tensors raw.
+	RawBelow int
+	// BucketBytes is the default bucket size of a Bucketer, in bytes of
+	// float32 gradient. Defaults to 25 MiB (DDP's default).
+	BucketBytes int
+}
+
+// DefaultConfig returns a Config for one rank with every default set.
+func DefaultConfig() Config {
+	return Config{
+		WorldSize:     1,
+		BindAddr:      "127.0.0.1",
+		Codec:         DefaultCodec,
+		Backend:       DefaultBackend,
+		BitsPerValue:  DefaultBitsPerValue,
+		ErrorFeedback: true,
+		WarmupSteps:   DefaultWarmupSteps,
+		RawBelow:      DefaultRawBelow,
+		BucketBytes:   DefaultBucketBytes,
+	}
+}
+
+func validCodec(name string) error {
+	for _, k := range knownCodecs {
+		if name == k {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown codec %q (want one of %s)", name, strings.Join(knownCodecs, ", "))
+}
+
+func validBackend(name string) error {
+	switch name {
+	case "auto", "nvenc", "software":
+		return nil
+	}
+	return fmt.Errorf("unknown backend %q (want auto, nvenc or software)", name)
+}
+
+// validate names the first bad field.
+func (c *Config) validate() error {
+	bad := func(field string, format string, args ...any) error {
+		return fmt.Errorf("collective: Config.%s %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidArgument)
+	}
+	switch {
+	case c.WorldSize < 1:
+		return bad("WorldSize", "is %d, want >= 1", c.WorldSize)
+	case c.Rank < 0 || c.Rank >= c.WorldSize:
+		return bad("Rank", "is %d, want 0..%d (WorldSize %d)", c.Rank, c.WorldSize-1, c.WorldSize)
+	case c.WorldSize > 1 && len(c.Secret) == 0:
+		return bad("Secret", "is empty; a job secret is required when WorldSize is %d", c.WorldSize)
+	case c.BindPort < 0 || c.BindPort > 65535:
+		return bad("BindPort", "is %d, want 0..65535", c.BindPort)
+	case c.PeerTimeout < 0:
+		return bad("PeerTimeout", "is %v, want >= 0", c.PeerTimeout)
+	case c.JoinTimeout < 0:
+		return bad("JoinTimeout", "is %v, want >= 0", c.JoinTimeout)
+	case c.Codec == "":
+		return bad("Codec", "is empty (start from DefaultConfig)")
+	}
+	if err := validCodec(c.Codec); err != nil {
+		return bad("Codec", "%v", err)
+	}
+	if err := validBackend(c.Backend); err != nil {
+		return bad("Backend", "%v", err)
+	}
+	switch {
+	case !(c.BitsPerValue > 0 && c.BitsPerValue <= 32):
+		return bad("BitsPerValue", "is %v, want in (0, 32]", c.BitsPerValue)
+	case c.WarmupSteps < 0:
+		return bad("WarmupSteps", "is %d, want >= 0", c.WarmupSteps)
+	case c.RawBelow < 0:
+		return bad("RawBelow", "is %d, want >= 0", c.RawBelow)
+	case c.BucketBytes < 4:
+		return bad("BucketBytes", "is %d, want >= 4 (one float32)", c.BucketBytes)
+	}
+	return nil
+}
+
+// ConfigFromEnv returns DefaultConfig overridden by the VCCL_* environment
+// variables the launcher sets (the worker.Env* names and this package's
+// Env* names). An error names the bad variable. Unset variables keep the
+// defaults; VCCL_RANK and VCCL_WORLD_SIZE are required.
+func ConfigFromEnv() (Config, error) {
+	c := DefaultConfig()
+	bad := func(name, val string, err error) error {
+		return fmt.Errorf("collective: environment %s=%q: %v: %w", name, val, err, ErrInvalidArgument)
+	}
+	get := func(name string) (string, bool) {
+		v, ok := os.LookupEnv(name)
+		v = strings.TrimSpace(v)
+		return v, ok && v != ""
+	}
+	intVar := func(name string, dst *int, required bool) error {
+		v, ok := get(name)
+		if !ok {
+			if required {
+				return fmt.Errorf("collective: environment %s is not set (the launcher sets it): %w", name, ErrInvalidArgument)
+			}
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return bad(name, v, err)
+		}
+		*dst = n
+		return nil
+	}
+	durVar := func(name string, dst *time.Duration) error {
+		v, ok := get(name)
+		if !ok {
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return bad(name, v, err)
+		}
+		*dst = d
+		return nil
+	}
+	for _, f := range []func() error{
+		func() error { return intVar(worker.EnvRank, &c.Rank, true) },
+		func() error { return intVar(worker.EnvWorldSize, &c.WorldSize, true) },
+		func() error { return intVar(worker.EnvBindPort, &c.BindPort, false) },
+		func() error { return intVar(worker.EnvBucketBytes, &c.BucketBytes, false) },
+		func() error { return intVar(EnvWarmupSteps, &c.WarmupSteps, false) },
+		func() error { return intVar(EnvRawBelow, &c.RawBelow, false) },
+		func() error { return durVar(worker.EnvPeerTimeout, &c.PeerTimeout) },
+		func() error { return durVar(worker.EnvJoinTimeout, &c.JoinTimeout) },
+	} {
+		if err := f(); err != nil {
+			return Config{}, err
+		}
+	}
+	if v, ok := get(worker.EnvJoin); ok {
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Join = append(c.Join, a)
+			}
+		}
+	}
+	if v, ok := get(worker.EnvSecret); ok {
+		s, err := hex.DecodeString(v)
+		if err != nil {
+			return Config{}, bad(worker.EnvSecret, "<hidden>", fmt.Errorf("not hex: %v", err))
+		}
+		c.Secret = s
+	}
+	if v, ok := get(worker.EnvBindAddr); ok {
+		c.BindAddr = v
+	}
+	if v, ok := get(worker.EnvMetricsAddr); ok {
+		c.MetricsAddr = v
+	}
+	if v, ok := get(worker.EnvCodec); ok {
+		c.Codec = strings.ToLower(v)
+	}
+	if v, ok := get(worker.EnvBackend); ok {
+		c.Backend = strings.ToLower(v)
+	}
+	if v, ok := get(EnvPreset); ok {
+		c.Preset = v
+	}
+	if v, ok := get(worker.EnvBPV); ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return Config{}, bad(worker.EnvBPV, v, err)
+		}
+		c.BitsPerValue = f
+	}
+	if v, ok := get(EnvErrorFeedback); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return Config{}, bad(EnvErrorFeedback, v, err)
+		}
+		c.ErrorFeedback = b
+	}
+	if err := c.validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}

@@ -1,0 +1,54 @@
+// Package collective is vccl's public API: a communicator for data-parallel
+// training whose allreduce compresses every gradient chunk that crosses a ring
+// hop with a video codec (H.264/HEVC through FFmpeg) or a simpler tensor codec.
+//
+// Typical use, one process per rank (started by vccl's launcher, which sets the
+// VCCL_* environment variables):
+//
+//	c, err := collective.InitFromEnv(ctx)
+//	if err != nil { ... }
+//	defer c.Close()
+//
+//	// 1. Plain calls: in place, sum or average.
+//	st, err := c.AllReduce(ctx, grad, collective.WithAverage(), collective.WithShape(rows, cols))
+//
+//	// 2. DDP-style: register gradient tensors once, mark them ready during the
+//	//    backward pass, wait at the end of the step.
+//	b, err := collective.NewBucketer(c, tensors, collective.BucketOptions{})
+//	for step := ... {
+//	    backward(func(i int) { b.MarkReady(i) })
+//	    st, err := b.Wait(ctx) // gradients now hold the average over ranks
+//	}
+//
+// # Ordering
+//
+// Collectives run one after another on one internal goroutine of the Comm, in
+// the order they were called (like a CUDA stream). Each gets an operation
+// sequence number, equal on every rank for the same call; messages of another
+// operation are rejected by the ring. Every rank must therefore issue the same
+// collectives in the same order. AllReduceAsync returns at once and the
+// collective overlaps whatever the caller does next; the data slice must not
+// be touched until the Handle's Wait returns.
+//
+// # Compression policy
+//
+// Each allreduce is made of one or two ring operations: tensors that are 1-D
+// (Rows or Cols is 1 in their layout) or smaller than Config.RawBelow values
+// travel raw (fp32); the others go through the configured codec, laid out in
+// 2-D following their rows. The first Config.WarmupSteps allreduces of each
+// stream travel raw too (the uncompressed warm-up of 1-bit Adam and PowerSGD).
+// A stream is the slot a tensor occupies step after step: a Bucketer names its
+// buckets itself; plain AllReduce calls name it with WithStream (by default it
+// is derived from the length and layout). Error feedback keeps the
+// compression residual per stream and adds it to the next step's input.
+//
+// # Errors
+//
+// Every error is an *Error ("collective: rank R: op N: ...") wrapping the
+// cause, usable with errors.Is against ErrPeerLost, ErrShapeMismatch,
+// ErrNonFinite, ErrBadFrame, ErrClosed and ErrAborted, and with errors.As
+// against *PeerLostError to learn the lost rank. A collective that fails
+// leaves the ring in an unknown state, so the Comm is then aborted: later
+// calls fail at once with ErrAborted wrapping the first error. Close the Comm
+// and Init a new one to go on.
+package collective

@@ -1,0 +1,34 @@
+package collective
+
+import (
+	"context"
+
+	"github.com/vccl/vccl/ring"
+)
+
+// ringEngine runs the collectives with package ring over the worker's links.
+type ringEngine struct{ r *ring.Ring }
+
+var _ engine = ringEngine{}
+
+func (e ringEngine) allReduce(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error) {
+	return e.r.AllReduce(ctx, data, ring.Options{
+		Op:      rc.op,
+		Average: rc.average,
+		Layout:  rc.layout,
+		Codec:   rc.codec,
+		Stream:  rc.stream,
+	})
+}
+
+func (e ringEngine) allGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {
+	return e.r.AllGather(ctx, op, local)
+}
+
+func (e ringEngine) broadcast(ctx context.Context, op uint64, data []byte, root int) ([]byte, error) {
+	return e.r.Broadcast(ctx, op, data, root)
+}
+
+func (e ringEngine) barrier(ctx context.Context, op uint64) error {
+	return e.r.Barrier(ctx, op)
+}

@@ -1,0 +1,180 @@
+package gradcodec
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// checkFinite returns an error wrapping ErrNonFinite when src holds NaN or
+// ±Inf, stating how many values are bad and where the first one is.
+func checkFinite(codec string, src []float32) error {
+	first, count := -1, 0
+	for i, v := range src {
+		// NaN and ±Inf have an all-ones exponent.
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
+			if first < 0 {
+				first = i
+			}
+			count++
+		}
+	}
+	if count == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w: %d of %d values are NaN or Inf, first at index %d (%v)",
+		codec, ErrNonFinite, count, len(src), first, src[first])
+}
+
+// checkShape verifies that src holds shape.Len() values of a sane shape.
+func checkShape(codec string, src []float32, shape Shape) error {
+	if shape.Rows < 0 || shape.Cols < 0 || (shape.Rows == 0) != (shape.Cols == 0) {
+		return fmt.Errorf("%s: %w: invalid shape %dx%d", codec, ErrShapeMismatch, shape.Rows, shape.Cols)
+	}
+	if uint64(shape.Rows)*uint64(shape.Cols) >= maxValues {
+		return fmt.Errorf("%s: %w: shape %dx%d exceeds %d values", codec, ErrShapeMismatch, shape.Rows, shape.Cols, maxValues-1)
+	}
+	if len(src) != shape.Len() {
+		return fmt.Errorf("%s: %w: %d values for shape %dx%d (%d values)", codec, ErrShapeMismatch, len(src), shape.Rows, shape.Cols, shape.Len())
+	}
+	return nil
+}
+
+// ShapeFor returns a near-square layout for n values of 1-D data: Cols is
+// the smallest multiple of 16 not below sqrt(n) (or n itself when n < 16),
+// Rows = n / Cols when that divides, otherwise the layout is 1 × n. The
+// result always has Len() == n.
+func ShapeFor(n int) Shape {
+	if n <= 0 {
+		return Shape{}
+	}
+	c := int(math.Ceil(math.Sqrt(float64(n))))
+	c = (c + 15) &^ 15
+	for ; c <= n && c <= 4096; c += 16 {
+		if n%c == 0 {
+			return Shape{n / c, c}
+		}
+	}
+	return Shape{1, n}
+}
+
+// bf16 conversions, round to nearest even.
+func toBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 { // NaN: keep it a NaN
+		return uint16(b>>16) | 0x40
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
+
+func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// toFP16 converts to IEEE half precision, rounding to nearest even and
+// saturating finite values beyond ±65504 to ±65504.
+func toFP16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	abs := b & 0x7fffffff
+	switch {
+	case abs >= 0x477ff000: // >= 65520 rounds to Inf: saturate
+		return sign | 0x7bff
+	case abs >= 0x38800000: // normal half
+		e := abs>>23 - 112
+		m := abs & 0x7fffff
+		h := e<<10 | m>>13
+		rem := m & 0x1fff
+		if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
+			h++
+		}
+		return sign | uint16(h)
+	case abs >= 0x33000000: // subnormal half
+		e := abs >> 23
+		m := abs&0x7fffff | 0x800000
+		shift := 126 - e // 14 + (113-e) … shift of the 24-bit mantissa
+		h := m >> shift
+		rem := m & (1<<shift - 1)
+		half := uint32(1) << (shift - 1)
+		if rem > half || (rem == half && h&1 == 1) {
+			h++
+		}
+		return sign | uint16(h)
+	default:
+		return sign
+	}
+}
+
+func fromFP16(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	e := uint32(h>>10) & 0x1f
+	m := uint32(h & 0x3ff)
+	switch {
+	case e == 0 && m == 0:
+		return math.Float32frombits(sign)
+	case e == 0: // subnormal
+		return math.Float32frombits(sign) + float32(m)*(1.0/(1<<24))*signF(sign)
+	case e == 31:
+		return math.Float32frombits(sign | 0x7f800000 | m<<13)
+	}
+	return math.Float32frombits(sign | (e+112)<<23 | m<<13)
+}
+
+func signF(sign uint32) float32 {
+	if sign != 0 {
+		return -1
+	}
+	return 1
+}
+
+// computeScales fills scales (bfloat16 bits, one per scale group of
+// scaleGroupRows(s) rows) with min(k·RMS, max|x|) of each group, rounded to
+// bfloat16. A group of zeros gets scale 0 and decodes as exact zeros.
+func computeScales(scales []uint16, src []float32, s Shape, k float64) {
+	g := scaleGroupRows(s)
+	span := g * s.Cols
+	for i := range scales {
+		lo := i * span
+		hi := min(lo+span, len(src))
+		var ss, mx float64
+		for _, v := range src[lo:hi] {
+			f := float64(v)
+			ss += f * f
+			mx = max(mx, math.Abs(f))
+		}
+		if mx == 0 {
+			scales[i] = 0
+			continue
+		}
+		sc := k * math.Sqrt(ss/float64(hi-lo))
+		if sc > mx {
+			sc = mx
+		}
+		h := toBF16(float32(sc))
+		if fromBF16(h) == 0 || math.IsInf(float64(fromBF16(h)), 0) {
+			// Tiny groups underflow only below 1e-38; treat as zero rows.
+			h = 0
+		}
+		scales[i] = h
+	}
+}
+
+// putScales appends scales to dst as little-endian uint16.
+func putScales(dst []byte, scales []uint16) []byte {
+	for _, h := range scales {
+		dst = binary.LittleEndian.AppendUint16(dst, h)
+	}
+	return dst
+}
+
+// readScales decodes n bfloat16 scales from b and checks they are finite
+// and not negative.
+func readScales(dst []float32, b []byte) error {
+	for i := range dst {
+		v := fromBF16(binary.LittleEndian.Uint16(b[2*i:]))
+		if !(v >= 0) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%w: scale %d is %v", ErrBadFrame, i, v)
+		}
+		dst[i] = v
+	}
+	return nil
+}

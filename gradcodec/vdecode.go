@@ -1,0 +1,143 @@
+package gradcodec
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/asticode/go-astiav"
+)
+
+// videoDecoder decodes the video payload of one codec. It keeps a software
+// decoder and, where NVDEC opens, a cuvid decoder; under "auto" a frame the
+// cuvid decoder cannot handle (e.g. a 4:0:0 picture) falls back to software.
+type videoDecoder struct {
+	codec   string
+	backend string
+	sw, hw  *astiav.CodecContext
+	hwOK    bool // try the cuvid decoder first
+	frame   *astiav.Frame
+	pkt     *astiav.Packet
+	pix     []byte
+}
+
+func newVideoDecoder(codec, backend string) *videoDecoder {
+	quietFFmpeg()
+	d := &videoDecoder{codec: codec, backend: backend}
+	d.hwOK = backend != "software" && hwDecoderAvailable(codec)
+	d.frame = astiav.AllocFrame()
+	d.pkt = astiav.AllocPacket()
+	return d
+}
+
+func (d *videoDecoder) close() {
+	for _, cc := range []*astiav.CodecContext{d.sw, d.hw} {
+		if cc != nil {
+			cc.Free()
+		}
+	}
+	d.sw, d.hw = nil, nil
+	d.frame.Free()
+	d.pkt.Free()
+}
+
+// decode decodes a video payload (after the scales) into dst.
+func (d *videoDecoder) decode(dst []float32, h Header, body []byte, scales []float32) error {
+	if err := packetLayoutOK(); err != nil {
+		return err
+	}
+	if h.Shape.Len() == 0 {
+		return nil
+	}
+	l := planLayout(h.Shape)
+	fsize := l.W * l.FrameH
+	d.pix = resize(d.pix, fsize*l.Frames)
+	rest := body
+	for f := 0; f < l.Frames; f++ {
+		if len(rest) < 4 {
+			return fmt.Errorf("%w: %s payload ends before frame %d of %d", ErrBadFrame, d.codec, f, l.Frames)
+		}
+		n := binary.LittleEndian.Uint32(rest)
+		rest = rest[4:]
+		if n == 0 || uint64(n) > uint64(len(rest)) {
+			return fmt.Errorf("%w: %s frame %d claims %d bytes, %d left", ErrBadFrame, d.codec, f, n, len(rest))
+		}
+		if err := d.picture(rest[:n], l.W, l.FrameH, d.pix[f*fsize:(f+1)*fsize]); err != nil {
+			return fmt.Errorf("%s frame %d of %d: %w", d.codec, f, l.Frames, err)
+		}
+		rest = rest[n:]
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: %d stray bytes after %d %s frames", ErrBadFrame, len(rest), l.Frames, d.codec)
+	}
+	readPicture(dst, d.pix, h.Shape, l, scales)
+	return nil
+}
+
+// picture decodes one access unit into pix (w×h).
+func (d *videoDecoder) picture(au []byte, w, h int, pix []byte) error {
+	if d.hwOK {
+		err := d.pictureWith(&d.hw, hwDecoders[d.codec], au, w, h, pix)
+		if err == nil {
+			return nil
+		}
+		if d.backend == "nvenc" {
+			return err
+		}
+		d.hwOK = false // software from now on
+	}
+	return d.pictureWith(&d.sw, swDecoders[d.codec], au, w, h, pix)
+}
+
+func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []byte, w, h int, pix []byte) error {
+	if *ccp == nil {
+		cc, err := openDecoder(name)
+		if err != nil {
+			return err
+		}
+		*ccp = cc
+	}
+	cc := *ccp
+	reset := func() { cc.Free(); *ccp = nil }
+	if err := setPacket(d.pkt, au); err != nil {
+		return err
+	}
+	err := cc.SendPacket(d.pkt)
+	d.pkt.Unref()
+	if err != nil {
+		reset()
+		return fmt.Errorf("%w: %s rejected the access unit: %v", ErrBadFrame, name, err)
+	}
+	err = cc.ReceiveFrame(d.frame)
+	drained := false
+	if errors.Is(err, astiav.ErrEagain) {
+		// The decoder holds the picture back: drain it, then start afresh.
+		_ = cc.SendPacket(nil)
+		err = cc.ReceiveFrame(d.frame)
+		drained = true
+	}
+	if err != nil {
+		reset()
+		return fmt.Errorf("%w: %s produced no picture: %v", ErrBadFrame, name, err)
+	}
+	defer d.frame.Unref()
+	if d.frame.Width() != w || d.frame.Height() != h {
+		reset()
+		return fmt.Errorf("%w: %s picture is %dx%d, header says %dx%d", ErrBadFrame, name, d.frame.Width(), d.frame.Height(), w, h)
+	}
+	if err := readLuma(d.frame, pix, w, h); err != nil {
+		reset()
+		return err
+	}
+	if drained {
+		reset()
+		return nil
+	}
+	// One access unit must hold exactly one picture.
+	d.frame.Unref()
+	if err := cc.ReceiveFrame(d.frame); err == nil {
+		reset()
+		return fmt.Errorf("%w: %s access unit holds more than one picture", ErrBadFrame, name)
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package reliability
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestReliabilityStalledPeer freezes one rank with SIGSTOP before, during
+// reduce-scatter and during allgather: its sockets stay open and nothing is
+// closed, so only the deadlines can tell the survivors it is gone.
+func TestReliabilityStalledPeer(t *testing.T) {
+	rng := rand.New(rand.NewPCG(trialSeed(t), 2))
+	var results []trialResult
+	for i := 0; i < 3; i++ {
+		phase, victim, frac, step := randomFault(rng, i, 4)
+		ok := t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
+			r := runFaultTrial(t, faultTrial{
+				world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
+				frac: frac, killStep: step, peerTimeout: 2 * time.Second,
+				env: map[string]string{"RELY_KILL_SIG": "STOP"}, stall: true,
+			})
+			t.Logf("stalled rank %d at %s (frac %.2f); slowest survivor error %v after the stall",
+				victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
+			results = append(results, r)
+		})
+		if !ok {
+			break
+		}
+	}
+	summarize(t, "stall a rank (SIGSTOP)", results)
+}
+
+// netnsAvailable reports why network namespaces cannot be used, or "".
+func netnsAvailable() string {
+	if os.Geteuid() != 0 {
+		return "not root"
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return "no ip command (iproute2)"
+	}
+	return ""
+}
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// netnsRing makes world network namespaces joined by veth pairs to a bridge
+// in another namespace, all removed at the end of the test. Rank r gets
+// 10.78.0.(r+1)/24 on eth0. It returns the wrap function of jobSpec.
+func netnsRing(t *testing.T, world int) func(rank int) ([]string, string) {
+	t.Helper()
+	tag := fmt.Sprintf("vrl%d%s", os.Getpid()%100000, randomHex(2))
+	br := tag + "br"
+	t.Cleanup(func() {
+		for r := 0; r < world; r++ {
+			exec.Command("ip", "netns", "del", fmt.Sprintf("%sh%d", tag, r)).Run()
+		}
+		exec.Command("ip", "netns", "del", br).Run()
+	})
+	run(t, "ip", "netns", "add", br)
+	run(t, "ip", "-n", br, "link", "set", "lo", "up")
+	run(t, "ip", "-n", br, "link", "add", "br0", "type", "bridge")
+	run(t, "ip", "-n", br, "link", "set", "br0", "up")
+	for r := 0; r < world; r++ {
+		ns := fmt.Sprintf("%sh%d", tag, r)
+		run(t, "ip", "netns", "add", ns)
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		run(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", fmt.Sprintf("vh%d", r), "netns", br)
+		run(t, "ip", "-n", br, "link", "set", fmt.Sprintf("vh%d", r), "master", "br0")
+		run(t, "ip", "-n", br, "link", "set", fmt.Sprintf("vh%d", r), "up")
+		run(t, "ip", "-n", ns, "addr", "add", fmt.Sprintf("10.78.0.%d/24", r+1), "dev", "eth0")
+		run(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	}
+	return func(rank int) ([]string, string) {
+		return []string{"ip", "netns", "exec", fmt.Sprintf("%sh%d", tag, rank)}, fmt.Sprintf("10.78.0.%d", rank+1)
+	}
+}
+
+// TestReliabilityCutLink puts every rank in its own network namespace and,
+// before, during reduce-scatter and during allgather, sets one rank's link
+// down: no FIN, no RST, packets just vanish.
+func TestReliabilityCutLink(t *testing.T) {
+	if why := netnsAvailable(); why != "" {
+		t.Skipf("needs network namespaces: %s", why)
+	}
+	rng := rand.New(rand.NewPCG(trialSeed(t), 3))
+	var results []trialResult
+	for i := 0; i < 3; i++ {
+		phase, victim, frac, step := randomFault(rng, i, 4)
+		ok := t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
+			wrap := netnsRing(t, 4)
+			r := runFaultTrial(t, faultTrial{
+				world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
+				frac: frac, killStep: step, peerTimeout: 2 * time.Second,
+				env:   map[string]string{"RELY_KILL_CMD": "ip link set eth0 down"},
+				stall: true, wrap: wrap, joinAddr: "10.78.0.1",
+			})
+			t.Logf("cut rank %d's link at %s (frac %.2f); slowest survivor error %v after the cut",
+				victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
+			results = append(results, r)
+		})
+		if !ok {
+			break
+		}
+	}
+	summarize(t, "cut a rank's link (veth down)", results)
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// runNodes runs one launcher per args list concurrently and returns their
+// results in the same order.
+func runNodes(t *testing.T, nodes ...[]string) []result {
+	t.Helper()
+	res := make([]result, len(nodes))
+	errs := make([]error, len(nodes))
+	var wg sync.WaitGroup
+	for i, args := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = tryLauncher(t, nil, args...)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	return res
+}
+
+// freeRdzv returns a 127.0.0.1 address whose port is free for TCP and UDP.
+func freeRdzv(t *testing.T) string {
+	t.Helper()
+	p, err := pickFreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+}
+
+func secretFile(t *testing.T) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(f, []byte("  this is the job secret of the multi-node test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestMultiNodeLoopback: two launchers on loopback addresses (127.0.0.1 and
+// 127.0.0.2) form one 4-rank job with global ranks and a shared secret.
+func TestMultiNodeLoopback(t *testing.T) {
+	rdzv, sf := freeRdzv(t), secretFile(t)
+	common := []string{"--nnodes", "2", "--rdzv", rdzv, "--secret-file", sf, "-np", "2", "--codec", "h264"}
+	res := runNodes(t,
+		append(append([]string{"--node-rank", "0"}, common...), helperArgs(t, "env")...),
+		append(append([]string{"--node-rank", "1", "--addr", "127.0.0.2"}, common...), helperArgs(t, "env")...),
+	)
+	all := map[int]map[string]string{}
+	for k, r := range res {
+		if r.code != 0 {
+			t.Fatalf("node %d: exit code %d; stderr:\n%s", k, r.code, r.stderr)
+		}
+		for rank, env := range parseEnvOutput(t, r.stdout) {
+			if rank/2 != k {
+				t.Errorf("node %d printed for global rank %d", k, rank)
+			}
+			all[rank] = env
+		}
+	}
+	if len(all) != 4 {
+		t.Fatalf("got %d ranks, want 4", len(all))
+	}
+	join := all[0]["VCCL_JOIN"]
+	host, port, err := net.SplitHostPort(join)
+	if err != nil || host != "127.0.0.1" || port == "0" || port == strings.Split(rdzv, ":")[1] {
+		t.Fatalf("VCCL_JOIN %q: want 127.0.0.1:<rank 0's own port>", join)
+	}
+	secret := all[0]["VCCL_SECRET"]
+	if len(secret) != 64 || strings.Contains(secret, "secret") {
+		t.Fatalf("VCCL_SECRET %q: want 64 hex digits derived from the secret", secret)
+	}
+	for rank := 0; rank < 4; rank++ {
+		addr := "127.0.0.1"
+		if rank >= 2 {
+			addr = "127.0.0.2"
+		}
+		wantPort := "0"
+		if rank == 0 {
+			wantPort = port
+		}
+		want := map[string]string{
+			"VCCL_RANK": strconv.Itoa(rank), "VCCL_LOCAL_RANK": strconv.Itoa(rank % 2), "VCCL_WORLD_SIZE": "4",
+			"VCCL_JOIN": join, "VCCL_SECRET": secret, "VCCL_BIND_ADDR": addr, "VCCL_BIND_PORT": wantPort,
+			"VCCL_NODE_RANK": strconv.Itoa(rank / 2), "VCCL_NNODES": "2", "VCCL_CODEC": "h264",
+		}
+		for k, v := range want {
+			if all[rank][k] != v {
+				t.Errorf("rank %d: %s = %q, want %q", rank, k, all[rank][k], v)
+			}
+		}
+	}
+}
+
+// TestMultiNodeFailureStopsAll: a rank failing on node 1 stops node 0's
+// ranks; both launchers exit with the failed rank's code.
+func TestMultiNodeFailureStopsAll(t *testing.T) {
+	rdzv, sf := freeRdzv(t), secretFile(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	// Global rank 3 exits 5 once ranks 0, 1 and 2 are up.
+	prog := helperArgs(t, "fail-after-ready", ready, "3", "3", "5")
+	common := []string{"--nnodes", "2", "--rdzv", rdzv, "--secret-file", sf, "-np", "2"}
+	res := runNodes(t,
+		append(append([]string{"--node-rank", "0"}, common...), prog...),
+		append(append([]string{"--node-rank", "1", "--addr", "127.0.0.2"}, common...), prog...),
+	)
+	for k, r := range res {
+		if r.code != 5 {
+			t.Errorf("node %d: exit code %d, want 5; stderr:\n%s", k, r.code, r.stderr)
+		}
+	}
+	if !strings.Contains(res[1].stderr, "rank 3 (pid") || !strings.Contains(res[1].stderr, "exited with code 5") {
+		t.Errorf("node 1 stderr does not name the failed rank:\n%s", res[1].stderr)
+	}
+	if !strings.Contains(res[0].stderr, "stopping: rank 3 (pid") || !strings.Contains(res[0].stderr, "exited with code 5 on node 1") {
+		t.Errorf("node 0 stderr does not say why it stopped:\n%s", res[0].stderr)
+	}
+	for _, r := range []string{"[0] stopped by SIGTERM", "[1] stopped by SIGTERM"} {
+		if !strings.Contains(res[0].stdout, r) {
+			t.Errorf("node 0 stdout lacks %q:\n%s", r, res[0].stdout)
+		}
+	}
+}
+
+// TestMultiNodeDisagree: nodes with different -np refuse to start.
+func TestMultiNodeDisagree(t *testing.T) {
+	rdzv, sf := freeRdzv(t), secretFile(t)
+	common := []string{"--nnodes", "2", "--rdzv", rdzv, "--secret-file", sf, "--rdzv-timeout", "20s"}
+	res := runNodes(t,
+		append(append([]string{"--node-rank", "0", "-np", "1"}, common...), "--", "true"),
+		append(append([]string{"--node-rank", "1", "-np", "2", "--addr", "127.0.0.2"}, common...), "--", "true"),
+	)
+	for k, r := range res {
+		if r.code != exitUsage {
+			t.Errorf("node %d: exit code %d, want %d; stderr:\n%s", k, r.code, exitUsage, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "disagree on the world size") {
+			t.Errorf("node %d stderr:\n%s", k, r.stderr)
+		}
+	}
+}
+
+// TestMultiNodeWrongSecret: a node with another secret cannot join.
+func TestMultiNodeWrongSecret(t *testing.T) {
+	rdzv, sf := freeRdzv(t), secretFile(t)
+	res := runNodes(t,
+		[]string{"--nnodes", "2", "--node-rank", "0", "--rdzv", rdzv, "--secret-file", sf, "--rdzv-timeout", "1500ms", "--", "true"},
+		[]string{"--nnodes", "2", "--node-rank", "1", "--rdzv", rdzv, "--secret", "not the job secret at all", "--rdzv-timeout", "1500ms", "--addr", "127.0.0.2", "--", "true"},
+	)
+	if res[0].code != exitUsage || !strings.Contains(res[0].stderr, "1 of 2 nodes arrived") || !strings.Contains(res[0].stderr, "missing node rank(s) 1") {
+		t.Errorf("node 0: exit %d, stderr:\n%s", res[0].code, res[0].stderr)
+	}
+	if res[1].code != exitUsage || !strings.Contains(res[1].stderr, "unreachable") {
+		t.Errorf("node 1: exit %d, stderr:\n%s", res[1].code, res[1].stderr)
+	}
+	if strings.Contains(res[1].stderr, "not the job secret") {
+		t.Errorf("node 1 printed its secret:\n%s", res[1].stderr)
+	}
+}

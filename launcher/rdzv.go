@@ -1,0 +1,507 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// rdzvLabel keeps the rendezvous' memberlist apart from the workers' own.
+const rdzvLabel = "vccl-launcher-rdzv"
+
+// nodeMeta is what every launcher announces in its memberlist node meta
+// (at most memberlist.MetaMaxSize bytes).
+type nodeMeta struct {
+	V        int    `json:"v"`
+	NodeRank int    `json:"k"`
+	NNodes   int    `json:"nn"`
+	NProc    int    `json:"np"`
+	Addr     string `json:"a"`            // address the node's ranks bind
+	Port0    int    `json:"p0,omitempty"` // node 0: memberlist port of global rank 0
+	Codec    string `json:"c"`            // effective codec options, compared across nodes
+}
+
+// rdzvMsg is a user message between launchers (memberlist SendReliable).
+type rdzvMsg struct {
+	Type   string `json:"t"` // "stop" or "done"
+	From   int    `json:"f"` // sender's node rank
+	Code   int    `json:"c,omitempty"`
+	Reason string `json:"r,omitempty"`
+}
+
+type rdzvEventKind int
+
+const (
+	evChange rdzvEventKind = iota // a node joined or changed
+	evLeave                       // a node left or was declared dead
+	evMsg                         // a user message arrived
+)
+
+type rdzvEvent struct {
+	kind rdzvEventKind
+	name string
+	addr string
+	meta []byte
+	msg  rdzvMsg
+}
+
+// rendezvous is this node's membership in the launchers' memberlist. It
+// implements memberlist.Delegate and memberlist.EventDelegate; those
+// callbacks only queue events and never block.
+type rendezvous struct {
+	ml       *memberlist.Memberlist
+	self     nodeMeta
+	metaJSON []byte
+
+	mu     sync.Mutex
+	queue  []rdzvEvent
+	notify chan struct{} // capacity 1: "the queue is not empty"
+
+	sends sync.WaitGroup // in-flight stop/done broadcasts
+}
+
+var (
+	_ memberlist.Delegate      = (*rendezvous)(nil)
+	_ memberlist.EventDelegate = (*rendezvous)(nil)
+)
+
+func (r *rendezvous) push(e rdzvEvent) {
+	r.mu.Lock()
+	r.queue = append(r.queue, e)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+// drain returns and clears the queued events.
+func (r *rendezvous) drain() []rdzvEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue
+	r.queue = nil
+	return q
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (r *rendezvous) NodeMeta(limit int) []byte { return r.metaJSON }
+
+// NotifyMsg implements memberlist.Delegate.
+func (r *rendezvous) NotifyMsg(b []byte) {
+	var m rdzvMsg
+	if err := json.Unmarshal(b, &m); err != nil {
+		return // not ours; the label and the key keep strangers out
+	}
+	r.push(rdzvEvent{kind: evMsg, msg: m})
+}
+
+// GetBroadcasts implements memberlist.Delegate.
+func (r *rendezvous) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState implements memberlist.Delegate.
+func (r *rendezvous) LocalState(join bool) []byte { return nil }
+
+// MergeRemoteState implements memberlist.Delegate.
+func (r *rendezvous) MergeRemoteState(buf []byte, join bool) {}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (r *rendezvous) NotifyJoin(n *memberlist.Node) { r.push(nodeEvent(evChange, n)) }
+
+// NotifyLeave implements memberlist.EventDelegate.
+func (r *rendezvous) NotifyLeave(n *memberlist.Node) { r.push(nodeEvent(evLeave, n)) }
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (r *rendezvous) NotifyUpdate(n *memberlist.Node) { r.push(nodeEvent(evChange, n)) }
+
+func nodeEvent(k rdzvEventKind, n *memberlist.Node) rdzvEvent {
+	return rdzvEvent{kind: k, name: n.Name, addr: n.Address(), meta: append([]byte(nil), n.Meta...)}
+}
+
+// localAddrTowards returns the local IP the kernel would use to reach
+// hostport (no packet is sent).
+func localAddrTowards(hostport string) (string, error) {
+	c, err := net.Dial("udp", hostport)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+// resolveIP resolves host to one IP address, IPv4 first.
+func resolveIP(host string) (string, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.String(), nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", err
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("no address for %s", host)
+	}
+	return ips[0].String(), nil
+}
+
+// multiNode is the state of a multi-node job on this node.
+type multiNode struct {
+	opts   *options
+	out    *output
+	sigs   <-chan os.Signal
+	secret []byte
+
+	rz *rendezvous
+}
+
+// setup creates this node's memberlist: node 0 binds the rendezvous
+// address, the others bind their own address on a free port.
+func (m *multiNode) setup() (nodeAddr string, err error) {
+	o := m.opts
+	rdzvHost, rdzvPortS, _ := net.SplitHostPort(o.rdzv)
+	rdzvPort, _ := strconv.Atoi(rdzvPortS)
+	rdzvIP, err := resolveIP(rdzvHost)
+	if err != nil {
+		return "", usagef("--rdzv %s: cannot resolve %q: %v", o.rdzv, rdzvHost, err)
+	}
+	bindIP, bindPort := rdzvIP, rdzvPort
+	if o.nodeRank == 0 {
+		nodeAddr = rdzvIP
+		if o.addr != "" {
+			nodeAddr = o.addr
+		}
+	} else {
+		nodeAddr = o.addr
+		if nodeAddr == "" {
+			a, err := localAddrTowards(net.JoinHostPort(rdzvIP, rdzvPortS))
+			if err != nil {
+				return "", usagef("--rdzv %s: no route to the rendezvous from this node: %v (set --addr)", o.rdzv, err)
+			}
+			nodeAddr = a
+		}
+		bindIP, bindPort = nodeAddr, 0
+	}
+
+	self := nodeMeta{V: 1, NodeRank: o.nodeRank, NNodes: o.nnodes, NProc: o.nproc, Addr: nodeAddr, Codec: o.effectiveCodecOptions()}
+	if o.nodeRank == 0 {
+		port := o.port
+		if port == 0 {
+			port, err = pickFreePort(nodeAddr)
+			if err != nil {
+				return "", usagef("--addr %s: no free port for global rank 0: %v", nodeAddr, err)
+			}
+		} else if err := checkPortFree(nodeAddr, port); err != nil {
+			return "", usagef("--port %d: %v", port, err)
+		}
+		self.Port0 = port
+	}
+	metaJSON, err := json.Marshal(self)
+	if err != nil {
+		return "", fmt.Errorf("encode node meta: %w", err)
+	}
+	if len(metaJSON) > memberlist.MetaMaxSize {
+		return "", usagef("node meta is %d bytes, more than memberlist's %d (codec options too long?)", len(metaJSON), memberlist.MetaMaxSize)
+	}
+	rz := &rendezvous{self: self, metaJSON: metaJSON, notify: make(chan struct{}, 1)}
+
+	cfg := memberlist.DefaultLANConfig()
+	cfg.Name = fmt.Sprintf("node-%d-%s", o.nodeRank, randomHex(4))
+	cfg.BindAddr = bindIP
+	cfg.BindPort = bindPort
+	cfg.AdvertiseAddr = bindIP
+	cfg.AdvertisePort = bindPort
+	cfg.SecretKey = deriveKey(m.secret, "rdzv")
+	cfg.Label = rdzvLabel
+	cfg.Delegate = rz
+	cfg.Events = rz
+	cfg.LogOutput = io.Discard
+	if o.verbose {
+		cfg.LogOutput = nil
+		cfg.Logger = log.New(lineLogger{m.out}, "memberlist: ", 0)
+	}
+	ml, err := memberlist.Create(cfg)
+	if err != nil {
+		if o.nodeRank == 0 {
+			return "", usagef("--rdzv %s: node 0 cannot bind the rendezvous address (port in use, or not an address of this node?): %v", o.rdzv, err)
+		}
+		return "", usagef("cannot start the rendezvous client on %s: %v", bindIP, err)
+	}
+	rz.ml = ml
+	m.rz = rz
+	return nodeAddr, nil
+}
+
+// lineLogger sends memberlist's log lines through the launcher's output.
+type lineLogger struct{ out *output }
+
+func (l lineLogger) Write(p []byte) (int, error) {
+	l.out.logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// rdzvError ends the rendezvous with an exit code.
+type rdzvError struct {
+	code int
+	msg  string
+}
+
+func (e *rdzvError) Error() string { return e.msg }
+
+// gather waits until all nodes have met and agree on the job. It returns
+// the meta of every node, indexed by node rank.
+func (m *multiNode) gather() ([]nodeMeta, error) {
+	o, rz := m.opts, m.rz
+	deadline := time.NewTimer(o.rdzvTimeout)
+	defer deadline.Stop()
+	retry := time.NewTicker(500 * time.Millisecond)
+	defer retry.Stop()
+
+	joined := o.nodeRank == 0
+	var lastJoinErr error
+	tryJoin := func() {
+		if _, err := rz.ml.Join([]string{o.rdzv}); err != nil {
+			lastJoinErr = err
+			return
+		}
+		joined = true
+	}
+	if !joined {
+		tryJoin()
+	}
+	for {
+		for _, e := range rz.drain() {
+			if e.kind == evMsg && e.msg.Type == "stop" {
+				return nil, &rdzvError{code: e.msg.Code, msg: fmt.Sprintf("node %d stopped the job during the rendezvous: %s", e.msg.From, e.msg.Reason)}
+			}
+		}
+		if joined {
+			metas, err := m.check()
+			if err != nil {
+				return nil, err
+			}
+			if metas != nil {
+				return metas, nil
+			}
+		}
+		select {
+		case <-rz.notify:
+		case <-retry.C:
+			if !joined {
+				tryJoin()
+			}
+		case sig := <-m.sigs:
+			ss, _ := sig.(syscall.Signal)
+			return nil, &rdzvError{code: 128 + int(ss), msg: fmt.Sprintf("received %v during the rendezvous", sig)}
+		case <-deadline.C:
+			if !joined {
+				return nil, usagef("rendezvous %s unreachable for %v (is node 0 running, with the same secret?): %v", o.rdzv, o.rdzvTimeout, lastJoinErr)
+			}
+			have := map[int]bool{}
+			for _, n := range rz.ml.Members() {
+				var nm nodeMeta
+				if json.Unmarshal(n.Meta, &nm) == nil {
+					have[nm.NodeRank] = true
+				}
+			}
+			var missing []string
+			for k := 0; k < o.nnodes; k++ {
+				if !have[k] {
+					missing = append(missing, strconv.Itoa(k))
+				}
+			}
+			return nil, usagef("rendezvous %s: %d of %d nodes arrived within %v; missing node rank(s) %s", o.rdzv, len(have), o.nnodes, o.rdzvTimeout, strings.Join(missing, ","))
+		}
+	}
+}
+
+// check compares every known node's meta with this node's. It returns the
+// metas when all nodes are present and agree, nil when some are missing,
+// and an error when they disagree.
+func (m *multiNode) check() ([]nodeMeta, error) {
+	self := m.rz.self
+	byRank := map[int]nodeMeta{}
+	for _, n := range m.rz.ml.Members() {
+		var nm nodeMeta
+		if err := json.Unmarshal(n.Meta, &nm); err != nil || nm.V != 1 {
+			return nil, usagef("node %s at %s is not a launcher of this version (meta %q)", n.Name, n.Address(), n.Meta)
+		}
+		who := fmt.Sprintf("node %d (%s)", nm.NodeRank, nm.Addr)
+		switch {
+		case nm.NNodes != self.NNodes:
+			return nil, usagef("nodes disagree on --nnodes: this node %d has %d, %s has %d", self.NodeRank, self.NNodes, who, nm.NNodes)
+		case nm.NProc != self.NProc:
+			return nil, usagef("nodes disagree on the world size: this node %d has -np %d (world %d), %s has -np %d (world %d)",
+				self.NodeRank, self.NProc, self.NNodes*self.NProc, who, nm.NProc, nm.NNodes*nm.NProc)
+		case nm.Codec != self.Codec:
+			return nil, usagef("nodes disagree on the codec options: this node %d has %s, %s has %s", self.NodeRank, self.Codec, who, nm.Codec)
+		case nm.NodeRank < 0 || nm.NodeRank >= self.NNodes:
+			return nil, usagef("%s has --node-rank %d, outside 0..%d", who, nm.NodeRank, self.NNodes-1)
+		}
+		if prev, dup := byRank[nm.NodeRank]; dup {
+			return nil, usagef("two nodes claim --node-rank %d: %s and %s", nm.NodeRank, prev.Addr, nm.Addr)
+		}
+		byRank[nm.NodeRank] = nm
+	}
+	if len(byRank) < self.NNodes {
+		return nil, nil
+	}
+	metas := make([]nodeMeta, self.NNodes)
+	for k := range metas {
+		metas[k] = byRank[k]
+	}
+	if metas[0].Port0 == 0 {
+		return nil, usagef("node 0 (%s) announced no port for global rank 0", metas[0].Addr)
+	}
+	return metas, nil
+}
+
+// broadcast sends msg to every other node in the background; wait for it
+// with m.rz.sends.
+func (m *multiNode) broadcast(msg rdzvMsg) {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		m.out.logf("encode %s message: %v", msg.Type, err)
+		return
+	}
+	self := m.rz.ml.LocalNode().Name
+	for _, n := range m.rz.ml.Members() {
+		if n.Name == self {
+			continue
+		}
+		n := *n
+		m.rz.sends.Add(1)
+		go func() {
+			defer m.rz.sends.Done()
+			if err := m.rz.ml.SendReliable(&n, b); err != nil && m.opts.verbose {
+				m.out.logf("send %s to %s: %v", msg.Type, n.Address(), err)
+			}
+		}()
+	}
+}
+
+// pump turns rendezvous events during the job into stop requests for the
+// supervisor until ctx ends.
+func (m *multiNode) pump(ctx context.Context, metas []nodeMeta, remote chan<- stopRequest) {
+	names := map[string]int{}
+	for _, n := range m.rz.ml.Members() {
+		var nm nodeMeta
+		if json.Unmarshal(n.Meta, &nm) == nil {
+			names[n.Name] = nm.NodeRank
+		}
+	}
+	done := map[int]bool{}
+	send := func(r stopRequest) {
+		select {
+		case remote <- r:
+		default: // a stop request is already pending; the first one wins
+		}
+	}
+	for {
+		for _, e := range m.rz.drain() {
+			switch e.kind {
+			case evMsg:
+				switch e.msg.Type {
+				case "done":
+					done[e.msg.From] = true
+				case "stop":
+					send(stopRequest{code: e.msg.Code, reason: e.msg.Reason})
+				}
+			case evLeave:
+				k, ok := names[e.name]
+				if ok && !done[k] {
+					send(stopRequest{code: exitLost, reason: fmt.Sprintf("node %d (%s) left the job or stopped responding before its ranks finished", k, metas[k].Addr)})
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.rz.notify:
+		}
+	}
+}
+
+// close leaves the rendezvous after the in-flight messages went out.
+func (m *multiNode) close() {
+	if m.rz == nil || m.rz.ml == nil {
+		return
+	}
+	m.rz.sends.Wait()
+	_ = m.rz.ml.Leave(500 * time.Millisecond)
+	_ = m.rz.ml.Shutdown()
+	m.rz.ml = nil
+}
+
+// runMulti runs this node's share of a multi-node job.
+func runMulti(o *options, out *output, sigs <-chan os.Signal, path string, secret []byte) int {
+	m := &multiNode{opts: o, out: out, sigs: sigs, secret: secret}
+	nodeAddr, err := m.setup()
+	if err != nil {
+		return reportErr(out, err)
+	}
+	defer m.close()
+	metas, err := m.gather()
+	if err != nil {
+		code := reportErr(out, err)
+		if re, ok := err.(*rdzvError); ok {
+			code = re.code
+		} else if m.rz.ml != nil {
+			// Tell the others why, so that they stop now rather than at
+			// their own timeout.
+			m.broadcast(rdzvMsg{Type: "stop", From: o.nodeRank, Code: code, Reason: err.Error()})
+		}
+		return code
+	}
+	join := net.JoinHostPort(metas[0].Addr, strconv.Itoa(metas[0].Port0))
+	if o.verbose {
+		var addrs []string
+		for _, nm := range metas {
+			addrs = append(addrs, fmt.Sprintf("%d=%s", nm.NodeRank, nm.Addr))
+		}
+		sort.Strings(addrs)
+		out.logf("node %d: all %d nodes met (%s); ranks join %s", o.nodeRank, o.nnodes, strings.Join(addrs, " "), join)
+	}
+	layout := jobLayout{
+		nnodes: o.nnodes, nodeRank: o.nodeRank, nproc: o.nproc,
+		join: join, bindAddr: nodeAddr, rank0Port: metas[0].Port0,
+		secretHex: workerSecretHex(secret),
+	}
+	remote := make(chan stopRequest, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var pumpDone sync.WaitGroup
+	pumpDone.Add(1)
+	go func() {
+		defer pumpDone.Done()
+		m.pump(ctx, metas, remote)
+	}()
+	s := &supervisor{
+		opts: o, out: out, path: path, layout: layout, sigs: sigs, remote: remote,
+		onStop: func(code int, reason string) {
+			m.broadcast(rdzvMsg{Type: "stop", From: o.nodeRank, Code: code, Reason: reason})
+		},
+	}
+	code := s.run()
+	cancel()
+	pumpDone.Wait()
+	if code == 0 {
+		m.broadcast(rdzvMsg{Type: "done", From: o.nodeRank})
+	}
+	return code
+}

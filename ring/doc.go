@@ -1,0 +1,99 @@
+// Package ring implements vccl's collectives — AllReduce, AllGather,
+// Broadcast, Barrier — as ring algorithms over an interface of links, with
+// every chunk that crosses a hop compressed by a Codec. It does no I/O of
+// its own: the links (websockets in package worker, in-memory queues in
+// package ringtest) are supplied by the caller, which makes the algorithm
+// testable without sockets, including under injected faults.
+//
+// # Using it
+//
+//  1. Build a Ring{Rank, Size, Next, Prev} on every rank: Next sends to rank
+//     (Rank+1)%Size, Prev receives from rank (Rank-1+Size)%Size.
+//  2. Give every rank its own Codec (NewGradCodec, or a ringtest codec).
+//  3. Call the same collectives in the same order on every rank, each with
+//     an Op sequence number that is equal on all ranks and new for each
+//     call. One collective runs at a time on a Ring.
+//  4. On error, every rank gets a *RemoteError naming the rank where the
+//     failure arose. After a failure that is not fatal (a bad frame, a
+//     non-finite value, a length mismatch, a replayed message) the links
+//     are clean and the Ring can be used again. After a fatal one
+//     (ErrPeerLost, a canceled context) links may hold stale messages: tear
+//     the ring down.
+//
+// # AllReduce
+//
+// The buffer of n values is cut into Size ring chunks; chunk c is reduced
+// by, and ends up owned by, rank c-1 (mod Size). Cuts follow whole rows of
+// the tensors of Options.Layout when a row boundary lies within an eighth
+// of a chunk of the even cut, so an encoded piece keeps its tensor's 2-D
+// shape; a chunk that spans several tensors hands the codec several pieces,
+// and a partial row becomes a 1×k piece. Each chunk is further cut the same
+// way into sub-chunks of about Options.SubChunkValues values, the unit of
+// pipelining: one message per sub-chunk per hop.
+//
+// Reduce-scatter, steps s = 0..Size-2: rank r sends chunk r-s and receives
+// chunk r-s-1, decodes it, adds its own values, and at the next step
+// re-encodes that partial sum (Codec.Encode, stream
+// "<Stream>/rs/c<chunk>.s<sub>@<offset>+<length>"). After Size-1 steps rank
+// r holds the full sum of chunk r+1. With Average it divides by Size, then
+// encodes the chunk once more (stream ".../ag/...") and keeps the decoded
+// values (the codec's recon), not its exact sum.
+//
+// Allgather, steps s = 0..Size-2: rank r sends chunk r+1-s and receives
+// chunk r-s. The owner's encoded bytes are forwarded unchanged and every
+// receiver decodes the same bytes, so — video decoding being bit-exact by
+// standard — every rank ends with bit-identical values (invariant 1 of
+// DESIGN.md). Stream names identify a slot stably across calls, so the
+// codec's error feedback and rate control follow the same slot step after
+// step (invariant 2).
+//
+// Pipelining: a sender goroutine encodes and sends, a receive pump
+// goroutine reads the link, and the calling goroutine decodes and adds. A
+// send that needs a received sub-chunk (every step but the first) waits for
+// exactly that sub-chunk, so encoding of sub-chunk k+1 overlaps the sending
+// of k and the decoding of k-1. The receive side never blocks on the send
+// side, so bounded links cannot deadlock the ring.
+//
+// # Checks
+//
+// Every message carries Op, Kind, Hop, Chunk, Sub and Total, and the
+// receiver checks them against what it expects next: a message of another
+// op (a replay of an earlier step) or out of sequence is rejected with
+// ErrProtocol, never decoded into the result; a Total that differs from the
+// receiver's length is an error wrapping ErrShapeMismatch that names both
+// ranks' lengths. Codec errors keep their sentinels (gradcodec.ErrNonFinite
+// from Encode, gradcodec.ErrBadFrame from Decode).
+//
+// # Ending a collective: the status round
+//
+// A rank may only return success once it knows that no other rank failed,
+// so every collective ends with a round of status tokens. When a rank has
+// received all its data and sent all of its own, it sends a KindDone token
+// carrying its rank; when it fails it sends a KindAbort token instead,
+// carrying its rank, an ErrorCode and the error text, and stops sending
+// data; a rank that receives an abort also stops and sends a "stopped"
+// done token. Each rank forwards every token it receives except to the
+// token's origin, so each token travels Size-1 hops and every rank sees the
+// status of every other rank. A rank returns when it has seen Size-1
+// tokens: success if all were done, else the failure with the lowest origin
+// rank — the same *RemoteError text on every rank. Tokens are the last
+// messages of a collective on a link, so the links are clean afterwards.
+// Barrier is this round alone.
+//
+// A lost peer or an ended context cannot complete a round. The rank that
+// sees it sends a fatal abort (trying for at most Ring.AbortGrace) and
+// returns; every rank that receives a fatal abort passes it on and returns
+// it. Lost peers are reported as errors wrapping
+// ErrPeerLost, and errors.As finds a *PeerLostError with the lost rank, on
+// every rank. Everything honours the caller's context: nothing waits longer.
+//
+// # Codecs
+//
+// Codec is the interface the ring compresses with. GradCodec implements it
+// over package gradcodec: one Encoder per stream and piece, a Decoder for
+// Decode and a second one inside Encode to compute recon exactly as every
+// receiver will, error feedback per stream, and a container that holds the
+// pieces of a chunk (video frames, or raw values for pieces the RawBelow
+// policy excludes). Package ringtest has an exact and a lossy codec that
+// need no FFmpeg.
+package ring

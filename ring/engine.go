@@ -1,0 +1,428 @@
+package ring
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DefaultAbortGrace is the default of Ring.AbortGrace.
+const DefaultAbortGrace = 2 * time.Second
+
+// step is one data message a rank sends or receives, in link order.
+type step struct {
+	kind            Kind
+	hop, chunk, sub uint32
+	// wait (send steps only): the payload is built from the next received
+	// data message (the receive steps pair with waiting send steps in order).
+	wait bool
+}
+
+// job is the data part of a collective; the engine runs the protocol.
+type job interface {
+	// build returns the payload of send step i; in is the payload of the
+	// receive step paired with it (nil unless the step waits). Called from
+	// the sender goroutine only.
+	build(i int, in []byte) ([]byte, error)
+	// consume handles receive step i. Called from the controller only.
+	consume(i int, m Message) error
+}
+
+// engine runs one collective on one rank: a sender goroutine sends the data
+// steps then the tokens, a pump goroutine receives, and the calling goroutine
+// (the controller) consumes data, runs the end-of-collective token round and
+// decides the result. See doc.go for the protocol.
+type engine struct {
+	r          *Ring
+	op         uint64
+	total      uint64
+	checkTotal bool
+	sends      []step
+	recvs      []step
+	job        job
+
+	// sender-owned statistics
+	sWire, sRaw int64
+	sWait       time.Duration
+	sBuild      time.Duration
+	// controller-owned statistics
+	cWait    time.Duration
+	cConsume time.Duration
+	rawOf    func(send int) int64 // raw fp32 bytes of send step i (for Stats.RawBytes)
+}
+
+type senderEvent struct {
+	phase1 bool  // the data phase ended (err nil: all sent or stopped)
+	err    error // a build error (non-fatal) or a link error (fatal)
+	fatal  bool
+}
+
+type recvResult struct {
+	m   Message
+	err error
+}
+
+func (e *engine) next() int { return (e.r.Rank + 1) % e.r.Size }
+func (e *engine) prev() int { return (e.r.Rank - 1 + e.r.Size) % e.r.Size }
+
+// run executes the collective. A non-nil pre is a local failure found before
+// any data moved (bad arguments): the rank then takes part only in the token
+// round, so every rank still returns the error.
+func (e *engine) run(parent context.Context, pre error) error {
+	size, rank := e.r.Size, e.r.Rank
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+
+	sctx, scancel := context.WithCancel(ctx)
+	defer scancel()
+	stop := make(chan struct{})
+	ready := make(chan []byte, len(e.recvs))
+	tokens := make(chan Message, size+1)
+	sev := make(chan senderEvent, 2)
+	senderDone := make(chan struct{})
+	startData := pre == nil
+	go e.sender(sctx, startData, stop, ready, tokens, sev, senderDone)
+
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	pump := make(chan recvResult, 4)
+	pumpDone := make(chan struct{})
+	go e.pump(pctx, pump, pumpDone)
+
+	var (
+		recvIdx     int
+		stopped     = !startData
+		ownSent     bool
+		ownOK       bool
+		tokensShut  bool
+		phase1Done  = !startData
+		senderGone  bool
+		pumpGone    bool
+		got         = make([]bool, size)
+		nGot        int
+		firstFail   *RemoteError // lowest-origin failure seen
+		sawStopped  bool
+		waitStarted time.Time
+	)
+	noteFail := func(re *RemoteError) {
+		if firstFail == nil || re.Origin < firstFail.Origin {
+			firstFail = re
+		}
+	}
+	stopData := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+		}
+	}
+	push := func(m Message) { tokens <- m } // capacity covers own token + forwards
+	pushOwn := func(payload []byte, kind Kind) {
+		push(Message{Op: e.op, Kind: kind, Total: e.total, Payload: payload})
+		ownSent = true
+	}
+	// fatalExit stops everything, passes a fatal abort on (unless the next
+	// rank is its origin) and returns it.
+	fatalExit := func(re *RemoteError) error {
+		scancel()
+		pcancel()
+		<-senderDone
+		<-pumpDone
+		if e.next() != re.Origin {
+			grace := e.r.AbortGrace
+			if grace <= 0 {
+				grace = DefaultAbortGrace
+			}
+			gctx, gcancel := context.WithTimeout(context.WithoutCancel(parent), grace)
+			_ = e.r.Next.Send(gctx, Message{Op: e.op, Kind: KindAbort, Total: e.total, Payload: encodeAbort(re, true)})
+			gcancel()
+		}
+		return re
+	}
+	// fail records a failure of this rank. A failure after this rank already
+	// reported one (or stopped) is a consequence and is dropped; one after it
+	// reported success cannot be told to the others in this round, so it ends
+	// the collective as fatal.
+	fail := func(err error) error {
+		re := newLocalError(e.op, rank, err)
+		if fatal(err) || ownOK {
+			return fatalExit(re)
+		}
+		if ownSent {
+			return nil
+		}
+		noteFail(re)
+		stopData()
+		pushOwn(encodeAbort(re, false), KindAbort)
+		return nil
+	}
+	onEvent := func(ev senderEvent) error {
+		if ev.fatal {
+			return fatalExit(newLocalError(e.op, rank, ev.err))
+		}
+		if ev.phase1 {
+			phase1Done = true
+		}
+		if ev.err != nil {
+			return fail(ev.err)
+		}
+		return nil
+	}
+	if pre != nil {
+		if err := fail(fmt.Errorf("rank %d: %w", rank, pre)); err != nil {
+			return err
+		}
+	}
+
+	for {
+		if !ownSent && phase1Done && (stopped || recvIdx == len(e.recvs)) {
+			pushOwn(encodeDone(rank, stopped), KindDone)
+			ownOK = !stopped
+		}
+		if ownSent && nGot == size-1 && !tokensShut {
+			tokensShut = true
+			close(tokens)
+		}
+		if tokensShut && senderGone && pumpGone {
+			break
+		}
+		var senderDoneCh <-chan struct{}
+		if !senderGone {
+			senderDoneCh = senderDone
+		}
+		var pumpCh <-chan recvResult
+		if !pumpGone {
+			pumpCh = pump
+		}
+		waitStarted = time.Now()
+		select {
+		case <-ctx.Done():
+			return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: %w", rank, ctx.Err())))
+		case ev := <-sev:
+			if err := onEvent(ev); err != nil {
+				return err
+			}
+		case <-senderDoneCh:
+			senderGone = true
+			// The sender queued its last events before it exited.
+			for drained := false; !drained; {
+				select {
+				case ev := <-sev:
+					if err := onEvent(ev); err != nil {
+						return err
+					}
+				default:
+					drained = true
+				}
+			}
+		case res, ok := <-pumpCh:
+			if !stopped && recvIdx < len(e.recvs) {
+				e.cWait += time.Since(waitStarted)
+			}
+			if !ok {
+				pumpGone = true
+				continue
+			}
+			if res.err != nil {
+				return fatalExit(newLocalError(e.op, rank, res.err))
+			}
+			m := res.m
+			if m.Op != e.op {
+				if err := fail(fmt.Errorf("%w: rank %d got a %s message of op %d from rank %d during op %d (replayed or stale)",
+					ErrProtocol, rank, kindName(m.Kind), m.Op, e.prev(), e.op)); err != nil {
+					return err
+				}
+				continue
+			}
+			switch m.Kind {
+			case KindDone, KindAbort:
+				t, err := decodeToken(m, size)
+				if err == nil && t.fatal && t.origin != rank {
+					return fatalExit(t.err) // passes it on
+				}
+				if err == nil && (t.origin == rank || got[t.origin]) {
+					err = fmt.Errorf("%w: duplicate status of rank %d", ErrProtocol, t.origin)
+				}
+				if err != nil {
+					return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: from rank %d: %w", rank, e.prev(), err)))
+				}
+				got[t.origin] = true
+				nGot++
+				if e.next() != t.origin {
+					push(m)
+				}
+				switch {
+				case t.err != nil:
+					noteFail(t.err)
+				case t.stopped:
+					sawStopped = true
+				}
+				if t.err != nil || t.stopped {
+					stopData()
+				} else if !stopped && recvIdx < len(e.recvs) {
+					if err := fail(fmt.Errorf("%w: rank %d expected %d more data messages but rank %d finished",
+						ErrProtocol, rank, len(e.recvs)-recvIdx, t.origin)); err != nil {
+						return err
+					}
+				}
+			default:
+				if stopped {
+					continue // data of a failed collective: discard
+				}
+				if err := e.check(recvIdx, m); err != nil {
+					if err := fail(err); err != nil {
+						return err
+					}
+					continue
+				}
+				t0 := time.Now()
+				err := e.job.consume(recvIdx, m)
+				e.cConsume += time.Since(t0)
+				if err != nil {
+					if err := fail(err); err != nil {
+						return err
+					}
+					continue
+				}
+				ready <- m.Payload
+				recvIdx++
+			}
+		}
+	}
+	if firstFail != nil {
+		return firstFail
+	}
+	if sawStopped {
+		return newLocalError(e.op, rank, fmt.Errorf("%w: rank %d: a rank stopped but none reported a failure", ErrProtocol, rank))
+	}
+	return nil
+}
+
+// check validates a data message against receive step i.
+func (e *engine) check(i int, m Message) error {
+	rank, from := e.r.Rank, e.prev()
+	if i >= len(e.recvs) {
+		return fmt.Errorf("%w: rank %d got an extra %s message (hop %d chunk %d sub %d) from rank %d in op %d",
+			ErrProtocol, rank, kindName(m.Kind), m.Hop, m.Chunk, m.Sub, from, e.op)
+	}
+	if e.checkTotal && m.Total != e.total {
+		return fmt.Errorf("%w: rank %d has %d values, rank %d has %d (op %d)",
+			ErrShapeMismatch, rank, e.total, from, m.Total, e.op)
+	}
+	s := e.recvs[i]
+	if m.Kind != s.kind || m.Hop != s.hop || m.Chunk != s.chunk || m.Sub != s.sub {
+		return fmt.Errorf("%w: rank %d expected %s hop %d chunk %d sub %d from rank %d, got %s hop %d chunk %d sub %d (op %d)",
+			ErrProtocol, rank, kindName(s.kind), s.hop, s.chunk, s.sub, from,
+			kindName(m.Kind), m.Hop, m.Chunk, m.Sub, e.op)
+	}
+	return nil
+}
+
+// sender sends the data steps in order (phase 1), then the tokens the
+// controller queues (phase 2) until tokens is closed.
+func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, ready <-chan []byte,
+	tokens <-chan Message, ev chan<- senderEvent, done chan<- struct{}) {
+	defer close(done)
+	send := func(m Message) error {
+		t0 := time.Now()
+		err := e.r.Next.Send(ctx, m)
+		e.sWait += time.Since(t0)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("rank %d: send to rank %d: %w", e.r.Rank, e.next(), ctx.Err())
+			}
+			if !errors.Is(err, ErrPeerLost) {
+				err = &PeerLostError{Rank: e.next(), Cause: err}
+			}
+			return fmt.Errorf("rank %d: send to rank %d: %w", e.r.Rank, e.next(), err)
+		}
+		return nil
+	}
+	if data {
+		var buildErr error
+	loop:
+		for i, s := range e.sends {
+			var in []byte
+			if s.wait {
+				select {
+				case in = <-ready:
+				case <-stop:
+					break loop
+				case <-ctx.Done():
+					ev <- senderEvent{err: ctx.Err(), fatal: true}
+					return
+				}
+			}
+			select {
+			case <-stop:
+				break loop
+			default:
+			}
+			t0 := time.Now()
+			payload, err := e.job.build(i, in)
+			e.sBuild += time.Since(t0)
+			if err != nil {
+				buildErr = err
+				break
+			}
+			if err := send(Message{Op: e.op, Kind: s.kind, Hop: s.hop, Chunk: s.chunk, Sub: s.sub,
+				Total: e.total, Payload: payload}); err != nil {
+				ev <- senderEvent{err: err, fatal: true}
+				return
+			}
+			e.sWire += int64(len(payload))
+			if e.rawOf != nil {
+				e.sRaw += e.rawOf(i)
+			}
+		}
+		ev <- senderEvent{phase1: true, err: buildErr}
+	}
+	for {
+		select {
+		case m, ok := <-tokens:
+			if !ok {
+				return
+			}
+			if err := send(m); err != nil {
+				ev <- senderEvent{err: err, fatal: true}
+				return
+			}
+		case <-ctx.Done():
+			ev <- senderEvent{err: ctx.Err(), fatal: true}
+			return
+		}
+	}
+}
+
+// pump receives until it has seen the tokens of all other ranks, a fatal
+// abort, or an error. Tokens are the last messages of a collective on a
+// link, so it never reads a message of the next collective.
+func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- struct{}) {
+	defer close(done)
+	defer close(out)
+	tokens := 0
+	for tokens < e.r.Size-1 {
+		m, err := e.r.Prev.Recv(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("rank %d: receive from rank %d: %w", e.r.Rank, e.prev(), ctx.Err())
+			} else {
+				if !errors.Is(err, ErrPeerLost) {
+					err = &PeerLostError{Rank: e.prev(), Cause: err}
+				}
+				err = fmt.Errorf("rank %d: receive from rank %d: %w", e.r.Rank, e.prev(), err)
+			}
+		}
+		select {
+		case out <- recvResult{m, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil || isFatalAbort(m) {
+			return
+		}
+		if m.Op == e.op && (m.Kind == KindDone || m.Kind == KindAbort) {
+			tokens++
+		}
+	}
+}

@@ -1,0 +1,318 @@
+package ring
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"sync"
+
+	"github.com/vccl/vccl/gradcodec"
+)
+
+// DefaultRawBelow is GradCodec's default RawBelow: pieces of fewer values
+// are sent as raw float32 (a video frame's header and padding would cost
+// more than it saves).
+const DefaultRawBelow = 4096
+
+// minSide is the smallest side of a piece that is encoded with its own 2-D
+// shape; thinner pieces are re-laid out near-square first.
+const minSide = 16
+
+// GradCodec is a Codec over package gradcodec. Each chunk goes on the wire as
+// a container of pieces, each a gradcodec frame or raw float32 values, with a
+// CRC-32 trailer. It keeps one gradcodec.Encoder per stream and piece (so rate
+// control follows a slot step after step), one Decoder for Decode and a
+// second one inside Encode that computes recon from the very bytes it sends,
+// and, when enabled, an error-feedback residual per stream.
+//
+// Policy: a piece with fewer than RawBelow values, or of one row when Raw1D
+// is set, goes raw. Any other piece with a side under 16 (a partial row, a
+// 1-D tensor, a thin matrix) is re-laid out near-square, with the few values
+// that do not fill the last row sent raw.
+//
+// Encode and Decode may run at the same time (the ring calls each from one
+// goroutine); neither may run concurrently with itself.
+type GradCodec struct {
+	// RawBelow: pieces with fewer values are sent raw. Defaults to
+	// DefaultRawBelow (set by NewGradCodec).
+	RawBelow int
+	// Raw1D sends every one-row piece raw (1-D tensors such as biases and
+	// norms, and partial rows). Defaults to false.
+	Raw1D bool
+
+	opts gradcodec.Options
+	ef   *gradcodec.ErrorFeedback // nil when error feedback is off
+
+	encMu    sync.Mutex // guards the encode side and closed
+	encoders map[string]gradcodec.Encoder
+	encDec   *gradcodec.Decoder
+	x        []float32
+	frame    []byte
+	closed   bool
+
+	decMu sync.Mutex // guards the decode side
+	dec   *gradcodec.Decoder
+}
+
+var _ Codec = (*GradCodec)(nil)
+
+// NewGradCodec returns a GradCodec for opts (see gradcodec.Options) with error
+// feedback per stream when errorFeedback is set. It fails, wrapping
+// gradcodec.ErrUnknownCodec or gradcodec.ErrBackendUnavailable, when the codec
+// cannot be opened here.
+func NewGradCodec(opts gradcodec.Options, errorFeedback bool) (*GradCodec, error) {
+	probe, err := gradcodec.NewEncoder(opts)
+	if err != nil {
+		return nil, fmt.Errorf("ring: grad codec: %w", err)
+	}
+	_ = probe.Close()
+	encDec, err := gradcodec.NewDecoder(opts.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("ring: grad codec: %w", err)
+	}
+	dec, err := gradcodec.NewDecoder(opts.Backend)
+	if err != nil {
+		_ = encDec.Close()
+		return nil, fmt.Errorf("ring: grad codec: %w", err)
+	}
+	c := &GradCodec{RawBelow: DefaultRawBelow, opts: opts, encoders: map[string]gradcodec.Encoder{}, encDec: encDec, dec: dec}
+	if errorFeedback {
+		c.ef = gradcodec.NewErrorFeedback()
+	}
+	return c, nil
+}
+
+// Name returns the gradcodec codec name, e.g. "hevc".
+func (c *GradCodec) Name() string { return c.opts.Codec }
+
+// ErrorFeedback returns the residual store, or nil when error feedback is
+// off (for inspection and Reset).
+func (c *GradCodec) ErrorFeedback() *gradcodec.ErrorFeedback { return c.ef }
+
+// Close frees every encoder and decoder. It is idempotent; Encode and Decode
+// fail after it.
+func (c *GradCodec) Close() error {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	c.decMu.Lock()
+	defer c.decMu.Unlock()
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	var errs []error
+	for k, e := range c.encoders {
+		errs = append(errs, e.Close())
+		delete(c.encoders, k)
+	}
+	errs = append(errs, c.encDec.Close(), c.dec.Close())
+	return errors.Join(errs...)
+}
+
+var errCodecClosed = errors.New("ring: grad codec is closed")
+
+// Container format: 'V', version 1, uvarint piece count, then per piece a
+// kind byte, uvarint value count, uvarint byte length and the bytes; a
+// CRC-32 (IEEE) of all of it trails.
+const (
+	containerMagic   = 'V'
+	containerVersion = 1
+	pieceRaw         = 0
+	pieceFrame       = 1
+)
+
+// wirePiece is one piece as sent: raw values, or a frame of shape.
+type wirePiece struct {
+	raw   bool
+	n     int
+	shape gradcodec.Shape
+}
+
+// wirePieces applies the policy to the ring's pieces.
+func (c *GradCodec) wirePieces(pieces []gradcodec.Shape) []wirePiece {
+	var out []wirePiece
+	for _, p := range pieces {
+		n := p.Len()
+		switch {
+		case n == 0:
+		case n < c.RawBelow || (c.Raw1D && p.Rows == 1):
+			out = append(out, wirePiece{raw: true, n: n})
+		case p.Rows < minSide || p.Cols < minSide:
+			s, tail := nearSquare(n)
+			if s.Len() > 0 {
+				out = append(out, wirePiece{n: s.Len(), shape: s})
+			}
+			if tail > 0 {
+				out = append(out, wirePiece{raw: true, n: tail})
+			}
+		default:
+			out = append(out, wirePiece{n: n, shape: p})
+		}
+	}
+	return out
+}
+
+// nearSquare lays n values out as rows × cols with cols the multiple of 16
+// at or above sqrt(n), leaving tail < cols values over.
+func nearSquare(n int) (gradcodec.Shape, int) {
+	cols := (int(math.Sqrt(float64(n))) + 15) &^ 15
+	if cols == 0 || cols > n {
+		return gradcodec.Shape{}, n
+	}
+	rows := n / cols
+	return gradcodec.Shape{Rows: rows, Cols: cols}, n - rows*cols
+}
+
+// Encode implements Codec.
+func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shape, recon []float32) ([]byte, error) {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	if c.closed {
+		return nil, errCodecClosed
+	}
+	sum := 0
+	for _, p := range pieces {
+		if p.Rows < 0 || p.Cols < 0 {
+			return nil, fmt.Errorf("ring: grad codec: stream %s: negative piece %dx%d: %w", stream, p.Rows, p.Cols, gradcodec.ErrShapeMismatch)
+		}
+		sum += p.Len()
+	}
+	if sum != len(src) || len(recon) != len(src) {
+		return nil, fmt.Errorf("ring: grad codec: stream %s: pieces cover %d values, src has %d, recon %d: %w",
+			stream, sum, len(src), len(recon), gradcodec.ErrShapeMismatch)
+	}
+	if cap(c.x) < len(src) {
+		c.x = make([]float32, len(src))
+	}
+	x := c.x[:len(src)]
+	copy(x, src)
+	if c.ef != nil {
+		c.ef.Apply(stream, x)
+	}
+	wp := c.wirePieces(pieces)
+	out := []byte{containerMagic, containerVersion}
+	out = binary.AppendUvarint(out, uint64(len(wp)))
+	off := 0
+	for i, p := range wp {
+		seg := x[off : off+p.n]
+		rec := recon[off : off+p.n]
+		if p.raw {
+			for k, v := range seg {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return nil, fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, v, gradcodec.ErrNonFinite)
+				}
+			}
+			out = append(out, pieceRaw)
+			out = binary.AppendUvarint(out, uint64(p.n))
+			out = binary.AppendUvarint(out, uint64(4*p.n))
+			for _, v := range seg {
+				out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
+			}
+			copy(rec, seg)
+		} else {
+			key := fmt.Sprintf("%s#%d:%dx%d", stream, i, p.shape.Rows, p.shape.Cols)
+			enc := c.encoders[key]
+			if enc == nil {
+				var err error
+				if enc, err = gradcodec.NewEncoder(c.opts); err != nil {
+					return nil, fmt.Errorf("ring: grad codec: stream %s: %w", stream, err)
+				}
+				c.encoders[key] = enc
+			}
+			frame, err := enc.Encode(c.frame[:0], seg, p.shape)
+			if err != nil {
+				return nil, fmt.Errorf("ring: grad codec: stream %s piece %d (%dx%d): %w", stream, i, p.shape.Rows, p.shape.Cols, err)
+			}
+			c.frame = frame
+			if err := c.encDec.Decode(rec, frame); err != nil {
+				return nil, fmt.Errorf("ring: grad codec: stream %s piece %d: decoding own frame: %w", stream, i, err)
+			}
+			out = append(out, pieceFrame)
+			out = binary.AppendUvarint(out, uint64(p.n))
+			out = binary.AppendUvarint(out, uint64(len(frame)))
+			out = append(out, frame...)
+		}
+		off += p.n
+	}
+	if c.ef != nil {
+		c.ef.Update(stream, x, recon)
+	}
+	return binary.LittleEndian.AppendUint32(out, crc32.ChecksumIEEE(out)), nil
+}
+
+// Decode implements Codec.
+func (c *GradCodec) Decode(dst []float32, wire []byte) error {
+	c.decMu.Lock()
+	defer c.decMu.Unlock()
+	if c.closed {
+		return errCodecClosed
+	}
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("ring: grad codec: container: %s: %w", fmt.Sprintf(format, a...), gradcodec.ErrBadFrame)
+	}
+	if len(wire) < 7 {
+		return bad("%d bytes is too short", len(wire))
+	}
+	body := wire[:len(wire)-4]
+	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(wire[len(wire)-4:]) {
+		return bad("checksum mismatch")
+	}
+	if body[0] != containerMagic || body[1] != containerVersion {
+		return bad("magic/version %#x %d", body[0], body[1])
+	}
+	p := body[2:]
+	count, k := binary.Uvarint(p)
+	if k <= 0 || count > uint64(len(p)) {
+		return bad("piece count")
+	}
+	p = p[k:]
+	off := 0
+	for i := uint64(0); i < count; i++ {
+		if len(p) < 1 {
+			return bad("piece %d truncated", i)
+		}
+		kind := p[0]
+		p = p[1:]
+		n, k1 := binary.Uvarint(p)
+		if k1 <= 0 {
+			return bad("piece %d value count", i)
+		}
+		p = p[k1:]
+		size, k2 := binary.Uvarint(p)
+		if k2 <= 0 || size > uint64(len(p)-k2) {
+			return bad("piece %d length", i)
+		}
+		p = p[k2:]
+		b := p[:size]
+		p = p[size:]
+		if n > uint64(len(dst)-off) {
+			return fmt.Errorf("ring: grad codec: container holds more than %d values: %w", len(dst), gradcodec.ErrShapeMismatch)
+		}
+		seg := dst[off : off+int(n)]
+		switch kind {
+		case pieceRaw:
+			if size != 4*n {
+				return bad("raw piece %d of %d bytes for %d values", i, size, n)
+			}
+			for j := range seg {
+				seg[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:]))
+			}
+		case pieceFrame:
+			if err := c.dec.Decode(seg, b); err != nil {
+				return fmt.Errorf("ring: grad codec: piece %d: %w", i, err)
+			}
+		default:
+			return bad("piece %d kind %d", i, kind)
+		}
+		off += int(n)
+	}
+	if len(p) != 0 {
+		return bad("%d trailing bytes", len(p))
+	}
+	if off != len(dst) {
+		return fmt.Errorf("ring: grad codec: container holds %d values, want %d: %w", off, len(dst), gradcodec.ErrShapeMismatch)
+	}
+	return nil
+}

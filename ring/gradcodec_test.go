@@ -1,0 +1,188 @@
+package ring_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/ring"
+	"github.com/vccl/vccl/ring/ringtest"
+)
+
+func newGradCodec(t testing.TB, codec string, ef bool) *ring.GradCodec {
+	t.Helper()
+	c, err := ring.NewGradCodec(gradcodec.Options{Codec: codec, Backend: "software", BitsPerValue: 1.4}, ef)
+	if err != nil {
+		t.Fatalf("NewGradCodec(%s): %v", codec, err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+	return c
+}
+
+// smooth returns gradient-like test data: a smooth 2-D field plus noise.
+func smooth(seed uint64, rows, cols int) []float32 {
+	x := randData(seed, rows*cols)
+	for i := range x {
+		r, c := i/cols, i%cols
+		x[i] = 0.3*x[i] + float32(math.Sin(float64(r)/9+float64(seed))*math.Cos(float64(c)/13))
+	}
+	return x
+}
+
+func TestGradCodecRoundTrip(t *testing.T) {
+	for _, name := range []string{"raw", "int8", "h264", "hevc"} {
+		t.Run(name, func(t *testing.T) {
+			enc := newGradCodec(t, name, false)
+			dec := newGradCodec(t, name, false)
+			// A full matrix, a 1-D tensor, a partial row, a small bias, a thin matrix.
+			pieces := []gradcodec.Shape{{Rows: 96, Cols: 128}, {Rows: 1, Cols: 5003}, {Rows: 1, Cols: 100}, {Rows: 700, Cols: 7}}
+			n := 0
+			for _, p := range pieces {
+				n += p.Len()
+			}
+			src := smooth(1, 1, n)
+			recon := make([]float32, n)
+			wire, err := enc.Encode("s", src, pieces, recon)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, n)
+			if err := dec.Decode(got, wire); err != nil {
+				t.Fatal(err)
+			}
+			if hash(got) != hash(recon) {
+				t.Fatal("Decode differs from Encode's recon")
+			}
+			ref := make([]float64, n)
+			for i, v := range src {
+				ref[i] = float64(v)
+			}
+			e := nmse(got, ref)
+			bpv := 8 * float64(len(wire)) / float64(n)
+			t.Logf("%s: %d values, %d bytes, %.2f bits/value, NMSE %.3g", name, n, len(wire), bpv, e)
+			if name == "raw" && e != 0 {
+				t.Fatalf("raw NMSE %g", e)
+			}
+			if e > 0.2 {
+				t.Fatalf("NMSE %g > 0.2", e)
+			}
+			// The 100-value piece is below RawBelow: sent exactly.
+			off := 96*128 + 5003
+			for i := off; i < off+100; i++ {
+				if got[i] != src[i] {
+					t.Fatalf("raw piece value %d = %v, want %v", i, got[i], src[i])
+				}
+			}
+			// Corruption anywhere is caught.
+			bad := append([]byte(nil), wire...)
+			bad[len(bad)/3] ^= 1
+			if err := dec.Decode(got, bad); !errors.Is(err, gradcodec.ErrBadFrame) {
+				t.Fatalf("corrupted: %v", err)
+			}
+			if err := dec.Decode(got[:n-1], wire); !errors.Is(err, gradcodec.ErrShapeMismatch) {
+				t.Fatalf("short dst: %v", err)
+			}
+			src[7] = float32(math.NaN())
+			if _, err := enc.Encode("s", src, pieces, recon); !errors.Is(err, gradcodec.ErrNonFinite) {
+				t.Fatalf("NaN: %v", err)
+			}
+		})
+	}
+}
+
+// TestAllReduceVideo runs the compressed ring with real FFmpeg codecs.
+func TestAllReduceVideo(t *testing.T) {
+	const size, rows, cols = 4, 128, 160
+	for _, name := range []string{"h264", "hevc"} {
+		t.Run(name, func(t *testing.T) {
+			net := ringtest.NewNetwork(size)
+			codecs := make([]*ring.GradCodec, size)
+			for r := range codecs {
+				codecs[r] = newGradCodec(t, name, true)
+			}
+			in := make([][]float32, size)
+			for r := range in {
+				in[r] = smooth(uint64(r), rows, cols)
+			}
+			ref := reference(in, true)
+			var st ring.Stats
+			errs := runRanks(t, size, func(ctx context.Context, rank int) error {
+				s, err := net.Ring(rank).AllReduce(ctx, in[rank], ring.Options{Op: 1, Average: true,
+					Layout: []gradcodec.Shape{{Rows: rows, Cols: cols}}, Codec: codecs[rank], Stream: "b0"})
+				if rank == 0 {
+					st = s
+				}
+				return err
+			})
+			if err := errors.Join(errs...); err != nil {
+				t.Fatal(err)
+			}
+			checkIdentical(t, in)
+			e := nmse(in[0], ref)
+			t.Logf("%s: NMSE %.3g, %.2f bits/value on the wire, encode %v decode %v", name, e, st.BitsPerValue(), st.EncodeTime, st.DecodeTime)
+			// Four lossy encodes of each value at ~1.4 bits/value, on data
+			// whose noise part (a quarter of its energy) cannot compress.
+			const maxNMSE = 0.35
+			if e > maxNMSE {
+				t.Fatalf("NMSE %g > %g", e, maxNMSE)
+			}
+			if st.BitsPerValue() > 8 {
+				t.Fatalf("%.2f bits/value: not compressed", st.BitsPerValue())
+			}
+		})
+	}
+}
+
+// TestAllReduceErrorFeedback: with error feedback, the mean of repeated
+// allreduces of the same gradients converges on the exact mean (the codec's
+// bias is carried forward), far below one step's error.
+func TestAllReduceErrorFeedback(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 8 video allreduces")
+	}
+	const size, rows, cols, steps = 2, 64, 96, 8
+	net := ringtest.NewNetwork(size)
+	codecs := []*ring.GradCodec{newGradCodec(t, "h264", true), newGradCodec(t, "h264", true)}
+	for _, c := range codecs {
+		c.RawBelow = 16
+	}
+	grads := [][]float32{smooth(1, rows, cols), smooth(2, rows, cols)}
+	ref := reference(grads, false)
+	mean := make([]float64, rows*cols)
+	var first float64
+	for s := 0; s < steps; s++ {
+		in := [][]float32{append([]float32(nil), grads[0]...), append([]float32(nil), grads[1]...)}
+		errs := runRanks(t, size, func(ctx context.Context, rank int) error {
+			_, err := net.Ring(rank).AllReduce(ctx, in[rank], ring.Options{Op: uint64(s + 1),
+				Layout: []gradcodec.Shape{{Rows: rows, Cols: cols}}, Codec: codecs[rank], Stream: "w"})
+			return err
+		})
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		if s == 0 {
+			first = nmse(in[0], ref)
+		}
+		for i, v := range in[0] {
+			mean[i] += float64(v) / steps
+		}
+	}
+	m := make([]float32, len(mean))
+	for i, v := range mean {
+		m[i] = float32(v)
+	}
+	avg := nmse(m, ref)
+	t.Logf("one step NMSE %.3g, mean of %d steps NMSE %.3g", first, steps, avg)
+	if !(avg < first/3) {
+		t.Fatalf("error feedback did not cut the bias: %.3g vs %.3g", avg, first)
+	}
+}

@@ -1,0 +1,331 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/vccl/vccl/gradcodec"
+)
+
+// Ring is one rank's view of the ring: Next sends to rank (Rank+1)%Size and
+// Prev receives from rank (Rank-1+Size)%Size. A Ring runs one collective at a
+// time: the caller serialises calls (package collective does), and every
+// rank calls the same collectives in the same order with the same Op.
+type Ring struct {
+	Rank, Size int
+	Next, Prev Link
+	// AbortGrace bounds how long a rank that ends a collective on a fatal
+	// error (a lost peer, an ended context) tries to pass the abort on to
+	// its next neighbour. 0 means DefaultAbortGrace (2s).
+	AbortGrace time.Duration
+}
+
+// Options configure one AllReduce.
+type Options struct {
+	// Op is the collective's sequence number, equal on all ranks for the
+	// same call and different from the previous call's (messages of another
+	// op are rejected as replays).
+	Op uint64
+	// Average divides the sum by Size (before the final encode, so every
+	// rank decodes the same values).
+	Average bool
+	// Layout lists the tensors of data in order (their lengths sum to
+	// len(data)); chunks are cut along their whole rows where possible so
+	// encoded pieces keep their 2-D shape. nil means one 1-D tensor.
+	Layout []gradcodec.Shape
+	// Codec compresses every chunk that crosses a hop. Required when Size > 1
+	// and data is not empty.
+	Codec Codec
+	// SubChunkValues is the pipelining granularity: each ring chunk is sent
+	// as sub-chunks of about this many values, so encoding, sending and
+	// decoding overlap. 0 means DefaultSubChunkValues.
+	SubChunkValues int
+	// Stream names this buffer (e.g. the bucket) for the codec's per-stream
+	// state (error feedback, rate control); the ring appends the phase,
+	// chunk, sub-chunk and range. "" means "len<n>".
+	Stream string
+}
+
+func (r *Ring) validate() error {
+	if r.Size < 1 {
+		return fmt.Errorf("ring: size %d, want >= 1", r.Size)
+	}
+	if r.Rank < 0 || r.Rank >= r.Size {
+		return fmt.Errorf("ring: rank %d out of range [0, %d)", r.Rank, r.Size)
+	}
+	if r.Size > 1 && (r.Next == nil || r.Prev == nil) {
+		return fmt.Errorf("ring: rank %d of %d needs both Next and Prev links", r.Rank, r.Size)
+	}
+	return nil
+}
+
+// AllReduce sums data over all ranks in place (or averages it with
+// opts.Average): a reduce-scatter in which each hop re-encodes the partial
+// sum, then an allgather that forwards each chunk owner's encoded bytes
+// unchanged. On success data is bit-identical on every rank. On error data
+// holds unspecified values and every rank returns an error naming the rank
+// where the failure arose (a *RemoteError, errors.Is-compatible with the
+// cause's sentinel); see doc.go.
+func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Stats, error) {
+	start := time.Now()
+	st := Stats{Values: len(data)}
+	if err := r.validate(); err != nil {
+		return st, err
+	}
+	if r.Size == 1 {
+		if _, err := newTensors(len(data), opts.Layout); err != nil {
+			return st, fmt.Errorf("rank 0: %w", err)
+		}
+		st.Total = time.Since(start)
+		return st, nil
+	}
+	var pre error
+	p, err := newPlan(len(data), opts.Layout, r.Size, opts.SubChunkValues)
+	switch {
+	case err != nil:
+		pre = err
+	case opts.SubChunkValues < 0:
+		pre = fmt.Errorf("ring: SubChunkValues %d is negative", opts.SubChunkValues)
+	case opts.Codec == nil && len(data) > 0:
+		pre = fmt.Errorf("ring: AllReduce of %d values without a Codec", len(data))
+	}
+	j := &allReduce{r: r, data: data, opts: opts, plan: p}
+	e := &engine{r: r, op: opts.Op, total: uint64(len(data)), checkTotal: true, job: j}
+	if pre == nil {
+		j.setup(e)
+	}
+	err = e.run(ctx, pre)
+	st.WireBytes = e.sWire
+	st.RawBytes = e.sRaw
+	st.EncodeTime = j.encTime
+	st.DecodeTime = j.decTime
+	st.WaitTime = e.sWait + e.cWait
+	st.Total = time.Since(start)
+	return st, err
+}
+
+// allReduce is the data part of AllReduce on one rank.
+type allReduce struct {
+	r    *Ring
+	data []float32
+	opts Options
+	plan *plan
+
+	stream string
+	sends  []step
+	recvs  []step
+	recon  []float32 // sender's scratch
+	buf    []float32 // controller's scratch
+
+	encTime, decTime time.Duration
+}
+
+// setup builds the step lists: reduce-scatter steps s = 0..Size-2 send chunk
+// Rank-s and receive chunk Rank-s-1; allgather steps send chunk Rank+1-s and
+// receive chunk Rank-s (all mod Size). Chunk c ends up owned by rank c-1.
+func (j *allReduce) setup(e *engine) {
+	n, r := j.r.Size, j.r.Rank
+	mod := func(x int) uint32 { return uint32(((x % n) + n) % n) }
+	maxSub := 0
+	for _, ch := range j.plan.chunks {
+		for _, s := range ch {
+			maxSub = max(maxSub, s.n)
+		}
+	}
+	add := func(list []step, kind Kind, hop int, chunk uint32, wait bool) []step {
+		for k := range j.plan.chunks[chunk] {
+			list = append(list, step{kind: kind, hop: uint32(hop), chunk: chunk, sub: uint32(k), wait: wait})
+		}
+		return list
+	}
+	for s := 0; s < n-1; s++ {
+		j.sends = add(j.sends, KindReduceScatter, s, mod(r-s), s > 0)
+		j.recvs = add(j.recvs, KindReduceScatter, s, mod(r-s-1), false)
+	}
+	for s := 0; s < n-1; s++ {
+		j.sends = add(j.sends, KindAllGather, s, mod(r+1-s), true)
+		j.recvs = add(j.recvs, KindAllGather, s, mod(r-s), false)
+	}
+	j.recon = make([]float32, maxSub)
+	j.buf = make([]float32, maxSub)
+	j.stream = j.opts.Stream
+	if j.stream == "" {
+		j.stream = fmt.Sprintf("len%d", len(j.data))
+	}
+	e.sends, e.recvs = j.sends, j.recvs
+	e.rawOf = func(i int) int64 {
+		s := j.sends[i]
+		return 4 * int64(j.plan.chunks[s.chunk][s.sub].n)
+	}
+}
+
+func (j *allReduce) streamName(phase string, s step, seg segment) string {
+	return fmt.Sprintf("%s/%s/c%d.s%d@%d+%d", j.stream, phase, s.chunk, s.sub, seg.off, seg.n)
+}
+
+func (j *allReduce) build(i int, in []byte) ([]byte, error) {
+	s := j.sends[i]
+	seg := j.plan.chunks[s.chunk][s.sub]
+	if s.kind == KindAllGather && s.hop > 0 {
+		return in, nil // forward the owner's bytes unchanged
+	}
+	if seg.n == 0 {
+		return nil, nil
+	}
+	x := j.data[seg.off : seg.off+seg.n]
+	phase := "rs"
+	if s.kind == KindAllGather {
+		phase = "ag"
+		if j.opts.Average {
+			d := float32(j.r.Size)
+			for k := range x {
+				x[k] /= d
+			}
+		}
+	}
+	recon := j.recon[:seg.n]
+	t0 := time.Now()
+	wire, err := j.opts.Codec.Encode(j.streamName(phase, s, seg), x, seg.pieces, recon)
+	j.encTime += time.Since(t0)
+	if err != nil {
+		return nil, fmt.Errorf("rank %d: encode %s chunk %d sub %d (%d values): %w",
+			j.r.Rank, kindName(s.kind), s.chunk, s.sub, seg.n, err)
+	}
+	if s.kind == KindAllGather {
+		copy(x, recon) // the owner keeps what every other rank decodes
+	}
+	return wire, nil
+}
+
+func (j *allReduce) consume(i int, m Message) error {
+	s := j.recvs[i]
+	seg := j.plan.chunks[s.chunk][s.sub]
+	from := (j.r.Rank - 1 + j.r.Size) % j.r.Size
+	if seg.n == 0 {
+		if len(m.Payload) != 0 {
+			return fmt.Errorf("%w: rank %d got %d bytes from rank %d for empty chunk %d sub %d",
+				ErrProtocol, j.r.Rank, len(m.Payload), from, s.chunk, s.sub)
+		}
+		return nil
+	}
+	x := j.data[seg.off : seg.off+seg.n]
+	dst := x
+	if s.kind == KindReduceScatter {
+		dst = j.buf[:seg.n]
+	}
+	t0 := time.Now()
+	err := j.opts.Codec.Decode(dst, m.Payload)
+	j.decTime += time.Since(t0)
+	if err != nil {
+		return fmt.Errorf("rank %d: decode %s chunk %d sub %d (%d values) from rank %d: %w",
+			j.r.Rank, kindName(s.kind), s.chunk, s.sub, seg.n, from, err)
+	}
+	if s.kind == KindReduceScatter {
+		for k, v := range dst {
+			x[k] += v
+		}
+	}
+	return nil
+}
+
+// AllGather collects one byte slice from every rank: out[i] is rank i's
+// local. Slices may differ in length.
+func (r *Ring) AllGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	out := make([][]byte, r.Size)
+	out[r.Rank] = append([]byte(nil), local...)
+	if r.Size == 1 {
+		return out, nil
+	}
+	n, rk := r.Size, r.Rank
+	j := &bytesJob{r: r, out: out, local: local}
+	for s := 0; s < n-1; s++ {
+		j.sends = append(j.sends, step{kind: KindBytes, hop: uint32(s), chunk: uint32((rk - s + n) % n), wait: s > 0})
+		j.recvs = append(j.recvs, step{kind: KindBytes, hop: uint32(s), chunk: uint32((rk - s - 1 + n) % n)})
+	}
+	e := &engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}
+	if err := e.run(ctx, nil); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// bytesJob moves opaque byte slices: the first send is local, later sends
+// forward what was received; a received slice is stored in out[chunk].
+type bytesJob struct {
+	r            *Ring
+	out          [][]byte
+	local        []byte
+	sends, recvs []step
+	result       []byte
+}
+
+func (j *bytesJob) build(i int, in []byte) ([]byte, error) {
+	if j.sends[i].wait {
+		return in, nil
+	}
+	return j.local, nil
+}
+
+func (j *bytesJob) consume(i int, m Message) error {
+	if j.out != nil {
+		j.out[j.recvs[i].chunk] = m.Payload
+	} else {
+		j.result = m.Payload
+	}
+	return nil
+}
+
+// Broadcast sends root's data to every rank and returns it (on root, data
+// itself). The payload travels the ring from root to root-1 as one message.
+func (r *Ring) Broadcast(ctx context.Context, op uint64, data []byte, root int) ([]byte, error) {
+	if err := r.validate(); err != nil {
+		return nil, err
+	}
+	var pre error
+	if root < 0 || root >= r.Size {
+		pre = fmt.Errorf("ring: broadcast root %d out of range [0, %d)", root, r.Size)
+	}
+	if r.Size == 1 {
+		if pre != nil {
+			return nil, fmt.Errorf("rank 0: %w", pre)
+		}
+		return data, nil
+	}
+	j := &bytesJob{r: r, local: data}
+	if pre == nil {
+		last := (root - 1 + r.Size) % r.Size
+		b := step{kind: KindBytes, chunk: uint32(root)}
+		if r.Rank != root {
+			j.recvs = []step{b}
+		}
+		if r.Rank != last {
+			b.wait = r.Rank != root
+			j.sends = []step{b}
+		}
+	}
+	e := &engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}
+	if err := e.run(ctx, pre); err != nil {
+		return nil, err
+	}
+	if r.Rank == root {
+		return data, nil
+	}
+	return j.result, nil
+}
+
+// Barrier returns once every rank has entered it: it is the token round
+// alone (each rank's status travels once around the ring).
+func (r *Ring) Barrier(ctx context.Context, op uint64) error {
+	if err := r.validate(); err != nil {
+		return err
+	}
+	if r.Size == 1 {
+		return nil
+	}
+	e := &engine{r: r, op: op, job: &bytesJob{r: r}}
+	return e.run(ctx, nil)
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# setup.sh installs what vccl needs on a fresh Debian 12 machine: FFmpeg's
+# development packages (libavcodec with libx264/libx265), pkg-config and a C
+# compiler for cgo, iproute2 for the network-namespace tests, and the Go
+# modules. It is idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(pkg-config gcc libc6-dev libavcodec-dev libavformat-dev libavutil-dev
+      libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev iproute2 procps)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo"
+	echo "setup: installing ${missing[*]}" >&2
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+	echo "setup: Go 1.26 or newer is required (https://go.dev/dl/); 'go' is not on PATH" >&2
+	exit 1
+fi
+go mod download

@@ -1,0 +1,195 @@
+package worker
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults of the Config fields.
+const (
+	DefaultBindAddr    = "127.0.0.1"
+	DefaultJoinTimeout = 60 * time.Second
+	DefaultPeerTimeout = 10 * time.Second
+
+	// minPeerTimeout keeps the failure detector above the scheduling noise
+	// of a loaded machine.
+	minPeerTimeout = 200 * time.Millisecond
+)
+
+// ErrConfig is wrapped by every configuration error of Start and
+// ConfigFromEnv.
+var ErrConfig = errors.New("worker: bad config")
+
+// Config describes one rank of a job. The zero value of every optional field
+// selects the default written in its doc.
+type Config struct {
+	// Rank is this process's global rank, 0..WorldSize-1.
+	Rank int
+	// WorldSize is the number of ranks in the job, at least 1.
+	WorldSize int
+	// LocalRank is the rank among the processes of this node; informational.
+	LocalRank int
+	// Join lists memberlist addresses (host:port) to join, usually rank 0's.
+	// Empty: this rank is the seed and waits for the others to join it.
+	Join []string
+	// BindAddr is the IP this rank binds and advertises for memberlist and
+	// for its link listener. Defaults to 127.0.0.1.
+	BindAddr string
+	// BindPort is the memberlist port (TCP and UDP). 0 picks a free one.
+	BindPort int
+	// Secret is the job secret. Required when WorldSize > 1: it derives the
+	// memberlist encryption key, the link authentication key and the job id.
+	Secret []byte
+	// JoinTimeout bounds how long Start waits for the whole world and its
+	// links. Defaults to 60s.
+	JoinTimeout time.Duration
+	// PeerTimeout bounds how long a lost peer or a stalled link goes
+	// unnoticed: every pending and later Send/Recv fails within it. Defaults
+	// to 10s; at least 200ms.
+	PeerTimeout time.Duration
+	// MetricsAddr, when set, is a host:port where an HTTP server serves
+	// /metrics (Prometheus text format) and /healthz.
+	MetricsAddr string
+	// Logger receives warnings (refused links, lost peers, memberlist
+	// warnings). Defaults to stderr with a "[vccl rank N] " prefix.
+	Logger *log.Logger
+}
+
+// withDefaults returns c with the defaults filled in.
+func (c Config) withDefaults() Config {
+	if c.BindAddr == "" {
+		c.BindAddr = DefaultBindAddr
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = DefaultJoinTimeout
+	}
+	if c.PeerTimeout == 0 {
+		c.PeerTimeout = DefaultPeerTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = log.New(os.Stderr, fmt.Sprintf("[vccl rank %d] ", c.Rank), log.LstdFlags|log.Lmicroseconds)
+	}
+	return c
+}
+
+// validate names the first bad field of a Config with defaults applied.
+func (c Config) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: rank %d: %s %s", ErrConfig, c.Rank, field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.WorldSize < 1:
+		return bad("WorldSize", "is %d; it must be at least 1", c.WorldSize)
+	case c.Rank < 0 || c.Rank >= c.WorldSize:
+		return bad("Rank", "is %d; it must be in 0..%d for WorldSize %d", c.Rank, c.WorldSize-1, c.WorldSize)
+	case c.LocalRank < 0:
+		return bad("LocalRank", "is %d; it must not be negative", c.LocalRank)
+	case c.WorldSize > 1 && len(c.Secret) == 0:
+		return bad("Secret", "is empty; a job secret is required when WorldSize is %d", c.WorldSize)
+	case c.BindPort < 0 || c.BindPort > 65535:
+		return bad("BindPort", "is %d; it must be in 0..65535", c.BindPort)
+	case c.JoinTimeout < 0:
+		return bad("JoinTimeout", "is %v; it must be positive", c.JoinTimeout)
+	case c.PeerTimeout < minPeerTimeout:
+		return bad("PeerTimeout", "is %v; it must be at least %v", c.PeerTimeout, minPeerTimeout)
+	}
+	if ip := net.ParseIP(c.BindAddr); ip == nil {
+		return bad("BindAddr", "is %q; it must be an IP address", c.BindAddr)
+	} else if ip.IsUnspecified() && c.WorldSize > 1 {
+		return bad("BindAddr", "is %q; it is advertised to the other ranks, so it must be a concrete address", c.BindAddr)
+	}
+	for _, j := range c.Join {
+		if _, port, err := net.SplitHostPort(j); err != nil {
+			return bad("Join", "holds %q: %v", j, err)
+		} else if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+			return bad("Join", "holds %q: port %q is not in 1..65535", j, port)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return bad("MetricsAddr", "is %q: %v", c.MetricsAddr, err)
+		}
+	}
+	return nil
+}
+
+// ConfigFromEnv reads a Config from the Env* variables the launcher sets:
+// EnvRank and EnvWorldSize are required; EnvLocalRank, EnvJoin
+// (comma-separated), EnvSecret (hex), EnvBindAddr, EnvBindPort,
+// EnvMetricsAddr, EnvPeerTimeout and EnvJoinTimeout (Go durations) are
+// optional. An error names the bad variable. The result is not validated
+// beyond parsing; Start validates it.
+func ConfigFromEnv() (Config, error) {
+	var c Config
+	bad := func(name, val string, err error) error {
+		return fmt.Errorf("%w: %s=%q: %v", ErrConfig, name, val, err)
+	}
+	intVar := func(name string, dst *int, required bool) error {
+		v, ok := os.LookupEnv(name)
+		v = strings.TrimSpace(v)
+		if !ok || v == "" {
+			if required {
+				return fmt.Errorf("%w: %s is not set", ErrConfig, name)
+			}
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return bad(name, v, errors.New("not an integer"))
+		}
+		*dst = n
+		return nil
+	}
+	durVar := func(name string, dst *time.Duration) error {
+		v := strings.TrimSpace(os.Getenv(name))
+		if v == "" {
+			return nil
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return bad(name, v, fmt.Errorf("not a Go duration such as 10s: %v", err))
+		}
+		if d <= 0 {
+			return bad(name, v, errors.New("must be positive"))
+		}
+		*dst = d
+		return nil
+	}
+	for _, f := range []func() error{
+		func() error { return intVar(EnvRank, &c.Rank, true) },
+		func() error { return intVar(EnvWorldSize, &c.WorldSize, true) },
+		func() error { return intVar(EnvLocalRank, &c.LocalRank, false) },
+		func() error { return intVar(EnvBindPort, &c.BindPort, false) },
+		func() error { return durVar(EnvPeerTimeout, &c.PeerTimeout) },
+		func() error { return durVar(EnvJoinTimeout, &c.JoinTimeout) },
+	} {
+		if err := f(); err != nil {
+			return Config{}, err
+		}
+	}
+	if v := strings.TrimSpace(os.Getenv(EnvJoin)); v != "" {
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				c.Join = append(c.Join, a)
+			}
+		}
+	}
+	if v := strings.TrimSpace(os.Getenv(EnvSecret)); v != "" {
+		s, err := hex.DecodeString(v)
+		if err != nil {
+			// Do not echo the secret into logs.
+			return Config{}, fmt.Errorf("%w: %s is not hex (%d characters): %v", ErrConfig, EnvSecret, len(v), err)
+		}
+		c.Secret = s
+	}
+	c.BindAddr = strings.TrimSpace(os.Getenv(EnvBindAddr))
+	c.MetricsAddr = strings.TrimSpace(os.Getenv(EnvMetricsAddr))
+	return c, nil
+}
