@@ -13,6 +13,7 @@ import (
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/ring"
+	"github.com/vccl/vccl/worker"
 )
 
 // engine runs ring operations; the real one is ring.Ring over the worker's
@@ -51,6 +52,7 @@ type Comm struct {
 	size     int
 	eng      engine
 	closer   io.Closer // the worker; nil when there is none
+	worker   *worker.Worker
 	newCodec func(opts gradcodec.Options, errorFeedback bool, rawBelow int) (ring.Codec, error)
 
 	base     context.Context
@@ -142,6 +144,7 @@ type runtime struct {
 	eng        engine
 	closer     io.Closer
 	newCodec   func(opts gradcodec.Options, errorFeedback bool, rawBelow int) (ring.Codec, error)
+	worker     *worker.Worker // nil in tests over in-memory links
 }
 
 func newComm(cfg Config, rt runtime) *Comm {
@@ -153,6 +156,7 @@ func newComm(cfg Config, rt runtime) *Comm {
 		eng:      rt.eng,
 		closer:   rt.closer,
 		newCodec: rt.newCodec,
+		worker:   rt.worker,
 		base:     base,
 		cancel:   cancel,
 		loopDone: make(chan struct{}),
@@ -179,6 +183,15 @@ func (c *Comm) Stats() Stats {
 	c.statsMu.Lock()
 	defer c.statsMu.Unlock()
 	return c.total
+}
+
+// Metrics returns the worker's counters (links, collectives, bytes), also
+// served on Config.MetricsAddr; nil for a Comm without a worker.
+func (c *Comm) Metrics() *worker.Metrics {
+	if c.worker == nil {
+		return nil
+	}
+	return c.worker.Metrics()
 }
 
 // Err returns the error that aborted the Comm, or nil.

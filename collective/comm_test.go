@@ -96,6 +96,50 @@ func rankData(seed int64, r, n int) []float32 {
 	return x
 }
 
+// rankSmooth is rank r's deterministic gradient-like input for the video
+// codecs: a rank-2 rows×cols matrix plus 5% noise (i.i.d. noise alone is
+// incompressible; gradients of linear layers are close to low rank).
+func rankSmooth(seed int64, r, rows, cols int) []float32 {
+	rng := rand.New(rand.NewSource(seed*1000 + int64(r)))
+	u := [2][]float64{make([]float64, rows), make([]float64, rows)}
+	v := [2][]float64{make([]float64, cols), make([]float64, cols)}
+	for k := 0; k < 2; k++ {
+		fu, fv, pu, pv := rng.Float64()*0.1, rng.Float64()*0.1, rng.Float64()*6, rng.Float64()*6
+		for i := range u[k] {
+			u[k][i] = math.Sin(fu*float64(i) + pu)
+		}
+		for j := range v[k] {
+			v[k][j] = math.Cos(fv*float64(j) + pv)
+		}
+	}
+	x := make([]float32, rows*cols)
+	for i := 0; i < rows; i++ {
+		for j := 0; j < cols; j++ {
+			x[i*cols+j] = float32(u[0][i]*v[0][j] + 0.5*u[1][i]*v[1][j] + 0.05*rng.NormFloat64())
+		}
+	}
+	return x
+}
+
+func exactSumOf(size int, data func(r int) []float32, average bool) []float64 {
+	var s []float64
+	for r := 0; r < size; r++ {
+		x := data(r)
+		if s == nil {
+			s = make([]float64, len(x))
+		}
+		for i, v := range x {
+			s[i] += float64(v)
+		}
+	}
+	if average {
+		for i := range s {
+			s[i] /= float64(size)
+		}
+	}
+	return s
+}
+
 func exactSum(seed int64, size, n int, average bool) []float64 {
 	s := make([]float64, n)
 	for r := 0; r < size; r++ {

@@ -1,7 +1,7 @@
 package collective
 
 import (
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -44,6 +44,9 @@ func isVideo(codec string) bool { return codec == "h264" || codec == "hevc" }
 type Config struct {
 	// Rank of this process, 0..WorldSize-1.
 	Rank int
+	// LocalRank is the rank among the processes of this node
+	// (informational; the launcher sets it).
+	LocalRank int
 	// WorldSize is the number of ranks. Defaults to 1: a single rank needs
 	// no network, and every collective is then the identity.
 	WorldSize int
@@ -171,79 +174,42 @@ func (c *Config) validate() error {
 }
 
 // ConfigFromEnv returns DefaultConfig overridden by the VCCL_* environment
-// variables the launcher sets (the worker.Env* names and this package's
-// Env* names). An error names the bad variable. Unset variables keep the
-// defaults; VCCL_RANK and VCCL_WORLD_SIZE are required.
+// variables the launcher sets: worker.ConfigFromEnv's (rank, world size,
+// join addresses, secret, bind address and port, metrics address, timeouts)
+// and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
+// worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps and
+// EnvRawBelow. Unset variables keep the defaults; VCCL_RANK and
+// VCCL_WORLD_SIZE are required. An error names the bad variable.
 func ConfigFromEnv() (Config, error) {
+	w, err := worker.ConfigFromEnv()
+	if err != nil {
+		return Config{}, fmt.Errorf("collective: %w: %w", err, ErrInvalidArgument)
+	}
 	c := DefaultConfig()
+	c.Rank, c.WorldSize, c.LocalRank = w.Rank, w.WorldSize, w.LocalRank
+	c.Join, c.Secret, c.BindPort, c.MetricsAddr = w.Join, w.Secret, w.BindPort, w.MetricsAddr
+	c.PeerTimeout, c.JoinTimeout = w.PeerTimeout, w.JoinTimeout
+	if w.BindAddr != "" {
+		c.BindAddr = w.BindAddr
+	}
 	bad := func(name, val string, err error) error {
 		return fmt.Errorf("collective: environment %s=%q: %v: %w", name, val, err, ErrInvalidArgument)
 	}
 	get := func(name string) (string, bool) {
-		v, ok := os.LookupEnv(name)
-		v = strings.TrimSpace(v)
-		return v, ok && v != ""
+		v := strings.TrimSpace(os.Getenv(name))
+		return v, v != ""
 	}
-	intVar := func(name string, dst *int, required bool) error {
-		v, ok := get(name)
-		if !ok {
-			if required {
-				return fmt.Errorf("collective: environment %s is not set (the launcher sets it): %w", name, ErrInvalidArgument)
+	for _, iv := range []struct {
+		name string
+		dst  *int
+	}{{worker.EnvBucketBytes, &c.BucketBytes}, {EnvWarmupSteps, &c.WarmupSteps}, {EnvRawBelow, &c.RawBelow}} {
+		if v, ok := get(iv.name); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return Config{}, bad(iv.name, v, errors.New("not an integer"))
 			}
-			return nil
+			*iv.dst = n
 		}
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return bad(name, v, err)
-		}
-		*dst = n
-		return nil
-	}
-	durVar := func(name string, dst *time.Duration) error {
-		v, ok := get(name)
-		if !ok {
-			return nil
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return bad(name, v, err)
-		}
-		*dst = d
-		return nil
-	}
-	for _, f := range []func() error{
-		func() error { return intVar(worker.EnvRank, &c.Rank, true) },
-		func() error { return intVar(worker.EnvWorldSize, &c.WorldSize, true) },
-		func() error { return intVar(worker.EnvBindPort, &c.BindPort, false) },
-		func() error { return intVar(worker.EnvBucketBytes, &c.BucketBytes, false) },
-		func() error { return intVar(EnvWarmupSteps, &c.WarmupSteps, false) },
-		func() error { return intVar(EnvRawBelow, &c.RawBelow, false) },
-		func() error { return durVar(worker.EnvPeerTimeout, &c.PeerTimeout) },
-		func() error { return durVar(worker.EnvJoinTimeout, &c.JoinTimeout) },
-	} {
-		if err := f(); err != nil {
-			return Config{}, err
-		}
-	}
-	if v, ok := get(worker.EnvJoin); ok {
-		for _, a := range strings.Split(v, ",") {
-			if a = strings.TrimSpace(a); a != "" {
-				c.Join = append(c.Join, a)
-			}
-		}
-	}
-	if v, ok := get(worker.EnvSecret); ok {
-		s, err := hex.DecodeString(v)
-		if err != nil {
-			return Config{}, bad(worker.EnvSecret, "<hidden>", fmt.Errorf("not hex: %v", err))
-		}
-		c.Secret = s
-	}
-	if v, ok := get(worker.EnvBindAddr); ok {
-		c.BindAddr = v
-	}
-	if v, ok := get(worker.EnvMetricsAddr); ok {
-		c.MetricsAddr = v
 	}
 	if v, ok := get(worker.EnvCodec); ok {
 		c.Codec = strings.ToLower(v)
@@ -257,14 +223,14 @@ func ConfigFromEnv() (Config, error) {
 	if v, ok := get(worker.EnvBPV); ok {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return Config{}, bad(worker.EnvBPV, v, err)
+			return Config{}, bad(worker.EnvBPV, v, errors.New("not a number"))
 		}
 		c.BitsPerValue = f
 	}
 	if v, ok := get(EnvErrorFeedback); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return Config{}, bad(EnvErrorFeedback, v, err)
+			return Config{}, bad(EnvErrorFeedback, v, errors.New("want 1, 0, true or false"))
 		}
 		c.ErrorFeedback = b
 	}

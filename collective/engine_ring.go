@@ -4,21 +4,31 @@ import (
 	"context"
 
 	"github.com/vccl/vccl/ring"
+	"github.com/vccl/vccl/worker"
 )
 
 // ringEngine runs the collectives with package ring over the worker's links.
-type ringEngine struct{ r *ring.Ring }
+// When metrics is set, every allreduce is counted there (the worker serves
+// them on /metrics).
+type ringEngine struct {
+	r       *ring.Ring
+	metrics *worker.Metrics
+}
 
 var _ engine = ringEngine{}
 
 func (e ringEngine) allReduce(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error) {
-	return e.r.AllReduce(ctx, data, ring.Options{
+	st, err := e.r.AllReduce(ctx, data, ring.Options{
 		Op:      rc.op,
 		Average: rc.average,
 		Layout:  rc.layout,
 		Codec:   rc.codec,
 		Stream:  rc.stream,
 	})
+	if e.metrics != nil {
+		e.metrics.Observe(st, err)
+	}
+	return st, err
 }
 
 func (e ringEngine) allGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {

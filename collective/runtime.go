@@ -2,23 +2,43 @@ package collective
 
 import (
 	"context"
-	"errors"
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/ring"
+	"github.com/vccl/vccl/worker"
 )
 
-// startRuntime starts what a Comm runs on: for one rank nothing but the
-// ring's identity; for several the worker and its links.
+// startRuntime starts the worker (membership and links; with one rank no
+// network at all) and puts a ring over its links.
 func startRuntime(ctx context.Context, cfg Config) (runtime, error) {
-	if cfg.WorldSize == 1 {
-		return runtime{
-			rank: 0, size: 1,
-			eng:      ringEngine{r: &ring.Ring{Rank: 0, Size: 1}},
-			newCodec: newCodec,
-		}, nil
+	w, err := worker.Start(ctx, worker.Config{
+		Rank:        cfg.Rank,
+		WorldSize:   cfg.WorldSize,
+		LocalRank:   cfg.LocalRank,
+		Join:        cfg.Join,
+		BindAddr:    cfg.BindAddr,
+		BindPort:    cfg.BindPort,
+		Secret:      cfg.Secret,
+		JoinTimeout: cfg.JoinTimeout,
+		PeerTimeout: cfg.PeerTimeout,
+		MetricsAddr: cfg.MetricsAddr,
+		Logger:      cfg.Logger,
+	})
+	if err != nil {
+		return runtime{}, err
 	}
-	return runtime{}, errors.New("TODO worker")
+	r := &ring.Ring{Rank: w.Rank(), Size: w.Size()}
+	if w.Size() > 1 {
+		r.Next, r.Prev = w.Next(), w.Prev()
+	}
+	return runtime{
+		rank:     w.Rank(),
+		size:     w.Size(),
+		eng:      ringEngine{r: r, metrics: w.Metrics()},
+		closer:   w,
+		newCodec: newCodec,
+		worker:   w,
+	}, nil
 }
 
 // newCodec opens a ring.GradCodec: gradcodec's codecs in ring's container,

@@ -67,3 +67,18 @@ type Encoder interface {
 //
 // Also provided: DefaultOptions() Options, Codecs() []string,
 // ShapeFor(n int) Shape (a near-square layout for 1-D data).
+//
+// Added by the implementation (see the files for details):
+//   ParseHeader(b []byte) (Header, error)   // Header.Size splits concatenated frames
+//   DecodeFrame(frame []byte) ([]float32, Header, error)
+//   EncodeRecon(e Encoder, dec *Decoder, dst, src, shape, recon) — encode and get what every decoder yields
+//   DefaultPreset(codec, backend string) string
+
+// ReconEncoder is implemented by every Encoder of this package: it encodes
+// and also writes into recon (len(src) values, or nil) exactly what any
+// Decoder yields for the returned frame. Video encoders decode their own
+// frame anyway (see doc.go, "scale refit"), so the reconstruction is free.
+type ReconEncoder interface {
+	Encoder
+	EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error)
+}

@@ -14,8 +14,9 @@ import (
 const (
 	// Int8RMSMultiple is k of the int8 codec's per-row scale min(k·RMS, max|x|).
 	Int8RMSMultiple = 12
-	// VideoRMSMultiple is the base k of the video codecs' per-row scale.
-	// Rate control stretches it by up to 2^(1/6) between integer QPs.
+	// VideoRMSMultiple is k of the video codecs' per-row scale
+	// min(k·RMS, max|x|) before rate control stretches it by up to 2^(1/6)
+	// between integer QPs and the least-squares refit after decoding.
 	VideoRMSMultiple = 8
 )
 
@@ -52,9 +53,10 @@ func NewEncoder(opts Options) (Encoder, error) {
 
 // simpleEncoder implements raw, fp16, bf16 and int8.
 type simpleEncoder struct {
-	id     uint8
-	scales []uint16
-	closed bool
+	id      uint8
+	scales  []uint16
+	fscales []float32
+	closed  bool
 }
 
 var _ Encoder = (*simpleEncoder)(nil)
@@ -64,6 +66,36 @@ func (e *simpleEncoder) Name() string { return codecNames[e.id] }
 func (e *simpleEncoder) Close() error { e.closed = true; return nil }
 
 func (e *simpleEncoder) Encode(dst []byte, src []float32, shape Shape) ([]byte, error) {
+	return e.EncodeRecon(dst, src, shape, nil)
+}
+
+// EncodeRecon is Encode that also writes into recon what every Decoder
+// yields for the frame (recon may be nil).
+func (e *simpleEncoder) EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error) {
+	out, err := e.encode(dst, src, shape)
+	if err != nil || recon == nil {
+		return out, err
+	}
+	if len(recon) != len(src) {
+		return dst, fmt.Errorf("%s: %w: recon has %d values, src %d", e.Name(), ErrShapeMismatch, len(recon), len(src))
+	}
+	frame := out[len(dst):]
+	h, err := ParseHeader(frame)
+	if err != nil {
+		return dst, fmt.Errorf("gradcodec: internal: own frame: %w", err)
+	}
+	e.fscales = resize(e.fscales, h.Scales)
+	if err := readScales(e.fscales, frame[HeaderSize:]); err != nil {
+		return dst, err
+	}
+	zoff := HeaderSize + 2*h.Scales
+	if err := decodeSimple(recon, h, frame[zoff+h.ZeroMap:h.Size-TrailerSize], e.fscales, frame[zoff:zoff+h.ZeroMap]); err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, error) {
 	name := e.Name()
 	if e.closed {
 		return dst, fmt.Errorf("gradcodec: %s encoder is closed", name)
@@ -96,7 +128,7 @@ func (e *simpleEncoder) Encode(dst []byte, src []float32, shape Shape) ([]byte, 
 	case idInt8:
 		ns := scaleCount(idInt8, shape)
 		e.scales = resize(e.scales, ns)
-		computeScales(e.scales, src, shape, Int8RMSMultiple)
+		computeScales(e.scales, src, shape, Int8RMSMultiple, 1)
 		b = putScales(b, e.scales)
 		b = appendZeroMap(b, src, shape, idInt8)
 		b = growBytes(b, len(src))

@@ -106,3 +106,23 @@ func DecodeFrame(frame []byte) ([]float32, Header, error) {
 	}
 	return dst, h, nil
 }
+
+// EncodeRecon encodes src with e and writes into recon what every Decoder
+// yields for the frame: through e's own EncodeRecon when it has one (all
+// encoders of this package do), else by decoding the frame with dec.
+func EncodeRecon(e Encoder, dec *Decoder, dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error) {
+	if re, ok := e.(ReconEncoder); ok {
+		return re.EncodeRecon(dst, src, shape, recon)
+	}
+	out, err := e.Encode(dst, src, shape)
+	if err != nil {
+		return out, err
+	}
+	if dec == nil {
+		return dst, fmt.Errorf("gradcodec: %s: no decoder for the reconstruction", e.Name())
+	}
+	if err := dec.Decode(recon, out[len(dst):]); err != nil {
+		return dst, err
+	}
+	return out, nil
+}

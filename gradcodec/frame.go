@@ -246,3 +246,9 @@ func (w *frameWriter) finish(pre int) []byte {
 	w.buf = binary.LittleEndian.AppendUint32(w.buf, sum)
 	return w.buf
 }
+
+// fixChecksumAt rewrites the checksum of the size-byte frame at the start
+// of b after its scales were edited.
+func fixChecksumAt(b []byte, size int) {
+	binary.LittleEndian.PutUint32(b[size-TrailerSize:], crc32.Checksum(b[:size-TrailerSize], crcTable))
+}

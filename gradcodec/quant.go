@@ -127,9 +127,10 @@ func signF(sign uint32) float32 {
 }
 
 // computeScales fills scales (bfloat16 bits, one per scale group of
-// scaleGroupRows(s) rows) with min(k·RMS, max|x|) of each group, rounded to
-// bfloat16. A group of zeros gets scale 0 and decodes as exact zeros.
-func computeScales(scales []uint16, src []float32, s Shape, k float64) {
+// scaleGroupRows(s) rows) with mult·min(k·RMS, max|x|) of each group,
+// rounded to bfloat16. A group of zeros gets scale 0 and decodes as exact
+// zeros.
+func computeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
 	g := scaleGroupRows(s)
 	span := g * s.Cols
 	for i := range scales {
@@ -149,7 +150,7 @@ func computeScales(scales []uint16, src []float32, s Shape, k float64) {
 		if sc > mx {
 			sc = mx
 		}
-		h := toBF16(float32(sc))
+		h := toBF16(float32(sc * mult))
 		if fromBF16(h) == 0 || math.IsInf(float64(fromBF16(h)), 0) {
 			// Tiny groups underflow only below 1e-38; treat as zero rows.
 			h = 0

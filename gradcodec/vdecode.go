@@ -43,13 +43,22 @@ func (d *videoDecoder) close() {
 
 // decode decodes a video payload (after the scales) into dst.
 func (d *videoDecoder) decode(dst []float32, h Header, body []byte, scales []float32) error {
-	if err := packetLayoutOK(); err != nil {
-		return err
-	}
 	if h.Shape.Len() == 0 {
 		return nil
 	}
 	l := planLayout(h.Shape)
+	if err := d.pixels(h, l, body); err != nil {
+		return err
+	}
+	readPicture(dst, d.pix, h.Shape, l, scales)
+	return nil
+}
+
+// pixels decodes the pictures of a video payload into d.pix.
+func (d *videoDecoder) pixels(h Header, l picLayout, body []byte) error {
+	if err := packetLayoutOK(); err != nil {
+		return err
+	}
 	fsize := l.W * l.FrameH
 	d.pix = resize(d.pix, fsize*l.Frames)
 	rest := body
@@ -70,7 +79,6 @@ func (d *videoDecoder) decode(dst []float32, h Header, body []byte, scales []flo
 	if len(rest) != 0 {
 		return fmt.Errorf("%w: %d stray bytes after %d %s frames", ErrBadFrame, len(rest), l.Frames, d.codec)
 	}
-	readPicture(dst, d.pix, h.Shape, l, scales)
 	return nil
 }
 

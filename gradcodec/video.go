@@ -206,11 +206,11 @@ func openEncoder(c encoderConfig) (*astiav.CodecContext, error) {
 		set("preset", c.preset)
 		set("tune", "zerolatency")
 		set("qp", qp)
-		set("x264-params", "keyint=1:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0:threads=1:sliced-threads=0:aq-mode=0")
+		set("x264-params", "keyint=1:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0:threads=1:sliced-threads=0:aq-mode=0:psy=0")
 	case c.encName == "libx265":
 		cc.SetPixelFormat(astiav.PixelFormatGray8)
 		set("preset", c.preset)
-		set("x265-params", "keyint=1:min-keyint=1:bframes=0:rc-lookahead=0:frame-threads=1:pools=none:log-level=none:repeat-headers=1:info=0:qp="+qp)
+		set("x265-params", "keyint=1:min-keyint=1:bframes=0:rc-lookahead=0:frame-threads=1:pools=none:log-level=none:repeat-headers=1:info=0:aq-mode=0:psy-rd=0:psy-rdoq=0:qp="+qp)
 	}
 	if err := cc.Open(codec, d); err != nil {
 		cc.Free()
@@ -278,9 +278,9 @@ func openDecoder(name string) (*astiav.CodecContext, error) {
 // encCtx is an open encoder context for one size and QP.
 type encCtx struct {
 	w, h int
-	qp  int
-	cc  *astiav.CodecContext
-	pts int64
+	qp   int
+	cc   *astiav.CodecContext
+	pts  int64
 }
 
 // maxCachedContexts bounds the open contexts kept per Encoder (one per
@@ -297,15 +297,17 @@ type videoEncoder struct {
 	cfg    encoderConfig
 	target float64
 
-	ctxs   []*encCtx // most recently used first
-	frame  *astiav.Frame
-	pkt    *astiav.Packet
-	pix    []byte
-	scales []uint16
-	bufs   [2][]byte
-	rcs    map[Shape]*rateControl // per tensor shape
-	last   Stats
-	closed bool
+	ctxs    []*encCtx // most recently used first
+	frame   *astiav.Frame
+	pkt     *astiav.Packet
+	pix     []byte
+	scales  []uint16
+	bufs    [2][]byte
+	rcs     map[Shape]*rateControl // per tensor shape
+	dec     *videoDecoder          // decodes own frames for the scale refit
+	fscales []float32
+	last    Stats
+	closed  bool
 }
 
 // Stats describes the last frame a video Encoder produced.
@@ -371,6 +373,7 @@ func newVideoEncoder(opts Options) (*videoEncoder, error) {
 	cc.Free()
 	e.cfg.w, e.cfg.h = 0, 0
 	e.rcs = map[Shape]*rateControl{}
+	e.dec = newVideoDecoder(e.codec, "software")
 	e.pkt = astiav.AllocPacket()
 	return e, nil
 }
@@ -388,6 +391,10 @@ func (e *videoEncoder) Close() error {
 	}
 	e.closed = true
 	e.dropContexts()
+	if e.dec != nil {
+		e.dec.close()
+		e.dec = nil
+	}
 	if e.pkt != nil {
 		e.pkt.Free()
 		e.pkt = nil
@@ -457,6 +464,15 @@ func (e *videoEncoder) resize(w, h int) error {
 
 // Encode appends to dst the frame holding src laid out as shape.
 func (e *videoEncoder) Encode(dst []byte, src []float32, shape Shape) ([]byte, error) {
+	return e.EncodeRecon(dst, src, shape, nil)
+}
+
+// EncodeRecon is Encode that also writes into recon what every Decoder
+// yields for the frame (recon may be nil).
+func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error) {
+	if recon != nil && len(recon) != len(src) {
+		return dst, fmt.Errorf("%s: %w: recon has %d values, src %d", e.codec, ErrShapeMismatch, len(recon), len(src))
+	}
 	if e.closed {
 		return dst, fmt.Errorf("gradcodec: %s encoder is closed", e.codec)
 	}
@@ -479,7 +495,10 @@ func (e *videoEncoder) Encode(dst []byte, src []float32, shape Shape) ([]byte, e
 	e.pix = resize(e.pix, l.W*l.FrameH*l.Frames)
 	e.scales = resize(e.scales, scaleCount(e.id, shape))
 	overhead := HeaderSize + TrailerSize + 2*len(e.scales) + zeroMapBytes(e.id, shape) + 4*l.Frames
-	tp := math.Max(e.target-8*float64(overhead)/float64(n), 0.02) // payload bits per value
+	// Payload bits per value to aim for. Where the fixed costs alone exceed
+	// the target (tiny tensors) the target cannot be met; spend a quarter of
+	// it on the payload anyway.
+	tp := math.Max(e.target-8*float64(overhead)/float64(n), e.target/4)
 	rate := func(b []byte) float64 { return 8 * float64(len(b)-overhead) / float64(n) }
 
 	rc := e.rcs[shape]
@@ -507,7 +526,9 @@ func (e *videoEncoder) Encode(dst []byte, src []float32, shape Shape) ([]byte, e
 	} else if math.Abs(math.Log2(r/tp)) > math.Log2(1.3) {
 		tries = 2
 	}
+	trials := 1
 	for t := 1; t < tries && math.Abs(math.Log2(bestR/tp)) > math.Log2(1.03); t++ {
+		trials++
 		rc.observe(s, r, weight)
 		s = rc.next(s, r, tp)
 		cur = 1 - best
@@ -523,23 +544,82 @@ func (e *videoEncoder) Encode(dst []byte, src []float32, shape Shape) ([]byte, e
 	rc.observe(s, r, weight)
 	rc.s = rc.next(bestS, bestR, tp)
 	rc.started = true
-	e.last = Stats{QP: e.qpOf(bestS), Trials: tries, BitsPerValue: 8 * float64(len(e.bufs[best])) / float64(n)}
+	e.last = Stats{QP: e.qpOf(bestS), Trials: trials, BitsPerValue: 8 * float64(len(e.bufs[best])) / float64(n)}
+	if err := e.refit(e.bufs[best], src, shape, l, recon); err != nil {
+		return dst, err
+	}
 	return append(dst, e.bufs[best]...), nil
 }
 
+// refit decodes frame locally and replaces each scale by the least-squares
+// one, 127·Σx·q/Σq² over the group's decoded levels q: the decoded values
+// become the best multiple of what the codec delivered, so no row decodes
+// worse than zeros (NMSE <= 1) and the codec's error shrinks a little. The
+// scales sit outside the bitstream, so the rate does not change. recon, if
+// not nil, receives what every decoder will yield.
+func (e *videoEncoder) refit(frame []byte, src []float32, shape Shape, l picLayout, recon []float32) error {
+	h, err := ParseHeader(frame)
+	if err != nil {
+		return fmt.Errorf("gradcodec: internal: own frame: %w", err)
+	}
+	zoff := HeaderSize + 2*h.Scales
+	zmap := frame[zoff : zoff+h.ZeroMap]
+	if err := e.dec.pixels(h, l, frame[zoff+h.ZeroMap:h.Size-TrailerSize]); err != nil {
+		return fmt.Errorf("gradcodec: %s: decoding own frame: %w", e.codec, err)
+	}
+	pix := e.dec.pix
+	g := scaleGroupRows(shape)
+	e.fscales = resize(e.fscales, h.Scales)
+	for i := range e.fscales {
+		var dot, qq float64
+		for r := i * g; r < min((i+1)*g, shape.Rows); r++ {
+			if len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 {
+				continue
+			}
+			row := src[r*shape.Cols : (r+1)*shape.Cols]
+			in := pix[r*l.Stride : r*l.Stride+shape.Cols]
+			for c, p := range in {
+				q := float64(int32(p) - 128)
+				dot += float64(row[c]) * q
+				qq += q * q
+			}
+		}
+		old := binary.LittleEndian.Uint16(frame[HeaderSize+2*i:])
+		var sc uint16
+		switch {
+		case old == 0 || qq == 0:
+			sc = old // nothing to fit: the group decodes as zeros either way
+		case dot > 0:
+			sc = toBF16(float32(127 * dot / qq))
+			if v := fromBF16(sc); math.IsInf(float64(v), 0) || v == 0 {
+				sc = old
+			}
+		}
+		binary.LittleEndian.PutUint16(frame[HeaderSize+2*i:], sc)
+		e.fscales[i] = fromBF16(sc)
+	}
+	fixChecksumAt(frame, h.Size)
+	if recon != nil {
+		readPicture(recon, pix, shape, l, e.fscales)
+		applyZeroMap(recon, shape, zmap)
+	}
+	return nil
+}
+
 // controlToQP splits the continuous rate control value s into an integer QP
-// and the RMS multiple k: the effective quantizer step relative to the RMS
-// grows as 2^(s/6), like the codec's step per QP.
+// and a multiplier of the scales: the effective quantizer step relative to
+// the values grows as 2^(s/6), like the codec's step per QP, so rate and
+// error are smooth in s between integer QPs.
 func controlToQP(s float64) (int, float64) {
 	qp := int(math.Floor(s))
 	qp = min(max(qp, 0), maxQP)
-	return qp, VideoRMSMultiple * math.Exp2((s-float64(qp))/6)
+	return qp, math.Exp2((s - float64(qp)) / 6)
 }
 
 // encodeAt encodes src with control value s, appending the frame to dst.
 func (e *videoEncoder) encodeAt(dst []byte, src []float32, shape Shape, l picLayout, s float64) ([]byte, error) {
-	qp, k := controlToQP(s)
-	computeScales(e.scales, src, shape, k)
+	qp, mult := controlToQP(s)
+	computeScales(e.scales, src, shape, VideoRMSMultiple, mult)
 	fillPicture(e.pix, src, shape, l, e.scales)
 	ctx, err := e.context(qp)
 	if err != nil {
@@ -670,9 +750,9 @@ type rateControl struct {
 // Measured starting points (see doc.go): the control value that gives about
 // 1.4 bits per value on gradient-like tensors, and the slope near it.
 func newRateControl(codec string, target float64) *rateControl {
-	s0, slope := 43.0, 0.15
+	s0, slope := 38.0, 0.2
 	if codec == "hevc" {
-		s0 = 42
+		s0 = 37
 	}
 	// Move the start by the default slope for targets other than 1.4.
 	s0 -= math.Log2(target/1.4) / slope

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,7 +31,26 @@ func TestMain(m *testing.M) {
 	if os.Getenv(envAsLauncher) == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	flag.Parse()
+	if netnsTestWanted() && !testing.Short() {
+		dir, err := os.MkdirTemp("", "launcher-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		startPerfBuild(dir)
+		defer func() {
+			if perfBuild.done != nil {
+				<-perfBuild.done
+			}
+		}()
+	}
+	return m.Run()
 }
 
 func myRank() int {
@@ -93,7 +113,7 @@ func helper(args []string) int {
 	case "wait-signal": // print ready, then report the first SIGINT/SIGTERM and exit 0
 		c := make(chan os.Signal, 1)
 		signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
-		fmt.Println("ready")
+		fmt.Println("ready pid", os.Getpid())
 		s := <-c
 		fmt.Println("got", s)
 		return 0
@@ -298,6 +318,18 @@ func (sl *startedLauncher) waitOutput(t *testing.T, n int, pred func(string) boo
 		}
 	}
 	return got
+}
+
+// waitStderr polls the launcher's stderr until it contains s (bounded: 30 s).
+func (sl *startedLauncher) waitStderr(s string) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(sl.stderr.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // wait waits for the launcher to exit and returns the rest of stdout.

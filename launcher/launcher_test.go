@@ -167,7 +167,7 @@ func TestSignalForwarding(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			sl := startLauncher(t, append([]string{"-np", "3"}, helperArgs(t, "wait-signal")...)...)
-			sl.waitOutput(t, 3, func(l string) bool { return strings.HasSuffix(l, "] ready") })
+			sl.waitOutput(t, 3, func(l string) bool { return strings.Contains(l, "] ready") })
 			if err := sl.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
@@ -319,8 +319,11 @@ func TestBadInput(t *testing.T) {
 
 func TestHelp(t *testing.T) {
 	res := runLauncher(t, nil, "-h")
-	if res.code != 0 {
-		t.Fatalf("exit code %d", res.code)
+	if res.code != 0 || res.stderr != "" {
+		t.Fatalf("exit code %d, stderr %q", res.code, res.stderr)
+	}
+	if n := strings.Count(res.stdout, "usage: launcher"); n != 1 {
+		t.Errorf("usage printed %d times", n)
 	}
 	for _, want := range []string{"usage: launcher", "VCCL_CODEC", "-np", "--rdzv", "Examples:", "--node-rank 1"} {
 		if !strings.Contains(res.stdout, want) {

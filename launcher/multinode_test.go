@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -170,5 +171,75 @@ func TestMultiNodeWrongSecret(t *testing.T) {
 	}
 	if strings.Contains(res[1].stderr, "not the job secret") {
 		t.Errorf("node 1 printed its secret:\n%s", res[1].stderr)
+	}
+}
+
+// TestMultiNodeLostNode: when node 1's launcher dies by SIGKILL (no chance
+// to say anything), its ranks die with it (Pdeathsig) and node 0 notices
+// the node is gone through memberlist's failure detection and stops its
+// ranks, exiting non-zero.
+func TestMultiNodeLostNode(t *testing.T) {
+	t.Parallel() // mostly waits for memberlist's failure detection
+	if testing.Short() {
+		t.Skip("skipping in -short mode: memberlist's failure detection takes several seconds")
+	}
+	rdzv, sf := freeRdzv(t), secretFile(t)
+	common := []string{"--nnodes", "2", "--rdzv", rdzv, "--secret-file", sf, "-np", "2", "--grace", "2s"}
+	n0 := startLauncher(t, append(append([]string{"--node-rank", "0"}, common...), helperArgs(t, "wait-signal")...)...)
+	n1 := startLauncher(t, append(append([]string{"--node-rank", "1", "--addr", "127.0.0.2"}, common...), helperArgs(t, "wait-signal")...)...)
+	isReady := func(l string) bool { return strings.Contains(l, "] ready pid ") }
+	n0.waitOutput(t, 2, isReady)
+	var pids []int
+	for _, l := range n1.waitOutput(t, 2, isReady) {
+		if isReady(l) {
+			f := strings.Fields(l)
+			p, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, p)
+		}
+	}
+	if err := n1.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if alive := waitGone(pids); len(alive) > 0 {
+		t.Errorf("ranks %v of the killed launcher are still running", alive)
+	}
+	code, rest := n0.wait(t)
+	if code != exitLost {
+		t.Errorf("node 0: exit code %d, want %d; stderr:\n%s", code, exitLost, n0.stderr.String())
+	}
+	if !strings.Contains(n0.stderr.String(), "node 1 (127.0.0.2) left the job or stopped responding") {
+		t.Errorf("node 0 stderr:\n%s", n0.stderr.String())
+	}
+	if got := strings.Join(rest, "\n"); !strings.Contains(got, "[0] got terminated") || !strings.Contains(got, "[1] got terminated") {
+		t.Errorf("node 0's ranks did not get SIGTERM; stdout:\n%s", got)
+	}
+}
+
+// TestMultiNodeInterruptDuringRendezvous: Ctrl-C on a node that waits for a
+// missing third node ends the rendezvous on the other node too, at once.
+func TestMultiNodeInterruptDuringRendezvous(t *testing.T) {
+	rdzv, sf := freeRdzv(t), secretFile(t)
+	common := []string{"-v", "--nnodes", "3", "--rdzv", rdzv, "--secret-file", sf, "--rdzv-timeout", "50s", "--", "true"}
+	n0 := startLauncher(t, append([]string{"--node-rank", "0"}, common...)...)
+	n1 := startLauncher(t, append([]string{"--node-rank", "1", "--addr", "127.0.0.2"}, common...)...)
+	for _, n := range []*startedLauncher{n0, n1} {
+		if !n.waitStderr("waiting for 3 nodes") {
+			t.Fatalf("no rendezvous; stderr:\n%s", n.stderr.String())
+		}
+	}
+	if err := n1.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := n1.wait(t); code != 130 {
+		t.Errorf("node 1: exit code %d, want 130; stderr:\n%s", code, n1.stderr.String())
+	}
+	if code, _ := n0.wait(t); code != 130 {
+		t.Errorf("node 0: exit code %d, want 130; stderr:\n%s", code, n0.stderr.String())
+	}
+	if want := "node 1 stopped the job during the rendezvous: node 1: received interrupt"; !strings.Contains(n0.stderr.String(), want) {
+		t.Errorf("node 0 stderr lacks %q:\n%s", want, n0.stderr.String())
 	}
 }

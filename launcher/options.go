@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,10 +41,7 @@ var validCodecs = []string{"raw", "fp16", "bf16", "int8", "h264", "hevc"}
 var validBackends = []string{"auto", "nvenc", "software"}
 
 // usageError marks bad input: the launcher prints it and exits with code 2.
-type usageError struct {
-	msg     string
-	printed bool // the flag package has already printed it
-}
+type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -115,7 +113,7 @@ Examples:
 
   # two nodes, two ranks each (global ranks 0-1 on node 0, 2-3 on node 1);
   # run the same command on both, changing only --node-rank
-  echo "$(head -c 32 /dev/urandom | xxd -p -c 64)" > job.secret   # copy to both nodes
+  head -c 24 /dev/urandom | base64 > job.secret   # copy it to both nodes
   launcher --nnodes 2 --node-rank 0 --rdzv 10.0.0.1:29400 --secret-file job.secret -np 2 -- ./train
   launcher --nnodes 2 --node-rank 1 --rdzv 10.0.0.1:29400 --secret-file job.secret -np 2 -- ./train
 `
@@ -154,17 +152,18 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 
 // parseArgs parses and validates the command line. It returns flag.ErrHelp
 // for -h and a *usageError for bad input.
-func parseArgs(args []string, stdout, stderr io.Writer) (*options, error) {
+func parseArgs(args []string, stdout io.Writer) (*options, error) {
 	o := &options{}
-	fs := newFlagSet(o, stderr)
+	// The flag package would print the usage on every error; print it
+	// only for -h, to stdout, and a one-line message otherwise.
+	fs := newFlagSet(o, io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fs.Usage()
 			return nil, flag.ErrHelp
 		}
-		// The flag package has already printed the error and the usage.
-		return nil, &usageError{msg: err.Error(), printed: true}
+		return nil, usagef("%v (launcher -h for help)", err)
 	}
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -218,10 +217,10 @@ func (o *options) validate() error {
 	if o.nnodes > 1 && o.secret == "" && o.secretFile == "" {
 		return usagef("--nnodes %d needs a job secret shared by all nodes: --secret or --secret-file", o.nnodes)
 	}
-	if o.codec != "" && !contains(validCodecs, o.codec) {
+	if o.codec != "" && !slices.Contains(validCodecs, o.codec) {
 		return usagef("--codec %q: want one of %s", o.codec, strings.Join(validCodecs, ", "))
 	}
-	if o.backend != "" && !contains(validBackends, o.backend) {
+	if o.backend != "" && !slices.Contains(validBackends, o.backend) {
 		return usagef("--backend %q: want one of %s", o.backend, strings.Join(validBackends, ", "))
 	}
 	if o.bpv != "" {
@@ -254,15 +253,6 @@ func (o *options) validate() error {
 		return usagef("--grace must be positive, got %v", o.grace)
 	}
 	return nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // resolveProgram checks that the program exists and is executable, as

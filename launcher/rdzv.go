@@ -44,10 +44,16 @@ type rdzvMsg struct {
 type rdzvEventKind int
 
 const (
-	evChange rdzvEventKind = iota // a node joined or changed
-	evLeave                       // a node left or was declared dead
-	evMsg                         // a user message arrived
+	evChange     rdzvEventKind = iota // a node joined or changed
+	evLeave                           // a node left or was declared dead
+	evMsg                             // a user message arrived
+	evLeaveCheck                      // leaveGrace after an evLeave
 )
+
+// leaveGrace is how long a node that left without a "done" message may
+// still have one in flight (messages go over TCP, the leave over UDP
+// gossip) before the other nodes call it lost.
+const leaveGrace = time.Second
 
 type rdzvEvent struct {
 	kind rdzvEventKind
@@ -202,8 +208,11 @@ func (m *multiNode) setup() (nodeAddr string, err error) {
 	self := nodeMeta{V: 1, NodeRank: o.nodeRank, NNodes: o.nnodes, NProc: o.nproc, Addr: nodeAddr, Codec: o.effectiveCodecOptions()}
 	if o.nodeRank == 0 {
 		port := o.port
+		if port == rdzvPort && nodeAddr == rdzvIP {
+			return "", usagef("--port %d is the rendezvous port; global rank 0 needs another one", port)
+		}
 		if port == 0 {
-			port, err = pickFreePort(nodeAddr)
+			port, err = pickFreePort(nodeAddr, rdzvPort)
 			if err != nil {
 				return "", usagef("--addr %s: no free port for global rank 0: %v", nodeAddr, err)
 			}
@@ -258,8 +267,9 @@ func (l lineLogger) Write(p []byte) (int, error) {
 
 // rdzvError ends the rendezvous with an exit code.
 type rdzvError struct {
-	code int
-	msg  string
+	code   int
+	msg    string
+	remote bool // another node stopped the job: no need to tell the others
 }
 
 func (e *rdzvError) Error() string { return e.msg }
@@ -282,13 +292,18 @@ func (m *multiNode) gather() ([]nodeMeta, error) {
 		}
 		joined = true
 	}
+	logged := false
 	if !joined {
 		tryJoin()
 	}
 	for {
+		if joined && !logged && o.verbose {
+			m.out.logf("node %d: in the rendezvous at %s, waiting for %d nodes", o.nodeRank, o.rdzv, o.nnodes)
+			logged = true
+		}
 		for _, e := range rz.drain() {
 			if e.kind == evMsg && e.msg.Type == "stop" {
-				return nil, &rdzvError{code: e.msg.Code, msg: fmt.Sprintf("node %d stopped the job during the rendezvous: %s", e.msg.From, e.msg.Reason)}
+				return nil, &rdzvError{code: e.msg.Code, remote: true, msg: fmt.Sprintf("node %d stopped the job during the rendezvous: %s", e.msg.From, e.msg.Reason)}
 			}
 		}
 		if joined {
@@ -413,6 +428,16 @@ func (m *multiNode) pump(ctx context.Context, metas []nodeMeta, remote chan<- st
 		default: // a stop request is already pending; the first one wins
 		}
 	}
+	var checks sync.WaitGroup
+	var timers []*time.Timer
+	defer func() {
+		for _, t := range timers {
+			if t.Stop() {
+				checks.Done()
+			}
+		}
+		checks.Wait()
+	}()
 	for {
 		for _, e := range m.rz.drain() {
 			switch e.kind {
@@ -424,8 +449,17 @@ func (m *multiNode) pump(ctx context.Context, metas []nodeMeta, remote chan<- st
 					send(stopRequest{code: e.msg.Code, reason: e.msg.Reason})
 				}
 			case evLeave:
-				k, ok := names[e.name]
-				if ok && !done[k] {
+				if k, ok := names[e.name]; ok && !done[k] {
+					e.kind = evLeaveCheck
+					checks.Add(1)
+					t := time.AfterFunc(leaveGrace, func() {
+						defer checks.Done()
+						m.rz.push(e)
+					})
+					timers = append(timers, t)
+				}
+			case evLeaveCheck:
+				if k := names[e.name]; !done[k] {
 					send(stopRequest{code: exitLost, reason: fmt.Sprintf("node %d (%s) left the job or stopped responding before its ranks finished", k, metas[k].Addr)})
 				}
 			}
@@ -460,12 +494,10 @@ func runMulti(o *options, out *output, sigs <-chan os.Signal, path string, secre
 	metas, err := m.gather()
 	if err != nil {
 		code := reportErr(out, err)
-		if re, ok := err.(*rdzvError); ok {
-			code = re.code
-		} else if m.rz.ml != nil {
+		if re, ok := err.(*rdzvError); !ok || !re.remote {
 			// Tell the others why, so that they stop now rather than at
 			// their own timeout.
-			m.broadcast(rdzvMsg{Type: "stop", From: o.nodeRank, Code: code, Reason: err.Error()})
+			m.broadcast(rdzvMsg{Type: "stop", From: o.nodeRank, Code: code, Reason: fmt.Sprintf("node %d: %v", o.nodeRank, err)})
 		}
 		return code
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"syscall"
 )
@@ -18,7 +19,7 @@ import (
 // exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	out := newOutput(stdout, stderr)
-	o, err := parseArgs(args, stdout, stderr)
+	o, err := parseArgs(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -34,9 +35,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return reportErr(out, err)
 	}
 	// Catch the signals before anything starts, so that none is lost.
+	// A signal the launcher was started with ignored (nohup, a
+	// background job) stays ignored.
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
+		if !signal.Ignored(sig) {
+			signal.Notify(sigs, sig)
+		}
+	}
 	defer signal.Stop(sigs)
+	// Without a handler, a write to a closed stdout (launcher … | head)
+	// kills the launcher by SIGPIPE and leaves the ranks' children
+	// running; with one, the write fails, the line is dropped and the job
+	// goes on. Caught (not ignored) signals are reset by exec, so the
+	// ranks keep the default SIGPIPE.
+	pipes := make(chan os.Signal, 1)
+	signal.Notify(pipes, syscall.SIGPIPE)
+	defer signal.Stop(pipes)
 
 	if o.nnodes > 1 {
 		return runMulti(o, out, sigs, path, secret)
@@ -78,9 +93,7 @@ func reportErr(out *output, err error) int {
 	var re *rdzvError
 	switch {
 	case errors.As(err, &ue):
-		if !ue.printed {
-			out.logf("%s", ue.msg)
-		}
+		out.logf("%s", ue.msg)
 		return exitUsage
 	case errors.As(err, &re):
 		out.logf("%s", re.msg)
@@ -111,7 +124,8 @@ func checkPortFree(addr string, port int) error {
 // pickFreePort returns a port on addr that is free for TCP and UDP now.
 // Another process may take it before rank 0 binds it; rank 0 then fails
 // with a bind error that names the port.
-func pickFreePort(addr string) (int, error) {
+// Ports in avoid are not returned.
+func pickFreePort(addr string, avoid ...int) (int, error) {
 	var lastErr error
 	for i := 0; i < 20; i++ {
 		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
@@ -119,6 +133,11 @@ func pickFreePort(addr string) (int, error) {
 			return 0, err
 		}
 		port := l.Addr().(*net.TCPAddr).Port
+		if slices.Contains(avoid, port) {
+			l.Close()
+			lastErr = fmt.Errorf("port %d is reserved", port)
+			continue
+		}
 		u, err := net.ListenPacket("udp", net.JoinHostPort(addr, strconv.Itoa(port)))
 		l.Close()
 		if err != nil {

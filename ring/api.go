@@ -115,7 +115,7 @@ func (s Stats) BitsPerValue() float64 {
 //   func (r *Ring) Broadcast(ctx, op uint64, data []byte, root int) ([]byte, error)
 //   func (r *Ring) Barrier(ctx, op uint64) error
 //   func NewGradCodec(opts gradcodec.Options, errorFeedback bool) (*GradCodec, error) // Codec over gradcodec, EF per stream
-//       (*GradCodec).RawBelow, .Raw1D: the raw policy; Close() frees the codec contexts
+//       (*GradCodec).RawBelow: the raw policy; Close() frees the codec contexts
 //
 // Added: KindDone (the end-of-collective status token); *RemoteError and
 // ErrorCode (what every rank returns on failure: origin rank + cause,

@@ -87,6 +87,22 @@
 // ErrPeerLost, and errors.As finds a *PeerLostError with the lost rank, on
 // every rank. Everything honours the caller's context: nothing waits longer.
 //
+// # Links
+//
+// Link.Recv and Link.Send must honour their context; a Recv that fails for
+// any reason ends the collective as fatal and keeps its cause (a lost peer,
+// or say gradcodec.ErrBadFrame for a frame the link itself rejected). A Send
+// that fails with ErrPeerLost or a context error is fatal; any other Send
+// error (a payload over the link's limit) fails the collective like a codec
+// error, through the status round. Broadcast and AllGather send each rank's
+// bytes as one message, so they are bounded by the link's message limit.
+//
+// The ranks must agree on Op, the length, Average, Layout and
+// SubChunkValues: the op and the length are checked on every message; a
+// Layout or SubChunkValues that differs shows as an out-of-sequence message or
+// a codec shape error; a different Average cannot be seen and yields a wrong
+// (though still identical on every rank) result.
+//
 // # Codecs
 //
 // Codec is the interface the ring compresses with. GradCodec implements it

@@ -63,6 +63,19 @@ type recvResult struct {
 	err error
 }
 
+// linkDown reports whether a Send error means the link is gone (a lost peer,
+// an ended context) rather than one refused message.
+func linkDown(err error) bool {
+	return errors.Is(err, ErrPeerLost) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (e *engine) grace() time.Duration {
+	if e.r.AbortGrace > 0 {
+		return e.r.AbortGrace
+	}
+	return DefaultAbortGrace
+}
+
 func (e *engine) next() int { return (e.r.Rank + 1) % e.r.Size }
 func (e *engine) prev() int { return (e.r.Rank - 1 + e.r.Size) % e.r.Size }
 
@@ -122,21 +135,38 @@ func (e *engine) run(parent context.Context, pre error) error {
 		ownSent = true
 	}
 	// fatalExit stops everything, passes a fatal abort on (unless the next
-	// rank is its origin) and returns it.
-	fatalExit := func(re *RemoteError) error {
+	// rank is its origin) and returns it. With drain, it first keeps reading
+	// (and discarding) what the previous rank still sends in this
+	// collective, for at most the grace period, so that rank is not left
+	// blocked on a link nobody reads.
+	fatalExit := func(re *RemoteError, drain bool) error {
 		scancel()
-		pcancel()
 		<-senderDone
-		<-pumpDone
+		grace := e.grace()
 		if e.next() != re.Origin {
-			grace := e.r.AbortGrace
-			if grace <= 0 {
-				grace = DefaultAbortGrace
-			}
 			gctx, gcancel := context.WithTimeout(context.WithoutCancel(parent), grace)
 			_ = e.r.Next.Send(gctx, Message{Op: e.op, Kind: KindAbort, Total: e.total, Payload: encodeAbort(re, true)})
 			gcancel()
 		}
+		if drain && !pumpGone {
+			t := time.NewTimer(grace)
+		loop:
+			for {
+				select {
+				case _, ok := <-pump:
+					if !ok {
+						break loop
+					}
+				case <-t.C:
+					break loop
+				case <-ctx.Done():
+					break loop
+				}
+			}
+			t.Stop()
+		}
+		pcancel()
+		<-pumpDone
 		return re
 	}
 	// fail records a failure of this rank. A failure after this rank already
@@ -146,7 +176,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 	fail := func(err error) error {
 		re := newLocalError(e.op, rank, err)
 		if fatal(err) || ownOK {
-			return fatalExit(re)
+			return fatalExit(re, !fatal(err))
 		}
 		if ownSent {
 			return nil
@@ -158,7 +188,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 	}
 	onEvent := func(ev senderEvent) error {
 		if ev.fatal {
-			return fatalExit(newLocalError(e.op, rank, ev.err))
+			return fatalExit(newLocalError(e.op, rank, ev.err), true)
 		}
 		if ev.phase1 {
 			phase1Done = true
@@ -197,7 +227,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 		waitStarted = time.Now()
 		select {
 		case <-ctx.Done():
-			return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: %w", rank, ctx.Err())))
+			return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: %w", rank, ctx.Err())), false)
 		case ev := <-sev:
 			if err := onEvent(ev); err != nil {
 				return err
@@ -224,7 +254,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 				continue
 			}
 			if res.err != nil {
-				return fatalExit(newLocalError(e.op, rank, res.err))
+				return fatalExit(newLocalError(e.op, rank, res.err), false)
 			}
 			m := res.m
 			if m.Op != e.op {
@@ -238,13 +268,13 @@ func (e *engine) run(parent context.Context, pre error) error {
 			case KindDone, KindAbort:
 				t, err := decodeToken(m, size)
 				if err == nil && t.fatal && t.origin != rank {
-					return fatalExit(t.err) // passes it on
+					return fatalExit(t.err, false) // passes it on
 				}
 				if err == nil && (t.origin == rank || got[t.origin]) {
 					err = fmt.Errorf("%w: duplicate status of rank %d", ErrProtocol, t.origin)
 				}
 				if err != nil {
-					return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: from rank %d: %w", rank, e.prev(), err)))
+					return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: from rank %d: %w", rank, e.prev(), err)), true)
 				}
 				got[t.origin] = true
 				nGot++
@@ -323,16 +353,20 @@ func (e *engine) check(i int, m Message) error {
 func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, ready <-chan []byte,
 	tokens <-chan Message, ev chan<- senderEvent, done chan<- struct{}) {
 	defer close(done)
-	send := func(m Message) error {
+	send := func(m Message, limit time.Duration) error {
+		sctx, cancel := ctx, context.CancelFunc(func() {})
+		if limit > 0 {
+			sctx, cancel = context.WithTimeout(ctx, limit)
+		}
 		t0 := time.Now()
-		err := e.r.Next.Send(ctx, m)
+		err := e.r.Next.Send(sctx, m)
 		e.sWait += time.Since(t0)
+		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
+			if limit > 0 && ctx.Err() == nil && sctx.Err() != nil {
+				err = &PeerLostError{Rank: e.next(), Cause: fmt.Errorf("took no status message within %v", limit)}
+			} else if ctx.Err() != nil {
 				return fmt.Errorf("rank %d: send to rank %d: %w", e.r.Rank, e.next(), ctx.Err())
-			}
-			if !errors.Is(err, ErrPeerLost) {
-				err = &PeerLostError{Rank: e.next(), Cause: err}
 			}
 			return fmt.Errorf("rank %d: send to rank %d: %w", e.r.Rank, e.next(), err)
 		}
@@ -366,7 +400,13 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 				break
 			}
 			if err := send(Message{Op: e.op, Kind: s.kind, Hop: s.hop, Chunk: s.chunk, Sub: s.sub,
-				Total: e.total, Payload: payload}); err != nil {
+				Total: e.total, Payload: payload}, 0); err != nil {
+				if !linkDown(err) {
+					// The link refused this message but still works (say,
+					// a payload over its limit): fail like a codec error.
+					buildErr = err
+					break
+				}
 				ev <- senderEvent{err: err, fatal: true}
 				return
 			}
@@ -383,7 +423,11 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 			if !ok {
 				return
 			}
-			if err := send(m); err != nil {
+			// A status message is tiny: a next rank that does not take it
+			// within the grace period has stopped reading (it may have
+			// ended on a fatal error after this rank's last look at its
+			// previous link), so do not wait for it forever.
+			if err := send(m, e.grace()); err != nil {
 				ev <- senderEvent{err: err, fatal: true}
 				return
 			}
@@ -404,25 +448,29 @@ func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- st
 	for tokens < e.r.Size-1 {
 		m, err := e.r.Prev.Recv(ctx)
 		if err != nil {
+			// Any receive error ends the collective as fatal: the link
+			// may have lost a message. It keeps its cause (a lost peer,
+			// or say gradcodec.ErrBadFrame for a frame the link rejected).
 			if ctx.Err() != nil {
-				err = fmt.Errorf("rank %d: receive from rank %d: %w", e.r.Rank, e.prev(), ctx.Err())
-			} else {
-				if !errors.Is(err, ErrPeerLost) {
-					err = &PeerLostError{Rank: e.prev(), Cause: err}
-				}
-				err = fmt.Errorf("rank %d: receive from rank %d: %w", e.r.Rank, e.prev(), err)
+				err = ctx.Err()
 			}
+			err = fmt.Errorf("rank %d: receive from rank %d: %w", e.r.Rank, e.prev(), err)
 		}
 		select {
 		case out <- recvResult{m, err}:
 		case <-ctx.Done():
 			return
 		}
-		if err != nil || isFatalAbort(m) {
+		if err != nil {
 			return
 		}
-		if m.Op == e.op && (m.Kind == KindDone || m.Kind == KindAbort) {
-			tokens++
+		if m.Op == e.op {
+			if isFatalAbort(m) {
+				return
+			}
+			if m.Kind == KindDone || m.Kind == KindAbort {
+				tokens++
+			}
 		}
 	}
 }

@@ -27,10 +27,11 @@ const minSide = 16
 // second one inside Encode that computes recon from the very bytes it sends,
 // and, when enabled, an error-feedback residual per stream.
 //
-// Policy: a piece with fewer than RawBelow values, or of one row when Raw1D
-// is set, goes raw. Any other piece with a side under 16 (a partial row, a
-// 1-D tensor, a thin matrix) is re-laid out near-square, with the few values
-// that do not fill the last row sent raw.
+// Policy: a piece with fewer than RawBelow values goes raw (with the default
+// 4096 that covers biases and norms). Any other piece with a side under 16
+// (a partial row, a large 1-D tensor or unshaped buffer, a thin matrix) is
+// re-laid out near-square, with the few values that do not fill the last row
+// sent raw; the rest keep their 2-D shape.
 //
 // Encode and Decode may run at the same time (the ring calls each from one
 // goroutine); neither may run concurrently with itself.
@@ -38,9 +39,6 @@ type GradCodec struct {
 	// RawBelow: pieces with fewer values are sent raw. Defaults to
 	// DefaultRawBelow (set by NewGradCodec).
 	RawBelow int
-	// Raw1D sends every one-row piece raw (1-D tensors such as biases and
-	// norms, and partial rows). Defaults to false.
-	Raw1D bool
 
 	opts gradcodec.Options
 	ef   *gradcodec.ErrorFeedback // nil when error feedback is off
@@ -137,7 +135,7 @@ func (c *GradCodec) wirePieces(pieces []gradcodec.Shape) []wirePiece {
 		n := p.Len()
 		switch {
 		case n == 0:
-		case n < c.RawBelow || (c.Raw1D && p.Rows == 1):
+		case n < c.RawBelow:
 			out = append(out, wirePiece{raw: true, n: n})
 		case p.Rows < minSide || p.Cols < minSide:
 			s, tail := nearSquare(n)

@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -15,9 +16,11 @@ import (
 type Ring struct {
 	Rank, Size int
 	Next, Prev Link
-	// AbortGrace bounds how long a rank that ends a collective on a fatal
-	// error (a lost peer, an ended context) tries to pass the abort on to
-	// its next neighbour. 0 means DefaultAbortGrace (2s).
+	// AbortGrace bounds how long a rank waits for its next neighbour to take
+	// a status message (the small messages that end a collective, and the
+	// abort a rank passes on when it ends on a fatal error such as a lost
+	// peer or an ended context). A neighbour that takes longer is reported
+	// lost. 0 means DefaultAbortGrace (2s).
 	AbortGrace time.Duration
 }
 
@@ -74,8 +77,14 @@ func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Sta
 		return st, err
 	}
 	if r.Size == 1 {
+		// Nothing to exchange, but the same checks as a larger ring.
 		if _, err := newTensors(len(data), opts.Layout); err != nil {
-			return st, fmt.Errorf("rank 0: %w", err)
+			return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: %w", err))
+		}
+		for i, v := range data {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: value %d is %v: %w", i, v, gradcodec.ErrNonFinite))
+			}
 		}
 		st.Total = time.Since(start)
 		return st, nil

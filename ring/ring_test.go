@@ -388,8 +388,10 @@ func TestFaultNaN(t *testing.T) {
 func TestFaultTwoFailuresSameError(t *testing.T) {
 	net := ringtest.NewNetwork(5)
 	in := inputsFor(5, 900, 3)
+	// Rank 1's NaN lies in chunk 1, which rank 1 encodes first, so it fails
+	// whatever the timing; rank 3 meets its Inf (chunk 0) last.
 	in[3][1] = float32(math.Inf(1))
-	in[1][800] = float32(math.NaN())
+	in[1][200] = float32(math.NaN())
 	errs := allReduce(t, net, in, rawOpts(1))
 	sameError(t, errs, gradcodec.ErrNonFinite, "failed on rank 1") // the lowest origin wins
 }
@@ -434,13 +436,10 @@ func TestFaultReplay(t *testing.T) {
 		t.Fatalf("recorded %v", old)
 	}
 	net.Enqueue(0, old[0]) // rank 1 sees op 1's first message again during op 2
-	in := inputsFor(3, 500, 2)
-	before := append([]float32(nil), in[1]...)
-	errs := allReduce(t, net, in, rawOpts(2))
+	errs := allReduce(t, net, inputsFor(3, 500, 2), rawOpts(2))
 	sameError(t, errs, ring.ErrProtocol, "of op 1")
-	_ = before
 	// The replay was rejected, not decoded; the ring is usable again.
-	in = inputsFor(3, 500, 3)
+	in := inputsFor(3, 500, 3)
 	if errs := allReduce(t, net, in, rawOpts(3)); errors.Join(errs...) != nil {
 		t.Fatal(errs)
 	}
@@ -625,6 +624,7 @@ func TestFaultRandomized(t *testing.T) {
 			f.Kind = ring.Kind(1 + rng.IntN(5))
 		}
 		net.AddFault(f)
+		t.Logf("run %d: size %d n %d fault %+v", i, size, n, f)
 		in := inputsFor(size, n, uint64(i))
 		errs := allReduce(t, net, in, func(int) ring.Options {
 			return ring.Options{Op: 5, Codec: &ringtest.QuantCodec{}, SubChunkValues: 200}
@@ -667,4 +667,64 @@ func TestFaultRandomized(t *testing.T) {
 		}
 	}
 	noLeak(t, base)
+}
+
+func TestSizeOneChecks(t *testing.T) {
+	r := ringtest.NewNetwork(1).Ring(0)
+	x := []float32{1, 2, float32(math.NaN())}
+	if _, err := r.AllReduce(context.Background(), x, ring.Options{Op: 1}); !errors.Is(err, gradcodec.ErrNonFinite) {
+		t.Fatalf("NaN on a ring of one: %v", err)
+	}
+	x[2] = 3
+	if _, err := r.AllReduce(context.Background(), x, ring.Options{Op: 2, Average: true}); err != nil || x[2] != 3 {
+		t.Fatalf("ring of one: %v %v", x, err)
+	}
+	if _, err := r.AllReduce(context.Background(), x, ring.Options{Op: 3, Layout: []gradcodec.Shape{{Rows: 2, Cols: 2}}}); err == nil {
+		t.Fatal("bad layout accepted")
+	}
+	bad := &ring.Ring{Rank: 3, Size: 2}
+	if _, err := bad.AllReduce(context.Background(), x, ring.Options{}); err == nil || !strings.Contains(err.Error(), "rank 3") {
+		t.Fatalf("bad ring: %v", err)
+	}
+}
+
+// TestStaleFatalAbort: a fatal abort left on a link by an earlier, failed
+// collective fails the next one cleanly (every rank, same error) instead of
+// confusing it, and the one after works.
+func TestStaleFatalAbort(t *testing.T) {
+	net := ringtest.NewNetwork(3)
+	net.Record(true)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	// Rank 1 alone, with a canceled context, sends a fatal abort of op 4.
+	if _, err := net.Ring(1).AllReduce(canceled, make([]float32, 10), rawOpts(4)(1)); !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	sent := net.Sent(1)
+	if len(sent) != 1 || sent[0].Kind != ring.KindAbort {
+		t.Fatalf("rank 1 sent %v", sent)
+	}
+	net = ringtest.NewNetwork(3)
+	net.Enqueue(1, sent[0])
+	errs := allReduce(t, net, inputsFor(3, 100, 1), rawOpts(5))
+	sameError(t, errs, ring.ErrProtocol, "abort message of op 4")
+	in := inputsFor(3, 100, 2)
+	if errs := allReduce(t, net, in, rawOpts(6)); errors.Join(errs...) != nil {
+		t.Fatal(errs)
+	}
+	checkIdentical(t, in)
+}
+
+// TestFaultRefusedSend: a link that refuses one message but stays up fails
+// the collective on every rank through the status round, not as a lost peer.
+func TestFaultRefusedSend(t *testing.T) {
+	net := ringtest.NewNetwork(4)
+	net.AddFault(ringtest.Fault{From: 2, Kind: ring.KindAllGather, Nth: 1, Action: ringtest.Refuse})
+	errs := allReduce(t, net, inputsFor(4, 2000, 1), rawOpts(1))
+	sameError(t, errs, ringtest.ErrRefused, "failed on rank 2")
+	for r, err := range errs {
+		if errors.Is(err, ring.ErrPeerLost) {
+			t.Fatalf("rank %d: %v reported as a lost peer", r, err)
+		}
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,7 +42,7 @@ type link struct {
 	name string // "next" or "prev", for errors
 	ws   *websocket.Conn
 
-	out     chan []byte   // sealed by the writer
+	out     chan outFrame // sealed by the writer
 	stopOut chan struct{} // closed by shutdown: the writer drains out and exits
 	wdone   chan struct{} // closed when the writer has exited
 	rdone   chan struct{} // closed when the reader has exited
@@ -64,7 +66,7 @@ var _ ring.Link = (*link)(nil)
 func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 	l := &link{
 		w: w, peer: peer, name: name, ws: ws,
-		out:     make(chan []byte, sendQueue),
+		out:     make(chan outFrame, sendQueue),
 		stopOut: make(chan struct{}),
 		wdone:   make(chan struct{}),
 		rdone:   make(chan struct{}),
@@ -99,7 +101,7 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 	}
 	f := appendFrame(make([]byte, 0, frameHeaderSize+len(m.Payload)), l.w.keys.job, m)
 	select {
-	case l.out <- f:
+	case l.out <- outFrame{f: f}:
 		return nil
 	case <-ctx.Done():
 	case <-l.dead:
@@ -186,45 +188,64 @@ func (l *link) wake() {
 	}
 }
 
-// fail records the link's terminal I/O error. Unless the worker is closing
-// or the peer closed the link on purpose, the peer is reported lost to the
-// whole job.
-func (l *link) fail(cause error, graceful bool) {
+// How a link failure spreads.
+const (
+	failQuiet  = iota // the peer closed the link on purpose: only this link fails
+	failReport        // the peer is lost: fail the whole worker and gossip it
+	failRelay         // the peer closed because it lost a rank: fail the whole worker
+)
+
+// fail records the link's terminal error: lost names the rank to blame
+// (nil: the peer). Once the worker is closing every failure is ErrClosed.
+func (l *link) fail(lost *ring.PeerLostError, how int) {
 	l.mu.Lock()
 	if l.err != nil {
 		l.mu.Unlock()
 		return
 	}
 	closing := l.closing
-	var lost *ring.PeerLostError
 	if closing {
 		l.err = ErrClosed
 	} else {
-		lost = &ring.PeerLostError{Rank: l.peer, Cause: cause}
 		l.err = lost
 	}
 	close(l.dead)
 	l.mu.Unlock()
 	l.wake()
-	if lost == nil {
-		return
+	switch {
+	case closing:
+	case how == failQuiet:
+		l.w.logf("%s link: %v", l.name, lost)
+	default:
+		l.w.peerLost(lost, how == failReport)
 	}
-	if graceful {
-		l.w.logf("rank %d closed the %s link", l.peer, l.name)
-		return
-	}
-	l.w.peerLost(lost, true)
+}
+
+// lostPeer blames the peer of l.
+func (l *link) lostPeer(cause error) *ring.PeerLostError {
+	return &ring.PeerLostError{Rank: l.peer, Cause: cause}
+}
+
+// outFrame is a frame waiting for the writer. mutate, set only by tests,
+// rewrites the sealed frame to forge a bad one.
+type outFrame struct {
+	f      []byte
+	mutate func([]byte) []byte
 }
 
 // writer is the only goroutine that writes data frames.
 func (l *link) writer() {
 	defer close(l.wdone)
 	var seq uint64
-	write := func(f []byte) bool {
+	write := func(o outFrame) bool {
+		f := o.f
 		sealFrame(f, seq)
 		seq++
+		if o.mutate != nil {
+			f = o.mutate(f)
+		}
 		if err := l.writeFrame(f); err != nil {
-			l.fail(fmt.Errorf("write to %s: %w", l.ws.RemoteAddr(), err), false)
+			l.fail(l.lostPeer(fmt.Errorf("write to %s: %w", l.ws.RemoteAddr(), err)), failReport)
 			return false
 		}
 		l.w.metrics.LinkSentBytes.Add(int64(len(f)))
@@ -426,12 +447,55 @@ func (l *link) readFailed(err error) {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway):
-		l.fail(fmt.Errorf("rank %d closed the link", l.peer), true)
+		if lost, ok := l.parseCloseReason(ce.Text); ok {
+			l.fail(lost, failRelay)
+			return
+		}
+		l.fail(l.lostPeer(fmt.Errorf("rank %d closed the link", l.peer)), failQuiet)
 	case errors.As(err, &ne) && ne.Timeout():
-		l.fail(fmt.Errorf("no frame from %s for %v (stalled peer or cut link): %w", l.ws.RemoteAddr(), l.readTimeout(), err), false)
+		l.fail(l.lostPeer(fmt.Errorf("no frame from %s for %v (stalled peer or cut link): %w", l.ws.RemoteAddr(), l.readTimeout(), err)), failReport)
 	default:
-		l.fail(fmt.Errorf("read from %s: %w", l.ws.RemoteAddr(), err), false)
+		l.fail(l.lostPeer(fmt.Errorf("read from %s: %w", l.ws.RemoteAddr(), err)), failReport)
 	}
+}
+
+// Close frame reasons: a worker that closes after losing a rank says which,
+// so its neighbours blame that rank rather than the one closing.
+const (
+	closeReasonBye  = "vccl worker closing"
+	closeReasonLost = "vccl lost rank "
+)
+
+// closeReason is the text of this worker's close frame.
+func (l *link) closeReason() string {
+	err := l.w.lost()
+	if err == nil {
+		return closeReasonBye
+	}
+	var pl *ring.PeerLostError
+	errors.As(err, &pl)
+	s := fmt.Sprintf("%s%d: %v", closeReasonLost, pl.Rank, pl.Cause)
+	if len(s) > 120 { // a close frame's reason holds 123 bytes
+		s = s[:120]
+	}
+	return s
+}
+
+// parseCloseReason reads the rank a closing peer lost.
+func (l *link) parseCloseReason(text string) (*ring.PeerLostError, bool) {
+	rest, ok := strings.CutPrefix(text, closeReasonLost)
+	if !ok {
+		return nil, false
+	}
+	num, cause, _ := strings.Cut(rest, ": ")
+	r, err := strconv.Atoi(num)
+	if err != nil || r < 0 || r >= l.w.cfg.WorldSize {
+		return nil, false
+	}
+	if r == l.w.cfg.Rank { // the peer lost this rank: blame the peer
+		return l.lostPeer(fmt.Errorf("rank %d lost contact with this rank and closed the link: %s", l.peer, cause)), true
+	}
+	return &ring.PeerLostError{Rank: r, Cause: fmt.Errorf("reported by rank %d as it closed: %s", l.peer, cause)}, true
 }
 
 // shutdown flushes queued frames (bounded by PeerTimeout), closes the link
@@ -446,7 +510,7 @@ func (l *link) shutdown() {
 		<-l.wdone
 		<-l.pdone
 		l.ws.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseNormalClosure, "vccl worker closing"),
+			websocket.FormatCloseMessage(websocket.CloseNormalClosure, l.closeReason()),
 			time.Now().Add(l.readTimeout()))
 		t := time.NewTimer(l.readTimeout())
 		select {
@@ -456,6 +520,6 @@ func (l *link) shutdown() {
 		t.Stop()
 		l.ws.Close()
 		<-l.rdone
-		l.fail(ErrClosed, true)
+		l.fail(nil, failQuiet)
 	})
 }

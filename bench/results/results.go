@@ -37,7 +37,7 @@ type Perf struct {
 	BPV       float64 // achieved bits per value on the wire; 32 for raw
 	WireBytes int64   // payload bytes rank 0 sent, 0 when not reported
 	NMSE      float64 // error against the exact sum; NaN when not reported
-	Wrong     int     // ranks whose result differs from rank 0's
+	Wrong     int     // ranks whose result differs from rank 0's; -1 when unchecked
 }
 
 // RD is one codec_rd measurement: one tensor file through one codec at one
@@ -147,6 +147,7 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 			Codec: str(obj, "codec"),
 			Size:  int64(size),
 			NMSE:  math.NaN(),
+			Wrong: -1,
 		}
 		if p.Rate != "" {
 			bps, err := ParseRate(p.Rate)
@@ -179,8 +180,8 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 		if v, ok := num(obj, "wire_bytes", "wire", "wirebytes"); ok {
 			p.WireBytes = int64(v)
 		}
-		if v, ok := num(obj, "nmse"); ok {
-			p.NMSE = v
+		if v, ok := num(obj, "nmse"); ok && v >= 0 {
+			p.NMSE = v // allreduce_perf writes -1 when it did not check
 		}
 		if v, ok := num(obj, "wrong", "#wrong", "n_wrong"); ok {
 			p.Wrong = int(v)
@@ -371,8 +372,12 @@ func WriteTable(w io.Writer, rows []Row) error {
 		if !math.IsNaN(r.NMSE) {
 			nmse = fmt.Sprintf("%.2e", r.NMSE)
 		}
-		fmt.Fprintf(&b, "  %-8s %6s %5d %7s %6s %12.1f %12.3f %8s %6.2f %9s %6d\n",
-			rate, delay, r.Hosts, FormatSize(r.Size), r.Codec, r.TimeUS/1e3, r.BusBW, sp, r.BPV, nmse, r.Wrong)
+		wrong := "-"
+		if r.Wrong >= 0 {
+			wrong = strconv.Itoa(r.Wrong)
+		}
+		fmt.Fprintf(&b, "  %-8s %6s %5d %7s %6s %12.1f %12.3f %8s %6.2f %9s %6s\n",
+			rate, delay, r.Hosts, FormatSize(r.Size), r.Codec, r.TimeUS/1e3, r.BusBW, sp, r.BPV, nmse, wrong)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -70,6 +70,8 @@ func childMain(role string) int {
 	switch role {
 	case "allreduce":
 		return childAllReduce()
+	case "mangle":
+		return childMangle()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
 		return 2

@@ -74,6 +74,7 @@ type proc struct {
 	stderr *lockedBuffer
 	stdin  *os.File
 	done   chan struct{} // closed when Wait returned
+	exitAt time.Time
 	state  *os.ProcessState
 	waited error
 	all    []event
@@ -100,6 +101,7 @@ func (l *lockedBuffer) String() string {
 // job is a set of rank processes started together.
 type job struct {
 	t       testing.TB
+	start   time.Time
 	id      string
 	addr    string // loopback IP the ranks bind
 	secret  string
@@ -116,7 +118,7 @@ type jobSpec struct {
 	peerTimeout time.Duration
 	// wrap, when set, runs each rank through this command prefix (e.g.
 	// "ip netns exec NS"), with the rank's bind address.
-	wrap func(rank int) (prefix []string, bindAddr string)
+	wrap     func(rank int) (prefix []string, bindAddr string)
 	joinAddr string // rank 0's address as the others dial it; default the shared loopback IP
 }
 
@@ -163,7 +165,7 @@ func freePort(t testing.TB, ip string) int {
 // that no process of the job survives.
 func startJob(t testing.TB, spec jobSpec) *job {
 	t.Helper()
-	j := &job{t: t, id: randomHex(8), addr: loopbackIP(), secret: randomHex(32), timeout: 60 * time.Second}
+	j := &job{t: t, start: time.Now(), id: randomHex(8), addr: loopbackIP(), secret: randomHex(32), timeout: 60 * time.Second}
 	if spec.peerTimeout == 0 {
 		spec.peerTimeout = 2 * time.Second
 	}
@@ -273,6 +275,7 @@ func (j *job) spawn(rank int, env map[string]string, prefix []string) *proc {
 	go func() {
 		<-readDone // Wait closes stdout; read it all first
 		p.waited = cmd.Wait()
+		p.exitAt = time.Now()
 		p.state = cmd.ProcessState
 		close(p.done)
 	}()
@@ -337,8 +340,31 @@ func (p *proc) exitDesc() string {
 	return fmt.Sprintf("exit %d", p.state.ExitCode())
 }
 
+// timeline returns, per rank, when each event came and when it exited,
+// relative to the job's start.
+func (j *job) timeline() string {
+	var b strings.Builder
+	for _, p := range j.procs {
+		fmt.Fprintf(&b, "rank %d:", p.rank)
+		for _, e := range p.eventsSoFar() {
+			if e.Ev == "op" && e.Step > 2 {
+				continue
+			}
+			fmt.Fprintf(&b, " %s@%v", e.Ev, time.Unix(0, e.TNS).Sub(j.start).Round(time.Millisecond))
+		}
+		select {
+		case <-p.done:
+			fmt.Fprintf(&b, " exit@%v (%s)", p.exitAt.Sub(j.start).Round(time.Millisecond), p.exitDesc())
+		default:
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 // dump logs every rank's stderr tail, for a failing test.
 func (j *job) dump() {
+	j.t.Logf("timeline:\n%s", j.timeline())
 	for _, p := range j.procs {
 		s := p.stderr.String()
 		if len(s) > 4000 {
@@ -362,6 +388,8 @@ func (j *job) cleanup() {
 	}
 	if j.t.Failed() {
 		j.dump()
+	} else if el := time.Since(j.start); el > 10*time.Second {
+		j.t.Logf("slow job (%v), timeline:\n%s", el.Round(time.Millisecond), j.timeline())
 	}
 	if left := processesWithMarker(j.id); len(left) > 0 {
 		j.t.Errorf("job %s left processes behind: pids %v", j.id, left)

@@ -85,6 +85,7 @@ func TestReliabilityBadInput(t *testing.T) {
 				if hung := j.waitExit(time.Now().Add(15 * time.Second)); len(hung) > 0 {
 					t.Errorf("ranks %v hung after the error", hung)
 				}
+				t.Logf("timeline:\n%s", j.timeline())
 			})
 		}
 	}

@@ -34,7 +34,12 @@ const (
 	CutSender                     // the sending rank is cut before the message is delivered
 	CutReceiver                   // the receiving rank is cut before the message is delivered
 	Break                         // the link breaks before the message is delivered
+	Refuse                        // Send returns ErrRefused; the link stays up
 )
+
+// ErrRefused is what Send returns for a message a Refuse fault rejects, as a
+// real link does for, say, a payload over its size limit.
+var ErrRefused = errors.New("ringtest: message refused")
 
 // Fault triggers once, on the Nth (0-based) message rank From sends whose
 // kind matches Kind (0 matches every kind).
@@ -78,10 +83,10 @@ func NewNetwork(size int) *Network {
 // Size returns the number of ranks.
 func (n *Network) Size() int { return n.size }
 
-// AbortGrace is the Ring.AbortGrace of the rings a Network hands out: an
-// in-memory Send that blocks means the neighbour has stopped reading, so
-// waiting longer would not help.
-const AbortGrace = 50 * time.Millisecond
+// AbortGrace is the Ring.AbortGrace of the rings a Network hands out,
+// shorter than the default to keep fault tests quick, long enough for a
+// busy neighbour on a loaded machine.
+const AbortGrace = 500 * time.Millisecond
 
 // Ring returns rank's view of the ring.
 func (n *Network) Ring(rank int) *ring.Ring {
@@ -166,8 +171,9 @@ func (n *Network) Cut(rank int) {
 func (n *Network) BreakLink(from int) { n.links[from].breakLink() }
 
 // onSend applies faults and recording to a message rank from is sending;
-// it returns the message to deliver, or false to drop it, and the delay.
-func (n *Network) onSend(from int, m ring.Message) (ring.Message, bool, time.Duration) {
+// it returns the message to deliver, or false to drop it, the delay, and
+// whether Send must refuse it.
+func (n *Network) onSend(from int, m ring.Message) (ring.Message, bool, time.Duration, bool) {
 	n.mu.Lock()
 	var act Action
 	for _, f := range n.faults {
@@ -189,8 +195,10 @@ func (n *Network) onSend(from int, m ring.Message) (ring.Message, bool, time.Dur
 	d := n.delay[from]
 	n.mu.Unlock()
 	switch act {
+	case Refuse:
+		return m, false, d, true
 	case Drop:
-		return m, false, d
+		return m, false, d, false
 	case Corrupt:
 		if len(m.Payload) > 0 {
 			m.Payload[len(m.Payload)/2] ^= 0x5a
@@ -202,7 +210,7 @@ func (n *Network) onSend(from int, m ring.Message) (ring.Message, bool, time.Dur
 	case Break:
 		n.BreakLink(from)
 	}
-	return m, true, d
+	return m, true, d, false
 }
 
 type queued struct {
@@ -250,7 +258,10 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 	if broken {
 		return &ring.PeerLostError{Rank: l.to, Cause: ErrCut}
 	}
-	m, deliver, d := l.net.onSend(l.from, m)
+	m, deliver, d, refused := l.net.onSend(l.from, m)
+	if refused {
+		return fmt.Errorf("ringtest: send on link %d->%d: %w", l.from, l.to, ErrRefused)
+	}
 	if !deliver {
 		return nil
 	}
