@@ -136,12 +136,14 @@ func computeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
 	for i := range scales {
 		lo := i * span
 		hi := min(lo+span, len(src))
-		var ss, mx float64
+		var ss float64
+		var hi32, lo32 float32
 		for _, v := range src[lo:hi] {
-			f := float64(v)
-			ss += f * f
-			mx = max(mx, math.Abs(f))
+			ss += float64(v * v)
+			hi32 = max(hi32, v)
+			lo32 = min(lo32, v)
 		}
+		mx := float64(max(hi32, -lo32))
 		if mx == 0 {
 			scales[i] = 0
 			continue

@@ -77,7 +77,9 @@ func fillPicture(pix []byte, src []float32, s Shape, l picLayout, scales []uint1
 		} else {
 			inv := 127 / sc
 			for i, v := range row {
-				out[i] = byte(quant127(v*inv) + 128)
+				// Round to nearest level in [1, 255] (128 is zero).
+				f := min(max(v*inv+128.5, 1), 255.5)
+				out[i] = byte(int32(f))
 			}
 		}
 		if l.RowMode {

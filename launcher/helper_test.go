@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -34,9 +35,20 @@ func TestMain(m *testing.M) {
 	os.Exit(runTests(m))
 }
 
+// runSelects reports whether the -run flag selects the top-level test name.
+func runSelects(name string) bool {
+	f := flag.Lookup("test.run")
+	if f == nil || f.Value.String() == "" {
+		return true
+	}
+	top, _, _ := strings.Cut(f.Value.String(), "/")
+	ok, err := regexp.MatchString(top, name)
+	return err != nil || ok
+}
+
 func runTests(m *testing.M) int {
 	flag.Parse()
-	if netnsTestWanted() && !testing.Short() {
+	if netnsTestWanted() && !testing.Short() && runSelects("TestMultiNodeNetns") {
 		dir, err := os.MkdirTemp("", "launcher-test-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

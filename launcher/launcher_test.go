@@ -300,10 +300,13 @@ func TestBadInput(t *testing.T) {
 		{"short secret", []string{"--nnodes", "2", "--rdzv", "127.0.0.1:" + closed, "--secret", "short", "--", "true"}, "need at least 16"},
 		{"node rank out of range", []string{"--nnodes", "2", "--node-rank", "2", "--rdzv", "127.0.0.1:" + closed, "--secret", secret, "--", "true"}, "--node-rank must be in 0..1"},
 		{"rdzv port in use", []string{"--nnodes", "2", "--node-rank", "0", "--rdzv", "127.0.0.1:" + busy, "--secret", secret, "--", "true"}, "cannot bind the rendezvous address"},
+		{"rdzv host not local", []string{"--nnodes", "2", "--node-rank", "0", "--rdzv", "192.0.2.1:29400", "--secret", secret, "--", "true"}, "192.0.2.1 is not an address of this node"},
 		{"rdzv unreachable", []string{"--nnodes", "2", "--node-rank", "1", "--rdzv", "127.0.0.1:" + closed, "--rdzv-timeout", "700ms", "--secret", secret, "--", "true"}, "unreachable for 700ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := runLauncher(t, nil, tc.args...)
+			// In process: bad input ends before any rank starts.
+			var so, se bytes.Buffer
+			res := result{code: run(tc.args, &so, &se), stdout: so.String(), stderr: se.String()}
 			if res.code != exitUsage {
 				t.Fatalf("exit code %d, want %d; stderr:\n%s", res.code, exitUsage, res.stderr)
 			}

@@ -15,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/vccl/vccl/worker"
 )
 
 // Exit codes of the launcher itself (a failed rank's own code is passed
@@ -316,12 +314,12 @@ func (o *options) codecEnv() []string {
 			env = append(env, k+"="+v)
 		}
 	}
-	add(worker.EnvCodec, o.codec)
-	add(worker.EnvBackend, o.backend)
-	add(worker.EnvBPV, o.bpv)
-	add(worker.EnvBucketBytes, o.bucketBytes)
-	add(worker.EnvPeerTimeout, o.peerTimeout)
-	add(worker.EnvJoinTimeout, o.joinTimeout)
+	add(envCodec, o.codec)
+	add(envBackend, o.backend)
+	add(envBPV, o.bpv)
+	add(envBucketBytes, o.bucketBytes)
+	add(envPeerTimeout, o.peerTimeout)
+	add(envJoinTimeout, o.joinTimeout)
 	return env
 }
 
@@ -335,10 +333,10 @@ func (o *options) effectiveCodecOptions() string {
 		return os.Getenv(k)
 	}
 	return strings.Join([]string{
-		"codec=" + get(worker.EnvCodec, o.codec),
-		"backend=" + get(worker.EnvBackend, o.backend),
-		"bpv=" + get(worker.EnvBPV, o.bpv),
-		"bucket=" + get(worker.EnvBucketBytes, o.bucketBytes),
+		"codec=" + get(envCodec, o.codec),
+		"backend=" + get(envBackend, o.backend),
+		"bpv=" + get(envBPV, o.bpv),
+		"bucket=" + get(envBucketBytes, o.bucketBytes),
 	}, ",")
 }
 
@@ -360,19 +358,19 @@ func (o *options) rankEnv(l jobLayout, local int) []string {
 		port = l.rank0Port
 	}
 	set := []string{
-		worker.EnvRank + "=" + strconv.Itoa(global),
-		worker.EnvLocalRank + "=" + strconv.Itoa(local),
-		worker.EnvWorldSize + "=" + strconv.Itoa(l.nnodes*l.nproc),
-		worker.EnvJoin + "=" + l.join,
-		worker.EnvSecret + "=" + l.secretHex,
-		worker.EnvBindAddr + "=" + l.bindAddr,
-		worker.EnvBindPort + "=" + strconv.Itoa(port),
+		envRank + "=" + strconv.Itoa(global),
+		envLocalRank + "=" + strconv.Itoa(local),
+		envWorldSize + "=" + strconv.Itoa(l.nnodes*l.nproc),
+		envJoin + "=" + l.join,
+		envSecret + "=" + l.secretHex,
+		envBindAddr + "=" + l.bindAddr,
+		envBindPort + "=" + strconv.Itoa(port),
 		envNodeRank + "=" + strconv.Itoa(l.nodeRank),
 		envNNodes + "=" + strconv.Itoa(l.nnodes),
 		envLocalWorldSize + "=" + strconv.Itoa(l.nproc),
 	}
 	if o.metricsPort > 0 {
-		set = append(set, worker.EnvMetricsAddr+"="+net.JoinHostPort(l.bindAddr, strconv.Itoa(o.metricsPort+local)))
+		set = append(set, envMetricsAddr+"="+net.JoinHostPort(l.bindAddr, strconv.Itoa(o.metricsPort+local)))
 	}
 	set = append(set, o.codecEnv()...)
 	overridden := map[string]bool{}

@@ -174,7 +174,8 @@ type multiNode struct {
 	sigs   <-chan os.Signal
 	secret []byte
 
-	rz *rendezvous
+	rz    *rendezvous
+	names map[string]int // memberlist node name -> node rank, set by check
 }
 
 // setup creates this node's memberlist: node 0 binds the rendezvous
@@ -189,6 +190,11 @@ func (m *multiNode) setup() (nodeAddr string, err error) {
 	}
 	bindIP, bindPort := rdzvIP, rdzvPort
 	if o.nodeRank == 0 {
+		l, err := net.Listen("tcp", net.JoinHostPort(rdzvIP, "0"))
+		if err != nil {
+			return "", usagef("--rdzv %s: node 0 binds the rendezvous, but %s is not an address of this node: %v", o.rdzv, rdzvIP, err)
+		}
+		l.Close()
 		nodeAddr = rdzvIP
 		if o.addr != "" {
 			nodeAddr = o.addr
@@ -326,7 +332,7 @@ func (m *multiNode) gather() ([]nodeMeta, error) {
 			return nil, &rdzvError{code: 128 + int(ss), msg: fmt.Sprintf("received %v during the rendezvous", sig)}
 		case <-deadline.C:
 			if !joined {
-				return nil, usagef("rendezvous %s unreachable for %v (is node 0 running, with the same secret?): %v", o.rdzv, o.rdzvTimeout, lastJoinErr)
+				return nil, usagef("rendezvous %s unreachable for %v (is node 0 running, with the same secret?): %s", o.rdzv, o.rdzvTimeout, oneLine(lastJoinErr))
 			}
 			have := map[int]bool{}
 			for _, n := range rz.ml.Members() {
@@ -352,6 +358,7 @@ func (m *multiNode) gather() ([]nodeMeta, error) {
 func (m *multiNode) check() ([]nodeMeta, error) {
 	self := m.rz.self
 	byRank := map[int]nodeMeta{}
+	names := map[string]int{}
 	for _, n := range m.rz.ml.Members() {
 		var nm nodeMeta
 		if err := json.Unmarshal(n.Meta, &nm); err != nil || nm.V != 1 {
@@ -373,6 +380,7 @@ func (m *multiNode) check() ([]nodeMeta, error) {
 			return nil, usagef("two nodes claim --node-rank %d: %s and %s", nm.NodeRank, prev.Addr, nm.Addr)
 		}
 		byRank[nm.NodeRank] = nm
+		names[n.Name] = nm.NodeRank
 	}
 	if len(byRank) < self.NNodes {
 		return nil, nil
@@ -384,6 +392,7 @@ func (m *multiNode) check() ([]nodeMeta, error) {
 	if metas[0].Port0 == 0 {
 		return nil, usagef("node 0 (%s) announced no port for global rank 0", metas[0].Addr)
 	}
+	m.names = names
 	return metas, nil
 }
 
@@ -414,13 +423,9 @@ func (m *multiNode) broadcast(msg rdzvMsg) {
 // pump turns rendezvous events during the job into stop requests for the
 // supervisor until ctx ends.
 func (m *multiNode) pump(ctx context.Context, metas []nodeMeta, remote chan<- stopRequest) {
-	names := map[string]int{}
-	for _, n := range m.rz.ml.Members() {
-		var nm nodeMeta
-		if json.Unmarshal(n.Meta, &nm) == nil {
-			names[n.Name] = nm.NodeRank
-		}
-	}
+	// The names of the nodes that met, from check: a node that left
+	// since is no longer among the members, but its leave counts.
+	names := m.names
 	done := map[int]bool{}
 	send := func(r stopRequest) {
 		select {
@@ -536,4 +541,19 @@ func runMulti(o *options, out *output, sigs <-chan os.Signal, path string, secre
 		m.broadcast(rdzvMsg{Type: "done", From: o.nodeRank})
 	}
 	return code
+}
+
+// oneLine flattens a multi-line error (memberlist returns multierrors).
+func oneLine(err error) string {
+	if err == nil {
+		return "no answer"
+	}
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+		if l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, " ")
 }

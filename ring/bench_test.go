@@ -13,7 +13,9 @@ import (
 
 // BenchmarkAllReduce16MiB runs one allreduce of 16 MiB (4 Mi float32, one
 // 2048×2048 tensor) on 4 in-process ranks over in-memory links, per codec.
-// It reports bits/value on the wire (rank 0) and the NMSE of the result.
+// It reports bits/value on the wire (rank 0), the NMSE of the result against
+// the exact mean, and rank 0's encode and decode time per op. Error feedback
+// is off, so the NMSE is that of one allreduce.
 //
 //	go test ./ring -run '^$' -bench AllReduce16MiB -benchtime 3x
 func BenchmarkAllReduce16MiB(b *testing.B) {
@@ -31,7 +33,7 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 				if name == "ringtest-raw" {
 					codecs[r] = &ringtest.RawCodec{}
 				} else {
-					codecs[r] = newGradCodec(b, name, true)
+					codecs[r] = newGradCodec(b, name, false)
 				}
 			}
 			net := ringtest.NewNetwork(size)
@@ -42,11 +44,15 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 			var st ring.Stats
 			b.SetBytes(4 * rows * cols)
 			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
+			// Iteration -1 is a warm-up, outside the timing: it opens the
+			// encoders and lets rate control settle.
+			for i := -1; i < b.N; i++ {
 				b.StopTimer()
 				for r := range work {
 					copy(work[r], inputs[r])
+				}
+				if i == 0 {
+					b.ResetTimer()
 				}
 				b.StartTimer()
 				errs := make([]error, size)
@@ -56,7 +62,7 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 					go func() {
 						defer wg.Done()
 						s, err := net.Ring(r).AllReduce(context.Background(), work[r], ring.Options{
-							Op: uint64(i + 1), Average: true, Layout: layout, Codec: codecs[r], Stream: "bench"})
+							Op: uint64(i + 2), Average: true, Layout: layout, Codec: codecs[r], Stream: "bench"})
 						if r == 0 {
 							st = s
 						}

@@ -16,7 +16,8 @@ import (
 // Test timings: short enough to keep the suite fast, long enough for a
 // loaded two-core machine.
 const (
-	testPeerTimeout = 3 * time.Second
+	// The race detector slows everything several times over.
+	testPeerTimeout = (3 + 3*raceScale) * time.Second
 	testJoinTimeout = 20 * time.Second
 )
 

@@ -29,7 +29,7 @@ const metaVersion = 1
 
 // memberConfig builds the memberlist configuration: DefaultLocalConfig with
 // probing and suspicion scaled so that a dead rank is declared within about
-// 0.6 of PeerTimeout (probe, suspicion at 0.4, gossip).
+// 0.7 of PeerTimeout.
 func (w *Worker) memberConfig(name string) *memberlist.Config {
 	c := memberlist.DefaultLocalConfig()
 	c.Name = name
@@ -44,16 +44,20 @@ func (w *Worker) memberConfig(name string) *memberlist.Config {
 	c.Events = (*mlEvents)(w)
 	c.LogOutput = &mlLog{w: w}
 
+	// Every rank is some rank's ring neighbour, so the links (deadlines and
+	// closed connections, gossiped at once) notice most losses first;
+	// memberlist is the backstop and errs on the side of patience: probe
+	// every PeerTimeout/10, wait as long for an ack, and keep a rank
+	// suspect for half of PeerTimeout (memberlist's suspicion timeout is
+	// SuspicionMult * max(1, log10(n)) * ProbeInterval; it never grows
+	// here). Probe, suspicion and gossip together stay within PeerTimeout.
 	pt := w.cfg.PeerTimeout
-	probe := min(max(pt/10, 100*time.Millisecond), time.Second)
+	probe := min(max(pt/10, 20*time.Millisecond), time.Second)
 	c.ProbeInterval = probe
-	c.ProbeTimeout = probe * 4 / 5
+	c.ProbeTimeout = probe
 	c.TCPTimeout = max(probe, 500*time.Millisecond)
-	// memberlist's suspicion timeout is SuspicionMult * max(1, log10(n)) *
-	// ProbeInterval; aim it at 0.4 * PeerTimeout and never let it grow, so
-	// that probe, suspicion and gossip together stay within PeerTimeout.
 	scale := math.Max(1, math.Log10(float64(w.cfg.WorldSize)))
-	c.SuspicionMult = max(2, int(0.4*float64(pt)/(scale*float64(probe))))
+	c.SuspicionMult = max(2, int(0.5*float64(pt)/(scale*float64(probe))))
 	c.SuspicionMaxTimeoutMult = 1
 	c.GossipInterval = min(c.GossipInterval, probe)
 	return c

@@ -452,7 +452,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if o.check == 1 {
 			fmt.Fprintf(stdout, "# Out of bounds values : %d %s\n", totalWrong, status)
 		}
-		fmt.Fprintf(stdout, "# Avg bus bandwidth    : %g \n#\n", busSum/float64(len(szs)))
+		fmt.Fprintf(stdout, "# Avg bus bandwidth    : %.5g \n#\n", busSum/float64(len(szs)))
 	}
 	if totalWrong > 0 {
 		return fmt.Errorf("rank %d: %d mismatching rank results: %w", rank, totalWrong, errWrong)

@@ -28,9 +28,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -70,6 +72,7 @@ func run(args []string, stdout io.Writer) error {
 	backend := fs.String("backend", "software", "video backend: auto, nvenc or software")
 	preset := fs.String("preset", "", "encoder preset (default: the codec's default)")
 	cold := fs.Bool("cold", false, "report a stream's first frame (rate search included) instead of the second")
+	cpu := fs.Bool("cputime", false, "compute speeds from the process's CPU time instead of wall time (steadier on a busy machine)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: codec_rd [flags] file.npy|dir ...")
 		fs.PrintDefaults()
@@ -118,7 +121,7 @@ func run(args []string, stdout io.Writer) error {
 				targets = rates[:1] // fixed-rate codecs: one line
 			}
 			for _, bpv := range targets {
-				r, err := measure(x, shape, gradcodec.Options{Codec: codec, Backend: *backend, BitsPerValue: bpv, Preset: *preset}, *cold)
+				r, err := measure(x, shape, gradcodec.Options{Codec: codec, Backend: *backend, BitsPerValue: bpv, Preset: *preset}, *cold, *cpu)
 				if err != nil {
 					return fmt.Errorf("%s: %w", file, err)
 				}
@@ -149,7 +152,13 @@ func run(args []string, stdout io.Writer) error {
 
 // measure encodes x twice with a fresh encoder and decodes the reported
 // frame with a fresh decoder.
-func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold bool) (Result, error) {
+func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold, cpu bool) (Result, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	now := time.Now
+	if cpu {
+		now = threadCPU
+	}
 	r := Result{Shape: [2]int{shape.Rows, shape.Cols}, Codec: opts.Codec, TargetBPV: opts.BitsPerValue, Values: len(x)}
 	e, err := gradcodec.NewEncoder(opts)
 	if err != nil {
@@ -161,16 +170,16 @@ func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold bo
 		return r, err
 	}
 	defer d.Close()
-	t0 := time.Now()
+	t0 := now()
 	frame, err := e.Encode(nil, x, shape)
-	te := time.Since(t0)
+	te := now().Sub(t0)
 	if err != nil {
 		return r, err
 	}
 	if !cold {
-		t0 = time.Now()
+		t0 = now()
 		frame, err = e.Encode(frame[:0], x, shape)
-		te = time.Since(t0)
+		te = now().Sub(t0)
 		if err != nil {
 			return r, err
 		}
@@ -181,11 +190,11 @@ func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold bo
 			return r, err
 		}
 	}
-	t0 = time.Now()
+	t0 = now()
 	if err := d.Decode(y, frame); err != nil {
 		return r, err
 	}
-	td := time.Since(t0)
+	td := now().Sub(t0)
 	r.Bytes = len(frame)
 	r.BPV = 8 * float64(len(frame)) / float64(len(x))
 	r.NMSE = nmse(x, y)
@@ -196,6 +205,18 @@ func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold bo
 	r.EncodeMvals = float64(len(x)) / te.Seconds() / 1e6
 	r.DecodeMvals = float64(len(x)) / td.Seconds() / 1e6
 	return r, nil
+}
+
+// threadCPU returns the CPU time of the process (the codecs run on the
+// calling thread, x265 also on threads of its own) as a time.Time offset
+// from the zero time (only differences are meaningful).
+func threadCPU() time.Time {
+	var ru syscall.Rusage
+	const rusageSelf = 0 // RUSAGE_SELF: all threads (x265 encodes on its own threads)
+	if err := syscall.Getrusage(rusageSelf, &ru); err != nil {
+		return time.Now()
+	}
+	return time.Time{}.Add(time.Duration(ru.Utime.Nano() + ru.Stime.Nano()))
 }
 
 func nmse(x, y []float32) float64 {

@@ -70,6 +70,7 @@ type options struct {
 	data           string
 	maxSteps       int
 	progress       string
+	verbose        bool
 	set            map[string]bool
 }
 
@@ -89,6 +90,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.data, "data", "", "directory holding the MNIST .gz files (default: the GoMNIST module in the Go module cache, or $"+mlp.EnvMNISTDir+")")
 	fs.IntVar(&o.maxSteps, "max-steps", 0, "stop each epoch after this many steps (0: the whole shard); for smoke tests")
 	fs.StringVar(&o.progress, "progress", "auto", "rank 0's progress bar: auto (redrawn on a terminal, a line every few seconds otherwise) or off")
+	fs.BoolVar(&o.verbose, "v", false, "rank 0 also prints where each epoch's time went (compute, waiting for the allreduces, codec, network)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -256,6 +258,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		bar := newBar(o.progress, rank, epoch, o.epochs, steps, stderr)
 		var sum epochSummary
 		var stats collective.Stats
+		var waitTime time.Duration
 		for s := 0; s < steps; s++ {
 			b := idx[s*o.batch : min((s+1)*o.batch, len(idx))]
 			n := len(b)
@@ -270,7 +273,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			if err != nil {
 				return fail("epoch %d step %d: %v", epoch, s+1, err)
 			}
+			t0 := time.Now()
 			st, err := bk.Wait(ctx)
+			waitTime += time.Since(t0)
 			if err != nil {
 				return fmt.Errorf("epoch %d step %d: gradient allreduce: %w", epoch, s+1, err)
 			}
@@ -341,6 +346,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		fmt.Fprintf(stdout, "epoch %d loss %.4f test_acc %.2f%% bpv %.2f wire %s (raw %s) time %.1fs\n",
 			epoch, loss, acc, bpv, megabytes(all.wireBytes), megabytes(all.rawBytes), elapsed.Seconds())
+		if o.verbose {
+			fmt.Fprintf(stdout, "  rank 0: %d steps, waited %.1fs for allreduces; %v\n", steps, waitTime.Seconds(), stats)
+		}
 		if csvw != nil {
 			rec := []string{strconv.Itoa(epoch), fmt.Sprintf("%.6f", loss), fmt.Sprintf("%.4f", acc), fmt.Sprintf("%.4f", bpv),
 				strconv.FormatInt(all.wireBytes, 10), strconv.FormatInt(all.rawBytes, 10),

@@ -266,6 +266,7 @@ func childAllReduce() int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	t0 := time.Now()
+	emit(map[string]any{"ev": "start"})
 	c, err := collective.InitFromEnv(ctx)
 	if err != nil {
 		ev := errorEvent(-1, err, time.Since(t0))
@@ -273,6 +274,7 @@ func childAllReduce() int {
 		emit(ev)
 		return 3
 	}
+	emit(map[string]any{"ev": "init"})
 	// A barrier first: every rank is past Init before any fault is injected.
 	if err := c.Barrier(ctx); err != nil {
 		emit(errorEvent(-1, err, time.Since(t0)))

@@ -167,7 +167,7 @@ func startJob(t testing.TB, spec jobSpec) *job {
 	t.Helper()
 	j := &job{t: t, start: time.Now(), id: randomHex(8), addr: loopbackIP(), secret: randomHex(32), timeout: 60 * time.Second}
 	if spec.peerTimeout == 0 {
-		spec.peerTimeout = 2 * time.Second
+		spec.peerTimeout = 5 * time.Second
 	}
 	joinHost := j.addr
 	if spec.joinAddr != "" {
@@ -388,8 +388,11 @@ func (j *job) cleanup() {
 	}
 	if j.t.Failed() {
 		j.dump()
-	} else if el := time.Since(j.start); el > 10*time.Second {
-		j.t.Logf("slow job (%v), timeline:\n%s", el.Round(time.Millisecond), j.timeline())
+	} else if os.Getenv("RELY_TIMELINE") != "" {
+		j.t.Logf("timeline:\n%s", j.timeline())
+	} else if el := time.Since(j.start); el > 15*time.Second {
+		j.t.Logf("slow job (%v)", el.Round(time.Millisecond))
+		j.dump()
 	}
 	if left := processesWithMarker(j.id); len(left) > 0 {
 		j.t.Errorf("job %s left processes behind: pids %v", j.id, left)

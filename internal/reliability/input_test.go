@@ -44,7 +44,7 @@ func TestReliabilityBadInput(t *testing.T) {
 						"RELY_ROWS":  "128", "RELY_COLS": "256",
 					},
 					rankEnv:     map[int]map[string]string{bad: {k.env: strconv.Itoa(bad)}},
-					peerTimeout: 2 * time.Second,
+					peerTimeout: 5 * time.Second,
 				})
 				deadline := time.Now().Add(30 * time.Second)
 				var classes []string

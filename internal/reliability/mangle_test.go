@@ -202,7 +202,7 @@ func badFrameTrial(t *testing.T, codec, mode string, kind ring.Kind) {
 			"RELY_MANGLE_OP":   strconv.Itoa(atOp),
 			"RELY_MANGLE_KIND": strconv.Itoa(int(kind)),
 		},
-		peerTimeout: 2 * time.Second,
+		peerTimeout: 5 * time.Second,
 	})
 	deadline := time.Now().Add(40 * time.Second)
 	for _, p := range j.procs {

@@ -255,7 +255,7 @@ func TestReliabilitySecret(t *testing.T) {
 	t.Logf("%d intrusion attempts refused; the job ran %d exact allreduces (%d per rank) meanwhile", attempts, ops, ops/len(j.procs))
 }
 
+// firstLine flattens a multi-line error (memberlist's multierror) to one line.
 func firstLine(err error) string {
-	s, _, _ := strings.Cut(err.Error(), "\n")
-	return s
+	return strings.Join(strings.Fields(err.Error()), " ")
 }

@@ -21,7 +21,7 @@ func TestReliabilityStalledPeer(t *testing.T) {
 		ok := t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
 			r := runFaultTrial(t, faultTrial{
 				world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
-				frac: frac, killStep: step, peerTimeout: 2 * time.Second,
+				frac: frac, killStep: step, peerTimeout: 5 * time.Second,
 				env: map[string]string{"RELY_KILL_SIG": "STOP"}, stall: true,
 			})
 			t.Logf("stalled rank %d at %s (frac %.2f); slowest survivor error %v after the stall",
@@ -100,7 +100,7 @@ func TestReliabilityCutLink(t *testing.T) {
 			wrap := netnsRing(t, 4)
 			r := runFaultTrial(t, faultTrial{
 				world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
-				frac: frac, killStep: step, peerTimeout: 2 * time.Second,
+				frac: frac, killStep: step, peerTimeout: 5 * time.Second,
 				env:   map[string]string{"RELY_KILL_CMD": "ip link set eth0 down"},
 				stall: true, wrap: wrap, joinAddr: "10.78.0.1",
 			})
