@@ -208,7 +208,7 @@ func openEncoder(c encoderConfig) (*astiav.CodecContext, error) {
 		set("preset", c.preset)
 		set("tune", "zerolatency")
 		set("qp", qp)
-		set("x264-params", "keyint=1:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0:threads=1:sliced-threads=0:aq-mode=0:psy=0")
+		set("x264-params", "keyint=1:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0:threads=1:sliced-threads=0:aq-mode=0:psy=0"+os.Getenv("XP"))
 	case c.encName == "libx265":
 		cc.SetPixelFormat(astiav.PixelFormatGray8)
 		set("preset", c.preset)

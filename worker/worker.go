@@ -172,18 +172,22 @@ func (w *Worker) start(ctx context.Context) error {
 
 // waitWorld joins the seeds and waits until every rank is present once.
 func (w *Worker) waitWorld(ctx context.Context) (world, error) {
+	// Join again every second while ranks are missing: a seed list that
+	// holds this rank's own address succeeds at once without reaching the
+	// others.
 	joined := len(w.cfg.Join) == 0
 	var joinErr error
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	nextJoin := time.Now()
 	for {
-		if !joined && !time.Now().Before(nextJoin) {
+		if len(w.cfg.Join) > 0 && !time.Now().Before(nextJoin) {
 			if _, err := w.ml.Join(w.cfg.Join); err != nil {
 				joinErr = err
 				nextJoin = time.Now().Add(250 * time.Millisecond)
 			} else {
-				joined, joinErr = true, nil
+				joined = true
+				nextJoin = time.Now().Add(time.Second)
 			}
 		}
 		w.mu.Lock()

@@ -393,6 +393,7 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	if !strings.Contains(errs[1].Error(), "could not join") || !strings.Contains(errs[0].Error(), "missing rank(s) 1") {
 		t.Fatalf("errors do not explain: rank 0: %v; rank 1: %v", errs[0], errs[1])
 	}
+	noWorkerGoroutines(t) // a failed Start cleans up after itself
 }
 
 func TestWorldValidation(t *testing.T) {
@@ -758,7 +759,14 @@ func TestCloseWakesPendingAndLeavesNoGoroutines(t *testing.T) {
 	if err := <-done; !errors.Is(err, ErrClosed) {
 		t.Fatalf("pending Recv: %v, want ErrClosed", err)
 	}
-	buf := make([]byte, 1<<20)
+	noWorkerGoroutines(t)
+}
+
+// noWorkerGoroutines fails the test if a goroutine of a Worker or a link
+// is still running.
+func noWorkerGoroutines(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 4<<20)
 	stacks := string(buf[:runtime.Stack(buf, true)])
 	for _, g := range strings.Split(stacks, "\n\n") {
 		if strings.Contains(g, "vccl/worker.(*link)") || strings.Contains(g, "vccl/worker.(*Worker)") {
