@@ -616,3 +616,49 @@ func TestRefitNeverWorseThanZeros(t *testing.T) {
 		}
 	}
 }
+
+// nalTypes lists the NAL unit types of an Annex-B access unit.
+func nalTypes(au []byte, hevc bool) []int {
+	var types []int
+	for i := 0; i+3 < len(au); i++ {
+		if au[i] == 0 && au[i+1] == 0 && au[i+2] == 1 {
+			h := au[i+3]
+			if hevc {
+				types = append(types, int(h>>1)&0x3f)
+			} else {
+				types = append(types, int(h)&0x1f)
+			}
+			i += 3
+		}
+	}
+	return types
+}
+
+func TestFramesCarryNoSEI(t *testing.T) {
+	for codec, fr := range smallFrames(t) {
+		if codec != "h264" && codec != "hevc" {
+			continue
+		}
+		h, err := ParseHeader(fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := fr[HeaderSize+2*h.Scales+h.ZeroMap : h.Size-TrailerSize]
+		n := binary.LittleEndian.Uint32(body)
+		types := nalTypes(body[4:4+n], codec == "hevc")
+		t.Logf("%s NAL types %v", codec, types)
+		if len(types) < 2 {
+			t.Fatalf("%s: access unit has NAL types %v", codec, types)
+		}
+		for _, ty := range types {
+			if (codec == "h264" && ty == 6) || (codec == "hevc" && (ty == 39 || ty == 40)) {
+				t.Errorf("%s: SEI NAL %d left in the frame", codec, ty)
+			}
+		}
+	}
+	au := []byte{0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x06, 9, 9, 0, 0, 0, 1, 0x65, 7}
+	got := appendWithoutSEI(nil, au, idH264)
+	if want := []byte{0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x65, 7}; !bytes.Equal(got, want) {
+		t.Errorf("appendWithoutSEI = %x, want %x", got, want)
+	}
+}

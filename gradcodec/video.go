@@ -208,7 +208,7 @@ func openEncoder(c encoderConfig) (*astiav.CodecContext, error) {
 		set("preset", c.preset)
 		set("tune", "zerolatency")
 		set("qp", qp)
-		set("x264-params", "keyint=1:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0:threads=1:sliced-threads=0:aq-mode=0:psy=0"+os.Getenv("XP"))
+		set("x264-params", "keyint=1:min-keyint=1:scenecut=0:bframes=0:rc-lookahead=0:sync-lookahead=0:threads=1:sliced-threads=0:aq-mode=0:psy=0")
 	case c.encName == "libx265":
 		cc.SetPixelFormat(astiav.PixelFormatGray8)
 		set("preset", c.preset)
@@ -225,6 +225,30 @@ var (
 	probeMu    sync.Mutex
 	probeCache = map[string]bool{}
 )
+
+var (
+	presetMu    sync.Mutex
+	presetCache = map[string]error{}
+)
+
+// probeEncoder opens (once per process for each encoder and preset) a
+// 256×256 context with c's encoder and preset, so that a bad preset fails in
+// NewEncoder rather than mid-training.
+func probeEncoder(c encoderConfig) error {
+	key := c.encName + "\x00" + c.preset
+	presetMu.Lock()
+	defer presetMu.Unlock()
+	if err, done := presetCache[key]; done {
+		return err
+	}
+	c.w, c.h, c.qp = 256, 256, 30
+	cc, err := openEncoder(c)
+	if err == nil {
+		cc.Free()
+	}
+	presetCache[key] = err
+	return err
+}
 
 // hwEncoderAvailable reports whether the NVENC encoder of codec opens here.
 func hwEncoderAvailable(codec string) bool {
@@ -296,6 +320,8 @@ const (
 type videoEncoder struct {
 	codec  string // "h264" or "hevc"
 	id     uint8
+	auto   bool   // backend "auto": NVENC may fall back to software
+	preset string // Options.Preset as given
 	cfg    encoderConfig
 	target float64
 
@@ -341,6 +367,7 @@ func newVideoEncoder(opts Options) (*videoEncoder, error) {
 	backend := opts.Backend
 	switch backend {
 	case "", "auto":
+		e.auto = true
 		e.cfg.hw = hwEncoderAvailable(opts.Codec)
 	case "nvenc":
 		if !hwEncoderAvailable(opts.Codec) {
@@ -362,18 +389,20 @@ func newVideoEncoder(opts Options) (*videoEncoder, error) {
 		e.cfg.encName = swEncoders[opts.Codec]
 		backend = "software"
 	}
+	e.preset = opts.Preset
 	e.cfg.preset = opts.Preset
 	if e.cfg.preset == "" {
 		e.cfg.preset = DefaultPreset(opts.Codec, backend)
 	}
 	// Open one context now so that a bad preset fails here, not mid-training.
-	e.cfg.w, e.cfg.h, e.cfg.qp = 64, 64, 30
-	cc, err := openEncoder(e.cfg)
+	err := probeEncoder(e.cfg)
+	if err != nil && e.cfg.hw && e.auto {
+		e.useSoftware()
+		err = probeEncoder(e.cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
-	cc.Free()
-	e.cfg.w, e.cfg.h = 0, 0
 	e.rcs = map[Shape]*rateControl{}
 	e.dec = newVideoDecoder(e.codec, "software")
 	e.pkt = astiav.AllocPacket()
@@ -382,6 +411,20 @@ func newVideoEncoder(opts Options) (*videoEncoder, error) {
 
 // Name returns the codec name.
 func (e *videoEncoder) Name() string { return e.codec }
+
+// useSoftware switches an "auto" encoder from NVENC to libx264/libx265
+// (same wire format), e.g. when NVENC refuses a picture size.
+func (e *videoEncoder) useSoftware() {
+	e.cfg.hw = false
+	e.cfg.encName = swEncoders[e.codec]
+	e.cfg.preset = e.preset
+	if e.cfg.preset == "" {
+		e.cfg.preset = DefaultPreset(e.codec, "software")
+	}
+	w, h := e.cfg.w, e.cfg.h
+	e.dropContexts()
+	e.cfg.w, e.cfg.h = w, h
+}
 
 // Backend returns the encoder in use, e.g. "libx265" or "hevc_nvenc".
 func (e *videoEncoder) Backend() string { return e.cfg.encName }
@@ -427,6 +470,15 @@ func (e *videoEncoder) context(qp int) (*encCtx, error) {
 	cfg := e.cfg
 	cfg.qp = qp
 	cc, err := openEncoder(cfg)
+	if err != nil && e.cfg.hw && e.auto {
+		e.useSoftware()
+		if err := e.resize(cfg.w, cfg.h); err != nil {
+			return nil, err
+		}
+		cfg = e.cfg
+		cfg.qp = qp
+		cc, err = openEncoder(cfg)
+	}
 	if err != nil {
 		return nil, err
 	}

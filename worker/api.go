@@ -33,8 +33,20 @@
 //     rank anywhere in the ring. A rank that sees its neighbour die gossips
 //     the loss to all others. From then on every pending and later Send and
 //     Recv returns an error wrapping *ring.PeerLostError for the lost rank.
-//  5. Close flushes queued frames, closes the links with a websocket close
-//     handshake, leaves memberlist and waits for every goroutine.
+//  5. Close flushes queued frames, tells every member goodbye (so that the
+//     others take its departure for a planned one and report it lost only
+//     after a grace period of PeerTimeout/2, by which time its last frames
+//     have arrived), closes the
+//     links with a websocket close handshake (whose reason names the lost
+//     rank if there was one, so neighbours blame the right rank), leaves
+//     memberlist and waits for every goroutine.
+//
+// Links: Send copies the payload and returns once the frame is queued
+// (at most 8 frames ahead of the socket); Recv returns frames in order and
+// still delivers those that arrived before a failure. Each frame carries
+// the job id, a per-direction sequence number and a CRC-32C, so a frame of
+// another job, a replayed, dropped or corrupted frame ends Recv with an
+// error wrapping gradcodec.ErrBadFrame; the link then stays failed.
 //
 // With WorldSize 1, Start needs no secret and opens no socket (unless
 // MetricsAddr is set); Next and Prev are nil.

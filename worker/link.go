@@ -217,6 +217,9 @@ func (l *link) fail(lost *ring.PeerLostError, how int) {
 	case how == failQuiet:
 		l.w.logf("%s link: %v", l.name, lost)
 	default:
+		// Unblock a writer stuck on a stalled socket; the connection is
+		// of no further use.
+		l.ws.Close()
 		l.w.peerLost(lost, how == failReport)
 	}
 }

@@ -522,7 +522,11 @@ func waitLost(t *testing.T, ws []*Worker, skip, lost int, start time.Time, bound
 }
 
 func TestCrashedPeerInProcess(t *testing.T) {
-	ws, _ := mustWorld(t, 4, nil)
+	ws, _ := mustWorld(t, 4, func(r int, c *Config) {
+		if r == 0 {
+			c.MetricsAddr = "127.0.0.1:0"
+		}
+	})
 	exchange(t, ws, 1, []int{100})
 	start := time.Now()
 	crash(ws[2])
@@ -531,6 +535,15 @@ func TestCrashedPeerInProcess(t *testing.T) {
 		if r != 2 && w.Err() == nil {
 			t.Errorf("rank %d: Err() is nil after the loss", r)
 		}
+	}
+	resp, err := http.Get("http://" + ws[0].MetricsAddr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "rank 2 lost") {
+		t.Errorf("/healthz after the loss: %s %q", resp.Status, body)
 	}
 }
 

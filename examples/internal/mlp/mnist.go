@@ -189,8 +189,11 @@ func fromSet(s *GoMNIST.Set) (*Dataset, error) {
 	return d, nil
 }
 
-// Fill writes the samples idx into x (len(idx)×PixelsPerImage values, scaled
-// to [0,1]) and their labels into labels (len(idx) values).
+// Fill writes the samples idx into x (len(idx)×PixelsPerImage values) and
+// their labels into labels (len(idx) values). Pixels are scaled to [0,1] and
+// then standardised with the training set's mean and deviation (MeanPixel,
+// StdPixel), as torchvision's ToTensor + Normalize((0.1307,), (0.3081,)) do
+// in PyTorch's MNIST example.
 func (d *Dataset) Fill(x []float32, labels []uint8, idx []int) {
 	for k, i := range idx {
 		src := d.Images[i*PixelsPerImage : (i+1)*PixelsPerImage]
@@ -202,9 +205,16 @@ func (d *Dataset) Fill(x []float32, labels []uint8, idx []int) {
 	}
 }
 
+// MeanPixel and StdPixel are the mean and standard deviation of the MNIST
+// training pixels scaled to [0,1].
+const (
+	MeanPixel = 0.1307
+	StdPixel  = 0.3081
+)
+
 var pixel = func() (t [256]float32) {
 	for i := range t {
-		t[i] = float32(i) / 255
+		t[i] = float32((float64(i)/255 - MeanPixel) / StdPixel)
 	}
 	return t
 }()
