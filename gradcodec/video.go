@@ -14,6 +14,14 @@ import (
 	"github.com/asticode/go-astiav"
 )
 
+// MinVideoValues is the smallest tensor the video encoders put in a video
+// frame. Below it the parameter sets and headers alone exceed any sensible
+// rate and the codec delivers nothing (biases of 256 values decoded as all
+// zeros at 2.6 bits/value with libx264), so h264/hevc Encoders send such
+// tensors as int8 frames (about 8–9 bits/value, NMSE ~1e-4), which every
+// Decoder reads.
+const MinVideoValues = 1024
+
 // Picture layout limits.
 const (
 	picAlign     = 16      // width and height are multiples of this
@@ -320,8 +328,9 @@ const (
 type videoEncoder struct {
 	codec  string // "h264" or "hevc"
 	id     uint8
-	auto   bool   // backend "auto": NVENC may fall back to software
-	preset string // Options.Preset as given
+	auto   bool           // backend "auto": NVENC may fall back to software
+	small  *simpleEncoder // int8 frames for tensors under MinVideoValues
+	preset string         // Options.Preset as given
 	cfg    encoderConfig
 	target float64
 
@@ -542,6 +551,13 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape Shape, recon
 		w.begin(dst, e.id, shape, 0, 0, 0, 0)
 		return w.finish(0), nil
 	}
+	if n < MinVideoValues {
+		// Too small for a video frame to carry anything: send int8.
+		if e.small == nil {
+			e.small = &simpleEncoder{id: idInt8}
+		}
+		return e.small.EncodeRecon(dst, src, shape, recon)
+	}
 	l := planLayout(shape)
 	if err := e.resize(l.W, l.FrameH); err != nil {
 		return dst, err
@@ -695,6 +711,7 @@ func (e *videoEncoder) encodeAt(dst []byte, src []float32, shape Shape, l picLay
 		w.buf = append(w.buf, 0, 0, 0, 0)
 		if err := ctx.cc.SendFrame(e.frame); err != nil {
 			e.forget(ctx)
+			ctx.cc.Free()
 			return dst, fmt.Errorf("gradcodec: %s encoding frame %d: %w", e.cfg.encName, f, err)
 		}
 		got := 0
@@ -705,6 +722,7 @@ func (e *videoEncoder) encodeAt(dst []byte, src []float32, shape Shape, l picLay
 			}
 			if err != nil {
 				e.forget(ctx)
+				ctx.cc.Free()
 				return dst, fmt.Errorf("gradcodec: %s receiving frame %d: %w", e.cfg.encName, f, err)
 			}
 			w.buf = appendWithoutSEI(w.buf, packetBytes(e.pkt), e.id)

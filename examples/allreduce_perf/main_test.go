@@ -136,7 +136,7 @@ func TestRanksAgree(t *testing.T) {
 					t.Errorf("busbw %v, want algbw·2(n−1)/n = %v", r.BusBW, want)
 				}
 				switch {
-				case codec == "raw" && (r.NMSE > 1e-12 || r.BPV != 32):
+				case codec == "raw" && (r.NMSE > 1e-12 || r.BPV < 32 || r.BPV > 33): // headers cost a little
 					t.Errorf("raw: %+v", r)
 				case codec == "h264" && r.Count >= 16384 && (r.Codec != "h264" || !(r.BPV < 16) || !(r.NMSE > 0 && r.NMSE < 2)):
 					t.Errorf("h264: %+v", r)

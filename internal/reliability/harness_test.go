@@ -234,7 +234,9 @@ func (j *job) spawn(rank int, env map[string]string, prefix []string) *proc {
 		cmd.Env = append(cmd.Env, kv)
 	}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		if v != "" { // an empty value means "leave unset"
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &proc{rank: rank, cmd: cmd, events: make(chan event, 4096), stderr: &lockedBuffer{}, done: make(chan struct{})}

@@ -35,6 +35,7 @@ func TestReliabilityBadInput(t *testing.T) {
 				bad = (i + 2) % 4 // 2, 3, 0
 			}
 			t.Run(fmt.Sprintf("%s_%s_rank%d", codec, k.name, bad), func(t *testing.T) {
+				t.Parallel()
 				j := startJob(t, jobSpec{
 					world: 4,
 					role:  "allreduce",

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -202,29 +203,37 @@ func TestReliabilityKillRank(t *testing.T) {
 		trials = 6
 	}
 	rng := rand.New(rand.NewPCG(trialSeed(t), 1))
+	var mu sync.Mutex
 	var results []trialResult
-	for i := 0; i < trials; i++ {
-		phase, victim, frac, step := randomFault(rng, i, 4)
-		codec, rows, cols := "raw", 512, 1024
-		if i%4 == 3 {
-			codec, rows, cols = "h264", 256, 512
-			if frac > 0.85 {
-				frac = 0.85 // h264 frames vary in size from step to step
+	// Two trials at a time (go test's -parallel defaults to GOMAXPROCS):
+	// a trial mostly waits for processes to start.
+	t.Run("trials", func(t *testing.T) {
+		for i := 0; i < trials; i++ {
+			phase, victim, frac, step := randomFault(rng, i, 4)
+			codec, rows, cols := "raw", 512, 1024
+			if i%4 == 3 {
+				codec, rows, cols = "h264", 256, 512
+				if frac > 0.85 {
+					frac = 0.85 // h264 frames vary in size from step to step
+				}
 			}
-		}
-		name := fmt.Sprintf("%02d_%s_rank%d_%s", i, phase, victim, codec)
-		t.Run(name, func(t *testing.T) {
-			r := runFaultTrial(t, faultTrial{
-				world: 4, victim: victim, phase: phase, codec: codec, rows: rows, cols: cols,
-				frac: frac, killStep: step, peerTimeout: 5 * time.Second,
+			name := fmt.Sprintf("%02d_%s_rank%d_%s", i, phase, victim, codec)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				r := runFaultTrial(t, faultTrial{
+					world: 4, victim: victim, phase: phase, codec: codec, rows: rows, cols: cols,
+					frac: frac, killStep: step, peerTimeout: 5 * time.Second,
+				})
+				if r.victimExit != "killed by killed" {
+					t.Errorf("victim rank %d: %s, want killed by SIGKILL", victim, r.victimExit)
+				}
+				t.Logf("aimed at %s (frac %.2f), hit %s (frac %.2f); slowest survivor error %v after the kill",
+					phase, frac, r.phase, r.frac, r.detect.Round(time.Millisecond))
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
 			})
-			if r.victimExit != "killed by killed" {
-				t.Errorf("victim rank %d: %s, want killed by SIGKILL", victim, r.victimExit)
-			}
-			t.Logf("aimed at %s (frac %.2f), hit %s (frac %.2f); slowest survivor error %v after the kill",
-				phase, frac, r.phase, r.frac, r.detect.Round(time.Millisecond))
-			results = append(results, r)
-		})
-	}
+		}
+	})
 	summarize(t, "kill a rank", results)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,23 +16,26 @@ import (
 // closed, so only the deadlines can tell the survivors it is gone.
 func TestReliabilityStalledPeer(t *testing.T) {
 	rng := rand.New(rand.NewPCG(trialSeed(t), 2))
+	var mu sync.Mutex
 	var results []trialResult
-	for i := 0; i < 3; i++ {
-		phase, victim, frac, step := randomFault(rng, i, 4)
-		ok := t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
-			r := runFaultTrial(t, faultTrial{
-				world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
-				frac: frac, killStep: step, peerTimeout: 5 * time.Second,
-				env: map[string]string{"RELY_KILL_SIG": "STOP"}, stall: true,
+	t.Run("trials", func(t *testing.T) {
+		for i := 0; i < 3; i++ {
+			phase, victim, frac, step := randomFault(rng, i, 4)
+			t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
+				t.Parallel()
+				r := runFaultTrial(t, faultTrial{
+					world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
+					frac: frac, killStep: step, peerTimeout: 5 * time.Second,
+					env: map[string]string{"RELY_KILL_SIG": "STOP"}, stall: true,
+				})
+				t.Logf("stalled rank %d at %s (frac %.2f); slowest survivor error %v after the stall",
+					victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
 			})
-			t.Logf("stalled rank %d at %s (frac %.2f); slowest survivor error %v after the stall",
-				victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
-			results = append(results, r)
-		})
-		if !ok {
-			break
 		}
-	}
+	})
 	summarize(t, "stall a rank (SIGSTOP)", results)
 }
 
@@ -93,24 +97,27 @@ func TestReliabilityCutLink(t *testing.T) {
 		t.Skipf("needs network namespaces: %s", why)
 	}
 	rng := rand.New(rand.NewPCG(trialSeed(t), 3))
+	var mu sync.Mutex
 	var results []trialResult
-	for i := 0; i < 3; i++ {
-		phase, victim, frac, step := randomFault(rng, i, 4)
-		ok := t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
-			wrap := netnsRing(t, 4)
-			r := runFaultTrial(t, faultTrial{
-				world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
-				frac: frac, killStep: step, peerTimeout: 5 * time.Second,
-				env:   map[string]string{"RELY_KILL_CMD": "ip link set eth0 down"},
-				stall: true, wrap: wrap, joinAddr: "10.78.0.1",
+	t.Run("trials", func(t *testing.T) {
+		for i := 0; i < 3; i++ {
+			phase, victim, frac, step := randomFault(rng, i, 4)
+			t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
+				t.Parallel()
+				wrap := netnsRing(t, 4)
+				r := runFaultTrial(t, faultTrial{
+					world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
+					frac: frac, killStep: step, peerTimeout: 5 * time.Second,
+					env:   map[string]string{"RELY_KILL_CMD": "ip link set eth0 down"},
+					stall: true, wrap: wrap, joinAddr: "10.78.0.1",
+				})
+				t.Logf("cut rank %d's link at %s (frac %.2f); slowest survivor error %v after the cut",
+					victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
+				mu.Lock()
+				results = append(results, r)
+				mu.Unlock()
 			})
-			t.Logf("cut rank %d's link at %s (frac %.2f); slowest survivor error %v after the cut",
-				victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
-			results = append(results, r)
-		})
-		if !ok {
-			break
 		}
-	}
+	})
 	summarize(t, "cut a rank's link (veth down)", results)
 }
