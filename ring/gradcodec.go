@@ -219,14 +219,13 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 				}
 				c.encoders[key] = enc
 			}
-			frame, err := enc.Encode(c.frame[:0], seg, p.shape)
+			// EncodeRecon yields exactly what a decoder of the frame
+			// produces, without decoding the frame a second time.
+			frame, err := gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
 			if err != nil {
 				return nil, fmt.Errorf("ring: grad codec: stream %s piece %d (%dx%d): %w", stream, i, p.shape.Rows, p.shape.Cols, err)
 			}
 			c.frame = frame
-			if err := c.encDec.Decode(rec, frame); err != nil {
-				return nil, fmt.Errorf("ring: grad codec: stream %s piece %d: decoding own frame: %w", stream, i, err)
-			}
 			out = append(out, pieceFrame)
 			out = binary.AppendUvarint(out, uint64(p.n))
 			out = binary.AppendUvarint(out, uint64(len(frame)))
