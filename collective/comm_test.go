@@ -200,6 +200,9 @@ func TestConfigValidateNamesField(t *testing.T) {
 		}
 	}
 	d := DefaultConfig()
+	if d.Codec != gradcodec.DefaultOptions().Codec || d.Backend != gradcodec.DefaultOptions().Backend || d.BitsPerValue != gradcodec.DefaultOptions().BitsPerValue {
+		t.Fatalf("DefaultConfig codec %s/%s/%v, gradcodec's default %+v", d.Codec, d.Backend, d.BitsPerValue, gradcodec.DefaultOptions())
+	}
 	if err := d.validate(); err != nil {
 		t.Fatalf("DefaultConfig invalid: %v", err)
 	}

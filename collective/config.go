@@ -26,7 +26,7 @@ const (
 
 // Default values of Config, as DefaultConfig sets them.
 const (
-	DefaultCodec        = "hevc"
+	DefaultCodec        = "h264" // gradcodec.DefaultOptions' codec: libx265 is several times slower on a CPU
 	DefaultBackend      = "auto"
 	DefaultBitsPerValue = 1.4
 	DefaultWarmupSteps  = 10
@@ -75,7 +75,8 @@ type Config struct {
 	Logger *log.Logger
 
 	// Codec is one of "raw", "fp16", "bf16", "int8", "h264", "hevc".
-	// Defaults to "hevc".
+	// Defaults to "h264" (gradcodec's default; "hevc" compresses better at
+	// the same rate but its software encoder is several times slower).
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else libx264/libx265),
 	// "nvenc" or "software". Defaults to "auto".

@@ -176,7 +176,7 @@ type procJob struct {
 }
 
 // worldEnv returns the environment of every rank of a job.
-func worldEnv(t *testing.T, size int, secret []byte, extra ...string) [][]string {
+func worldEnv(t *testing.T, size int, secret []byte, peerTimeout string, extra ...string) [][]string {
 	port := freePort(t)
 	envs := make([][]string, size)
 	for r := range envs {
@@ -185,7 +185,7 @@ func worldEnv(t *testing.T, size int, secret []byte, extra ...string) [][]string
 			worker.EnvWorldSize + "=" + strconv.Itoa(size),
 			worker.EnvSecret + "=" + hex.EncodeToString(secret),
 			worker.EnvBindAddr + "=127.0.0.1",
-			worker.EnvPeerTimeout + "=3s",
+			worker.EnvPeerTimeout + "=" + peerTimeout,
 			worker.EnvJoinTimeout + "=30s",
 			worker.EnvBPV + "=1.4",
 			EnvWarmupSteps + "=0",
@@ -317,7 +317,7 @@ func TestProcessesAllReduce(t *testing.T) {
 		t.Skip("starts 4 processes and runs h264")
 	}
 	const size = 4
-	j := startJob(t, "allreduce", worldEnv(t, size, []byte("integration-secret")))
+	j := startJob(t, "allreduce", worldEnv(t, size, []byte("integration-secret"), "10s"))
 	results := map[string][]report{}
 	done := 0
 	for done < size {
@@ -358,8 +358,8 @@ func TestProcessKilledRankIsNamed(t *testing.T) {
 		t.Skip("starts 4 processes")
 	}
 	const size, victim = 4, 2
-	const peerTimeout = 3 * time.Second
-	j := startJob(t, "loop", worldEnv(t, size, []byte("kill-secret")))
+	const peerTimeout = 5 * time.Second
+	j := startJob(t, "loop", worldEnv(t, size, []byte("kill-secret"), peerTimeout.String()))
 	steps := make([]int, size)
 	for {
 		r := j.next(60 * time.Second)

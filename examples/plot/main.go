@@ -183,6 +183,8 @@ func perfPlots(recs []results.Perf) (speedup, busbw *plot.Plot, err error) {
 	if err := addLines(speedup, sortedSeries(sp)); err != nil {
 		return nil, nil, err
 	}
+	speedup.Y.Min = 0
+	speedup.Y.Max *= 1.3 // room for the legend
 	one := plotter.NewFunction(func(float64) float64 { return 1 })
 	one.Color = color.Gray{Y: 128}
 	one.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
@@ -191,6 +193,7 @@ func perfPlots(recs []results.Perf) (speedup, busbw *plot.Plot, err error) {
 	if err := addLines(busbw, sortedSeries(bw)); err != nil {
 		return nil, nil, err
 	}
+	busbw.Y.Max *= 2 // room for the legend (log axis)
 	return speedup, busbw, nil
 }
 
@@ -235,6 +238,7 @@ func rdPlot(recs []results.RD) (*plot.Plot, error) {
 	if err := addLines(p, sortedSeries(m)); err != nil {
 		return nil, err
 	}
+	p.Y.Max *= 3 // room for the legend (log axis)
 	return p, nil
 }
 
