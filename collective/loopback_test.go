@@ -3,6 +3,7 @@ package collective
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"math"
@@ -199,5 +200,41 @@ func noErrorsB(b *testing.B, errs []error) {
 		if err != nil {
 			b.Fatalf("rank %d: %v", r, err)
 		}
+	}
+}
+
+// TestLocalErrorReachesPeers: an argument error on one rank only (the ring
+// never starts there) must not leave the others waiting: that rank closes
+// its links and every other rank fails naming it, within the peer timeout.
+func TestLocalErrorReachesPeers(t *testing.T) {
+	ctx := context.Background()
+	const size, bad = 4, 1
+	const peerTimeout = 4 * time.Second
+	comms := loopbackWorld(t, size, func(c *Config) { c.Codec = "raw"; c.PeerTimeout = peerTimeout })
+	start := time.Now()
+	errs := each(comms, func(r int, c *Comm) error {
+		opts := []Option{WithShape(10, 100)}
+		if r == bad {
+			opts = []Option{WithShape(10, 99)} // does not cover the data
+		}
+		_, err := c.AllReduce(ctx, make([]float32, 1000), opts...)
+		return err
+	})
+	took := time.Since(start)
+	for r, err := range errs {
+		t.Logf("rank %d: %v", r, err)
+		if r == bad {
+			if !errors.Is(err, ErrInvalidArgument) {
+				t.Errorf("rank %d: %v, want ErrInvalidArgument", r, err)
+			}
+			continue
+		}
+		var pl *PeerLostError
+		if !errors.As(err, &pl) || pl.Rank != bad {
+			t.Errorf("rank %d: %v, want a lost peer naming rank %d", r, err, bad)
+		}
+	}
+	if bound := peerTimeout + 5*time.Second; took > bound {
+		t.Errorf("the ranks took %v to fail, bound %v", took, bound)
 	}
 }

@@ -253,7 +253,7 @@ func newPlot(title, x, y string, logX, logY bool) *plot.Plot {
 	}
 	if logY {
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = plot.LogTicks{Prec: 1} // 1e-05, not 9.999999999999999e-06
 	}
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
