@@ -47,6 +47,12 @@ func netnsAvailable() string {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return "no ip command (iproute2)"
 	}
+	// Root in a container may still be refused: try one.
+	probe := "vrlprobe" + randomHex(3)
+	if out, err := exec.Command("ip", "netns", "add", probe).CombinedOutput(); err != nil {
+		return fmt.Sprintf("ip netns add fails: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	exec.Command("ip", "netns", "del", probe).Run()
 	return ""
 }
 
