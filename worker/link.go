@@ -213,9 +213,10 @@ func (l *link) fail(lost *ring.PeerLostError, how int) {
 	l.mu.Unlock()
 	l.wake()
 	switch {
-	case closing:
-	case how == failQuiet:
-		l.w.logf("%s link: %v", l.name, lost)
+	case closing, how == failQuiet:
+		// A peer that closes on purpose is the normal end of a job (its
+		// goodbye may still be on its way): nothing to log. A collective
+		// still waiting on this link gets the error, naming the peer.
 	default:
 		// Unblock a writer stuck on a stalled socket; the connection is
 		// of no further use.
