@@ -6,6 +6,8 @@
 # Extra arguments go to both training runs (e.g. --epochs 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Go from go.dev installs into /usr/local/go, which a non-login shell may not have on PATH.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 bash scripts/setup.sh
 
 mkdir -p bin

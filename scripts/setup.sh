@@ -5,6 +5,8 @@
 # modules. It is idempotent and quiet when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Go from go.dev installs into /usr/local/go, which a non-login shell may not have on PATH.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 
 pkgs=(pkg-config gcc libc6-dev libavcodec-dev libavformat-dev libavutil-dev
       libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev iproute2 procps)

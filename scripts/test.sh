@@ -5,6 +5,8 @@
 # root, where `ip netns` works) two launchers in two network namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Go from go.dev installs into /usr/local/go, which a non-login shell may not have on PATH.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 bash scripts/setup.sh
 go vet ./...
 go test -count=1 -timeout 20m ./... "$@"
