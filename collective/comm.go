@@ -482,11 +482,22 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 	}
 	var st Stats
 	st.Codec = codecName
+	// A codec that does not open here (no NVENC on this rank, an FFmpeg
+	// without libx265) fails before the ring starts: a localError, so the
+	// Comm drops its links and the peers fail naming this rank instead of
+	// waiting for messages that will not come.
 	coded := func() (ring.Codec, error) {
+		var cd ring.Codec
+		var err error
 		if codecName == "raw" {
-			return c.rawCodec()
+			cd, err = c.rawCodec()
+		} else {
+			cd, err = c.codecFor(codecKey{codec: codecName, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
 		}
-		return c.codecFor(codecKey{codec: codecName, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
+		if err != nil {
+			return nil, localError{fmt.Errorf("opening codec %s: %w", codecName, err)}
+		}
+		return cd, nil
 	}
 	run := func(buf []float32, layout []gradcodec.Shape, cd ring.Codec, stream string) error {
 		rs, err := c.eng.allReduce(ctx, buf, ringCall{op: c.op(), average: o.average, layout: layout, codec: cd, stream: stream})
@@ -555,7 +566,7 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 	}
 	rc, err := c.rawCodec()
 	if err != nil {
-		return st, err
+		return st, localError{fmt.Errorf("opening codec raw: %w", err)}
 	}
 	if err := run(c.scratchRaw, rawLay, rc, o.stream+"/raw"); err != nil {
 		return st, err
@@ -606,36 +617,39 @@ func (c *Comm) BroadcastBytes(ctx context.Context, data []byte, root int) ([]byt
 		_, err := c.invalid(ctx, "broadcast", fmt.Errorf("root %d out of range 0..%d", root, c.size-1)).Wait()
 		return nil, err
 	}
-	var out []byte
-	_, err := c.submit(ctx, "broadcast", func(ctx context.Context) (Stats, error) {
+	return submitResult(ctx, c, "broadcast", func(ctx context.Context) ([]byte, error) {
 		var payload []byte
 		if c.rank == root {
 			payload = data
 		}
-		got, err := c.eng.broadcast(ctx, c.op(), payload, root)
-		out = got
-		return Stats{}, err
-	}).Wait()
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+		return c.eng.broadcast(ctx, c.op(), payload, root)
+	})
 }
 
 // AllGather returns every rank's local bytes, indexed by rank. Lengths may
 // differ between ranks.
 func (c *Comm) AllGather(ctx context.Context, local []byte) ([][]byte, error) {
-	var out [][]byte
-	_, err := c.submit(ctx, "allgather", func(ctx context.Context) (Stats, error) {
+	return submitResult(ctx, c, "allgather", func(ctx context.Context) ([][]byte, error) {
 		got, err := c.eng.allGather(ctx, c.op(), local)
 		if err == nil && len(got) != c.size {
 			err = fmt.Errorf("allgather returned %d parts for %d ranks", len(got), c.size)
 		}
+		return got, err
+	})
+}
+
+// submitResult queues run as one operation of c, like submit, waits for it
+// and returns its result, or the zero T where it failed.
+func submitResult[T any](ctx context.Context, c *Comm, what string, run func(ctx context.Context) (T, error)) (T, error) {
+	var out T
+	_, err := c.submit(ctx, what, func(ctx context.Context) (Stats, error) {
+		got, err := run(ctx)
 		out = got
 		return Stats{}, err
 	}).Wait()
 	if err != nil {
-		return nil, err
+		var zero T
+		return zero, err
 	}
 	return out, nil
 }

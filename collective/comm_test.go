@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 	"github.com/vccl/vccl/worker"
@@ -153,19 +154,6 @@ func exactSum(seed int64, size, n int, average bool) []float64 {
 		}
 	}
 	return s
-}
-
-func nmse(got []float32, want []float64) float64 {
-	var num, den float64
-	for i, w := range want {
-		d := float64(got[i]) - w
-		num += d * d
-		den += w * w
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
 }
 
 func TestConfigValidateNamesField(t *testing.T) {
@@ -364,7 +352,7 @@ func TestAllReduceInMemory(t *testing.T) {
 				if sts[0].Codec != wantCodec {
 					t.Fatalf("n=%d step %d: codec %q, want %q", n, step, sts[0].Codec, wantCodec)
 				}
-				e := nmse(outs[0], want)
+				e := metric.NMSE(outs[0], want)
 				if raw && e > 1e-12 || !raw && e > 1e-3 {
 					t.Fatalf("n=%d step %d codec %s: NMSE %g", n, step, sts[0].Codec, e)
 				}
@@ -401,7 +389,7 @@ func TestMixedLayoutSplitsRawAndCoded(t *testing.T) {
 			t.Fatalf("raw part value %d: %v, want %v", i, outs[0][i], want[i])
 		}
 	}
-	if e := nmse(outs[0], want); e == 0 || e > 1e-3 {
+	if e := metric.NMSE(outs[0], want); e == 0 || e > 1e-3 {
 		t.Fatalf("NMSE %g: the coded part should be lossy but close", e)
 	}
 	for r := 1; r < size; r++ {
@@ -435,7 +423,7 @@ func TestAsyncRunsInCallOrder(t *testing.T) {
 		return nil
 	}))
 	for i := 0; i < k; i++ {
-		if e := nmse(outs[0][i], exactSum(int64(i), size, 100+i, false)); e > 1e-12 {
+		if e := metric.NMSE(outs[0][i], exactSum(int64(i), size, 100+i, false)); e > 1e-12 {
 			t.Fatalf("call %d: NMSE %g", i, e)
 		}
 	}

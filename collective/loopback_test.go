@@ -1,7 +1,6 @@
 package collective
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,16 +9,19 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 )
 
 // loopbackWorld starts size Comms in this process, each with its own real
 // worker (memberlist and websocket links on 127.0.0.1).
 func loopbackWorld(tb testing.TB, size int, mod func(*Config)) []*Comm {
 	tb.Helper()
-	port := freePort(tb)
+	port := testenv.FreePort(tb, "127.0.0.1")
 	comms := make([]*Comm, size)
 	errs := make([]error, size)
-	logs := &syncBuf{}
+	logs := &testenv.SyncBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -55,7 +57,7 @@ func loopbackWorld(tb testing.TB, size int, mod func(*Config)) []*Comm {
 		}
 		wg.Wait()
 		if tb.Failed() {
-			tb.Logf("worker logs:\n%s", tail(logs.String(), 5000))
+			tb.Logf("worker logs:\n%s", testenv.Tail(logs.String(), 5000))
 		}
 	})
 	for r, err := range errs {
@@ -64,24 +66,6 @@ func loopbackWorld(tb testing.TB, size int, mod func(*Config)) []*Comm {
 		}
 	}
 	return comms
-}
-
-// syncBuf is a bytes.Buffer safe for concurrent writers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestLoopbackWorkersInProcess(t *testing.T) {
@@ -109,7 +93,7 @@ func TestLoopbackWorkersInProcess(t *testing.T) {
 				t.Fatalf("step %d: rank %d differs from rank 0", step, r)
 			}
 		}
-		e := nmse(outs[0], exactSumOf(size, func(r int) []float32 { return rankSmooth(seed, r, rows, cols) }, true))
+		e := metric.NMSE(outs[0], exactSumOf(size, func(r int) []float32 { return rankSmooth(seed, r, rows, cols) }, true))
 		t.Logf("step %d: codec %s NMSE %.3g, %.3f bits/value, %v", step, sts[0].Codec, e, sts[0].BitsPerValue(), sts[0].Total)
 		if step == 0 && (sts[0].Codec != "raw" || e > 1e-12) || step > 0 && (sts[0].Codec != "h264" || e > 0.1 || math.IsNaN(e)) {
 			t.Fatalf("step %d: codec %s NMSE %g", step, sts[0].Codec, e)
@@ -188,7 +172,7 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 			b.ReportMetric(total.BitsPerValue(), "bits/value")
 			b.ReportMetric(float64(total.EncodeTime.Milliseconds())/float64(b.N), "enc-ms/op")
 			b.ReportMetric(float64(total.DecodeTime.Milliseconds())/float64(b.N), "dec-ms/op")
-			e := nmse(bufs[0], exactSumOf(size, func(r int) []float32 { return data[r] }, false))
+			e := metric.NMSE(bufs[0], exactSumOf(size, func(r int) []float32 { return data[r] }, false))
 			b.ReportMetric(e, "nmse")
 		})
 	}

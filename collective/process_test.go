@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -21,17 +20,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/worker"
 )
 
 const envChild = "VCCL_COLLECTIVE_TEST_CHILD"
 
-func TestMain(m *testing.M) {
-	if mode := os.Getenv(envChild); mode != "" {
-		os.Exit(childMain(mode))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testenv.Main(m, envChild, childMain) }
 
 // report is one line a child prints: "REPORT <json>".
 type report struct {
@@ -121,7 +117,7 @@ func childMain(mode string) int {
 			for _, p := range parts {
 				same = same && string(p) == string(parts[0])
 			}
-			emit(report{Kind: "result", Case: tc.name, Hash: h, NMSE: nmse(x, exactSumOf(c.Size(), func(r int) []float32 { return caseData(i, r) }, false)), BPV: st.BitsPerValue(), Same: same})
+			emit(report{Kind: "result", Case: tc.name, Hash: h, NMSE: metric.NMSE(x, exactSumOf(c.Size(), func(r int) []float32 { return caseData(i, r) }, false)), BPV: st.BitsPerValue(), Same: same})
 		}
 	case "loop":
 		// Allreduce until something fails; the parent kills a rank.
@@ -142,27 +138,6 @@ func childMain(mode string) int {
 	return 0
 }
 
-// freePort returns a port free for both TCP and UDP on 127.0.0.1
-// (memberlist uses both).
-func freePort(t testing.TB) int {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
 // procJob is a job of child processes.
 type procJob struct {
 	t       *testing.T
@@ -177,7 +152,7 @@ type procJob struct {
 
 // worldEnv returns the environment of every rank of a job.
 func worldEnv(t *testing.T, size int, secret []byte, peerTimeout string, extra ...string) [][]string {
-	port := freePort(t)
+	port := testenv.FreePort(t, "127.0.0.1")
 	envs := make([][]string, size)
 	for r := range envs {
 		env := []string{
@@ -287,17 +262,10 @@ func (j *procJob) stop() {
 	if j.t.Failed() {
 		j.mu.Lock()
 		for r, sb := range j.stderr {
-			j.t.Logf("rank %d stderr:\n%s", r, tail(sb.String(), 3000))
+			j.t.Logf("rank %d stderr:\n%s", r, testenv.Tail(sb.String(), 3000))
 		}
 		j.mu.Unlock()
 	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
 }
 
 // next returns the next report or fails the test after timeout.

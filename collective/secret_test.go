@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/vccl/vccl/internal/metric"
 )
 
 // linkPath is where worker's link listener upgrades websockets (the worker
@@ -153,7 +155,7 @@ func TestWrongSecretRefused(t *testing.T) {
 	}))
 	want := exactSum(77, size, 5000, false)
 	for r := range outs {
-		if e := nmse(outs[r], want); e > 1e-12 {
+		if e := metric.NMSE(outs[r], want); e > 1e-12 {
 			t.Fatalf("rank %d: NMSE %g after the intrusion attempts", r, e)
 		}
 	}

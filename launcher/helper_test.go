@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vccl/vccl/internal/testenv"
 )
 
 // The test binary plays three parts: the tests, the launcher (when
@@ -271,7 +273,7 @@ func tryLauncherIn(t *testing.T, netns string, env []string, args ...string) (re
 type startedLauncher struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout lines
-	stderr *lockedBuffer
+	stderr *testenv.SyncBuffer
 	done   chan struct{}
 	code   int
 }
@@ -285,7 +287,7 @@ func startLauncher(t *testing.T, args ...string) *startedLauncher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sl := &startedLauncher{cmd: cmd, lines: make(chan string, 1024), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	sl := &startedLauncher{cmd: cmd, lines: make(chan string, 1024), stderr: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = sl.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -76,7 +77,7 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(st.BitsPerValue(), "bits/value")
-			b.ReportMetric(nmse(work[0], ref), "nmse")
+			b.ReportMetric(metric.NMSE(work[0], ref), "nmse")
 			b.ReportMetric(float64(st.EncodeTime.Milliseconds()), "enc-ms/op")
 			b.ReportMetric(float64(st.DecodeTime.Milliseconds()), "dec-ms/op")
 		})

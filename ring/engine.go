@@ -289,7 +289,11 @@ func (e *engine) run(parent context.Context, pre error) error {
 				}
 				if t.err != nil || t.stopped {
 					stopData()
-				} else if !stopped && recvIdx < len(e.recvs) {
+				} else if !stopped && recvIdx < len(e.recvs) && t.origin == e.prev() {
+					// Only the previous rank's own Done proves data is
+					// missing: its data always precedes it. Another rank's
+					// token may overtake data a stopping previous rank
+					// never sent, and that rank's own status follows.
 					if err := fail(fmt.Errorf("%w: rank %d expected %d more data messages but rank %d finished",
 						ErrProtocol, rank, len(e.recvs)-recvIdx, t.origin)); err != nil {
 						return err

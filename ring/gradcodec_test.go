@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -66,7 +67,7 @@ func TestGradCodecRoundTrip(t *testing.T) {
 			for i, v := range src {
 				ref[i] = float64(v)
 			}
-			e := nmse(got, ref)
+			e := metric.NMSE(got, ref)
 			bpv := 8 * float64(len(wire)) / float64(n)
 			t.Logf("%s: %d values, %d bytes, %.2f bits/value, NMSE %.3g", name, n, len(wire), bpv, e)
 			if name == "raw" && e != 0 {
@@ -127,7 +128,7 @@ func TestAllReduceVideo(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkIdentical(t, in)
-			e := nmse(in[0], ref)
+			e := metric.NMSE(in[0], ref)
 			t.Logf("%s: NMSE %.3g, %.2f bits/value on the wire, encode %v decode %v", name, e, st.BitsPerValue(), st.EncodeTime, st.DecodeTime)
 			// Four lossy encodes of each value at ~1.4 bits/value, on data
 			// whose noise part (a quarter of its energy) cannot compress.
@@ -170,7 +171,7 @@ func TestAllReduceErrorFeedback(t *testing.T) {
 			t.Fatal(err)
 		}
 		if s == 0 {
-			first = nmse(in[0], ref)
+			first = metric.NMSE(in[0], ref)
 		}
 		for i, v := range in[0] {
 			mean[i] += float64(v) / steps
@@ -180,7 +181,7 @@ func TestAllReduceErrorFeedback(t *testing.T) {
 	for i, v := range mean {
 		m[i] = float32(v)
 	}
-	avg := nmse(m, ref)
+	avg := metric.NMSE(m, ref)
 	t.Logf("one step NMSE %.3g, mean of %d steps NMSE %.3g", first, steps, avg)
 	if !(avg < first/3) {
 		t.Fatalf("error feedback did not cut the bias: %.3g vs %.3g", avg, first)

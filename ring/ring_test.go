@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -92,19 +93,6 @@ func reference(in [][]float32, average bool) []float64 {
 		}
 	}
 	return ref
-}
-
-func nmse(got []float32, ref []float64) float64 {
-	var num, den float64
-	for i, v := range got {
-		d := float64(v) - ref[i]
-		num += d * d
-		den += ref[i] * ref[i]
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
 }
 
 func checkIdentical(t *testing.T, out [][]float32) {
@@ -186,7 +174,7 @@ func TestAllReduceLossyWithinNMSE(t *testing.T) {
 				}
 			}
 			checkIdentical(t, in)
-			if e := nmse(in[0], ref); e > maxNMSE || e == 0 {
+			if e := metric.NMSE(in[0], ref); e > maxNMSE || e == 0 {
 				t.Fatalf("NMSE %g, want (0, %g]", e, maxNMSE)
 			}
 		})
@@ -211,7 +199,7 @@ func TestAllReduceBackpressure(t *testing.T) {
 			}
 		}
 		checkIdentical(t, in)
-		if e := nmse(in[0], ref); e > 1e-12 {
+		if e := metric.NMSE(in[0], ref); e > 1e-12 {
 			t.Fatalf("size %d: NMSE %g", size, e)
 		}
 	}
@@ -243,7 +231,7 @@ func TestAllReduceLayoutPieces(t *testing.T) {
 				t.Fatalf("op %d rank %d: %v", op, r, err)
 			}
 		}
-		if e := nmse(in[0], ref); e > 1e-12 {
+		if e := metric.NMSE(in[0], ref); e > 1e-12 {
 			t.Fatalf("NMSE %g", e)
 		}
 		for r, c := range codecs {

@@ -5,11 +5,11 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 )
 
@@ -23,46 +23,8 @@ const (
 
 var testSecret = []byte("worker-test-secret-0123456789abcdef")
 
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// freePort returns a port free for both TCP and UDP on 127.0.0.1.
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	tb.Fatal("no free port")
-	return 0
-}
-
 // testConfig is rank r of a world of size whose seed listens on port.
-func testConfig(r, size, port int, logs *syncBuf) Config {
+func testConfig(r, size, port int, logs *testenv.SyncBuffer) Config {
 	c := Config{
 		Rank: r, WorldSize: size, Secret: testSecret,
 		BindAddr:    "127.0.0.1",
@@ -82,10 +44,10 @@ func testConfig(r, size, port int, logs *syncBuf) Config {
 // change each rank's Config. It returns the workers (nil where Start
 // failed), Start's errors, and the shared log. The workers are closed when
 // the test ends.
-func startWorld(tb testing.TB, size int, mod func(r int, c *Config)) ([]*Worker, []error, *syncBuf) {
+func startWorld(tb testing.TB, size int, mod func(r int, c *Config)) ([]*Worker, []error, *testenv.SyncBuffer) {
 	tb.Helper()
-	logs := &syncBuf{}
-	port := freePort(tb)
+	logs := &testenv.SyncBuffer{}
+	port := testenv.FreePort(tb, "127.0.0.1")
 	ws := make([]*Worker, size)
 	errs := make([]error, size)
 	var wg sync.WaitGroup
@@ -111,7 +73,7 @@ func startWorld(tb testing.TB, size int, mod func(r int, c *Config)) ([]*Worker,
 }
 
 // mustWorld is startWorld that fails the test when any Start fails.
-func mustWorld(tb testing.TB, size int, mod func(r int, c *Config)) ([]*Worker, *syncBuf) {
+func mustWorld(tb testing.TB, size int, mod func(r int, c *Config)) ([]*Worker, *testenv.SyncBuffer) {
 	tb.Helper()
 	ws, errs, logs := startWorld(tb, size, mod)
 	for r, err := range errs {

@@ -15,18 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 )
 
 // envChild selects the child mode of a re-executed test binary.
 const envChild = "VCCL_WORKER_TEST_CHILD"
 
-func TestMain(m *testing.M) {
-	if mode := os.Getenv(envChild); mode != "" {
-		os.Exit(childMain(mode))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testenv.Main(m, envChild, childMain) }
 
 // childMain is one rank of a multi-process test. It reports on stdout, one
 // line per event: READY, OK, LOST <rank> <error>, ERR <error>.
@@ -96,7 +92,7 @@ type event struct {
 type procWorld struct {
 	t      *testing.T
 	cmds   []*exec.Cmd
-	stderr []*syncBuf
+	stderr []*testenv.SyncBuffer
 	events chan event
 	wg     sync.WaitGroup
 }
@@ -107,7 +103,7 @@ func startProcs(t *testing.T, mode string, size int) *procWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t, "127.0.0.1")
 	p := &procWorld{t: t, events: make(chan event, 100)}
 	for r := range size {
 		env := []string{
@@ -126,7 +122,7 @@ func startProcs(t *testing.T, mode string, size int) *procWorld {
 		}
 		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), env...)
-		errBuf := &syncBuf{}
+		errBuf := &testenv.SyncBuffer{}
 		cmd.Stderr = errBuf
 		out, err := cmd.StdoutPipe()
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 )
 
@@ -428,8 +429,8 @@ func TestWorldValidation(t *testing.T) {
 	})
 	t.Run("missing rank", func(t *testing.T) {
 		// A world of 3 where rank 1 never comes.
-		logs := &syncBuf{}
-		port := freePort(t)
+		logs := &testenv.SyncBuffer{}
+		port := testenv.FreePort(t, "127.0.0.1")
 		var wg sync.WaitGroup
 		errs := make([]error, 3)
 		for _, r := range []int{0, 2} {
@@ -461,7 +462,7 @@ func TestStartHonoursContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		w, err := Start(ctx, testConfig(0, 2, freePort(t), &syncBuf{}))
+		w, err := Start(ctx, testConfig(0, 2, testenv.FreePort(t, "127.0.0.1"), &testenv.SyncBuffer{}))
 		if w != nil {
 			w.Close()
 		}

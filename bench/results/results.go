@@ -131,15 +131,37 @@ func str(obj map[string]any, keys ...string) string {
 	return ""
 }
 
+// readRecords calls parse for every line of r that holds a JSON object
+// and collects the records it returns; parse reports ok false to skip a
+// line, and an error stops the reading. Where no line gave a record it
+// returns ErrNoRecords.
+func readRecords[T any](r io.Reader, parse func(obj map[string]any) (rec T, ok bool, err error)) ([]T, error) {
+	var out []T
+	err := jsonLines(r, func(_ int, obj map[string]any) error {
+		rec, ok, err := parse(obj)
+		if err != nil || !ok {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, ErrNoRecords
+	}
+	return out, nil
+}
+
 // ReadPerf reads allreduce_perf -json lines (optionally tagged by netring.sh
 // with rate, delay and hosts). Lines that are JSON objects without a size
 // (summary lines) are skipped.
 func ReadPerf(r io.Reader) ([]Perf, error) {
-	var out []Perf
-	err := jsonLines(r, func(_ int, obj map[string]any) error {
+	return readRecords(r, func(obj map[string]any) (Perf, bool, error) {
 		size, ok := num(obj, "size", "bytes", "size_bytes")
 		if !ok {
-			return nil // not a per-size record
+			return Perf{}, false, nil // not a per-size record
 		}
 		p := Perf{
 			Rate:  str(obj, "rate"),
@@ -152,7 +174,7 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 		if p.Rate != "" {
 			bps, err := ParseRate(p.Rate)
 			if err != nil {
-				return err
+				return Perf{}, false, err
 			}
 			p.RateBPS = bps
 		}
@@ -161,7 +183,7 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 		}
 		t, ok := num(obj, "time_us", "time(us)", "avg_time_us", "time")
 		if !ok || t <= 0 {
-			return fmt.Errorf("record for size %d has no positive time_us", p.Size)
+			return Perf{}, false, fmt.Errorf("record for size %d has no positive time_us", p.Size)
 		}
 		p.TimeUS = t
 		if v, ok := num(obj, "algbw", "algbw_gbps", "alg_bw"); ok {
@@ -186,46 +208,29 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 		if v, ok := num(obj, "wrong", "#wrong", "n_wrong"); ok {
 			p.Wrong = int(v)
 		}
-		out = append(out, p)
-		return nil
+		return p, true, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, ErrNoRecords
-	}
-	return out, nil
 }
 
 // ReadRD reads codec_rd -json lines.
 func ReadRD(r io.Reader) ([]RD, error) {
-	var out []RD
-	err := jsonLines(r, func(_ int, obj map[string]any) error {
+	return readRecords(r, func(obj map[string]any) (RD, bool, error) {
 		c := str(obj, "codec")
 		bpv, ok := num(obj, "bpv")
 		if c == "" || !ok {
-			return nil
+			return RD{}, false, nil
 		}
 		nmse, ok := num(obj, "nmse")
 		if !ok {
-			return fmt.Errorf("codec %s record has no nmse", c)
+			return RD{}, false, fmt.Errorf("codec %s record has no nmse", c)
 		}
 		d := RD{File: str(obj, "file"), Shape: str(obj, "shape"), Codec: c, BPV: bpv, NMSE: nmse}
 		d.TargetBPV, _ = num(obj, "target_bpv")
 		d.SNRdB, _ = num(obj, "snr_db")
 		d.EncodeMvals, _ = num(obj, "encode_mvals")
 		d.DecodeMvals, _ = num(obj, "decode_mvals")
-		out = append(out, d)
-		return nil
+		return d, true, nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	if len(out) == 0 {
-		return nil, ErrNoRecords
-	}
-	return out, nil
 }
 
 // ParseRate reads a tc rate ("100mbit", "1gbit", "500kbit", "12mbps") and

@@ -40,26 +40,16 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vccl/vccl/collective"
-	"github.com/vccl/vccl/worker"
+	"github.com/vccl/vccl/examples/internal/jobcmd"
+	"github.com/vccl/vccl/internal/metric"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "allreduce_perf:", err)
-		os.Exit(1)
-	}
-}
+func main() { jobcmd.Main("allreduce_perf", run) }
 
 // errWrong is returned when a check found ranks that disagree.
 var errWrong = errors.New("results differ between ranks")
@@ -72,11 +62,9 @@ type options struct {
 	check              int
 	op                 string
 	dtype              string
-	codec, backend     string
-	bpv                float64
 	json               bool
 	seed               uint64
-	set                map[string]bool
+	jobcmd.CodecFlags
 }
 
 // parseSize reads a byte count with an optional K, M or G suffix (powers of
@@ -120,7 +108,7 @@ func (f sizeFlag) Set(s string) error {
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{minBytes: 32 << 20, maxBytes: 32 << 20, set: map[string]bool{}}
+	o := &options{minBytes: 32 << 20, maxBytes: 32 << 20}
 	fs := flag.NewFlagSet("allreduce_perf", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Var(sizeFlag{&o.minBytes}, "b", "minimum size in bytes (K, M, G suffixes) (default 32M)")
@@ -131,18 +119,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.check, "c", 1, "check results (NMSE and #wrong): 1 on, 0 off")
 	fs.StringVar(&o.op, "o", "sum", "reduction: sum or avg")
 	fs.StringVar(&o.dtype, "d", "float", "data type: float (float32; the only one vccl reduces)")
-	fs.StringVar(&o.codec, "codec", collective.DefaultCodec, "codec: raw, fp16, bf16, int8, h264 or hevc (unset: $"+worker.EnvCodec+" under the launcher, else hevc)")
-	fs.StringVar(&o.backend, "backend", collective.DefaultBackend, "video backend: auto, nvenc or software (unset: $"+worker.EnvBackend+" under the launcher, else auto)")
-	fs.Float64Var(&o.bpv, "bpv", collective.DefaultBitsPerValue, "target bits per value of the video codecs (unset: $"+worker.EnvBPV+" under the launcher, else 1.4)")
+	o.Register(fs, "codec", "video backend")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per size instead of the table")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated inputs")
-	if err := fs.Parse(args); err != nil {
+	if err := o.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	switch {
-	case fs.NArg() > 0:
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case o.minBytes < 4:
 		return nil, fmt.Errorf("-b %d: want at least 4 bytes (one float)", o.minBytes)
 	case o.maxBytes < o.minBytes:
@@ -221,19 +204,6 @@ func exactResult(dst []float64, tmp []float32, seed uint64, world int, avg bool)
 	}
 }
 
-func nmse(got []float32, want []float64) float64 {
-	var num, den float64
-	for i, w := range want {
-		d := float64(got[i]) - w
-		num += d * d
-		den += w * w
-	}
-	if den == 0 {
-		return num
-	}
-	return num / den
-}
-
 // perRank is what each rank reports for one size.
 type perRank struct {
 	hash                [32]byte
@@ -279,32 +249,12 @@ func hashFloats(x []float32) [32]byte {
 	return out
 }
 
-func config(o *options) (collective.Config, error) {
-	cfg := collective.DefaultConfig()
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
-		var err error
-		if cfg, err = collective.ConfigFromEnv(); err != nil {
-			return cfg, err
-		}
-	}
-	if o.set["codec"] {
-		cfg.Codec = strings.ToLower(o.codec)
-	}
-	if o.set["backend"] {
-		cfg.Backend = strings.ToLower(o.backend)
-	}
-	if o.set["bpv"] {
-		cfg.BitsPerValue = o.bpv
-	}
-	return cfg, nil
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
 	}
-	cfg, err := config(o)
+	cfg, err := o.Config()
 	if err != nil {
 		return err
 	}
@@ -312,14 +262,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// The results are in (and checked) by the time Close runs; a
-		// failure to leave the job cleanly is worth a warning, not a
-		// failed run.
-		if cerr := comm.Close(); cerr != nil && err == nil {
-			fmt.Fprintf(stderr, "warning: %v\n", cerr)
-		}
-	}()
+	defer jobcmd.Close(comm, stderr, &err)
 	rank, world := comm.Rank(), comm.Size()
 	szs := sizes(o.minBytes, o.maxBytes, o.factor)
 	maxCount := int(szs[len(szs)-1] / 4)
@@ -384,7 +327,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			}
 			me.hash = hashFloats(data)
 			exactResult(exact[:count], tmp[:count], o.seed, world, o.op == "avg")
-			res.NMSE = nmse(data, exact[:count])
+			res.NMSE = metric.NMSE(data, exact[:count])
 		}
 		parts, err := comm.AllGather(ctx, me.marshal())
 		if err != nil {

@@ -15,13 +15,7 @@ import (
 	"github.com/vccl/vccl/worker"
 )
 
-func TestMain(m *testing.M) {
-	if ranktest.AsMain() {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { ranktest.TestMain(m, main) }
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{

@@ -34,53 +34,39 @@ import (
 	"io"
 	"math"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
 	"github.com/vccl/vccl/collective"
+	"github.com/vccl/vccl/examples/internal/jobcmd"
 	"github.com/vccl/vccl/examples/internal/mlp"
-	"github.com/vccl/vccl/worker"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mnist:", err)
-		os.Exit(1)
-	}
-}
+func main() { jobcmd.Main("mnist", run) }
 
 // options are the command's flags.
 type options struct {
-	codec, backend string
-	bpv            float64
-	epochs         int
-	csvPath        string
-	batch          int
-	lr, momentum   float64
-	seed           uint64
-	data           string
-	maxSteps       int
-	progress       string
-	verbose        bool
-	set            map[string]bool
+	epochs       int
+	csvPath      string
+	batch        int
+	lr, momentum float64
+	seed         uint64
+	data         string
+	maxSteps     int
+	progress     string
+	verbose      bool
+	jobcmd.CodecFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{set: map[string]bool{}}
+	o := &options{}
 	fs := flag.NewFlagSet("mnist", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.codec, "codec", collective.DefaultCodec, "gradient codec: raw, fp16, bf16, int8, h264 or hevc (unset: $"+worker.EnvCodec+" under the launcher, else hevc)")
-	fs.StringVar(&o.backend, "backend", collective.DefaultBackend, "video codec backend: auto, nvenc or software (unset: $"+worker.EnvBackend+" under the launcher, else auto)")
-	fs.Float64Var(&o.bpv, "bpv", collective.DefaultBitsPerValue, "target bits per value of the video codecs (unset: $"+worker.EnvBPV+" under the launcher, else 1.4)")
+	o.Register(fs, "gradient codec", "video codec backend")
 	fs.IntVar(&o.epochs, "epochs", 3, "training epochs")
 	fs.StringVar(&o.csvPath, "csv", "", "write the per-epoch figures to this CSV file (rank 0)")
 	fs.IntVar(&o.batch, "batch", mlp.DefaultBatchSize, "batch size per rank")
@@ -91,13 +77,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.maxSteps, "max-steps", 0, "stop each epoch after this many steps (0: the whole shard); for smoke tests")
 	fs.StringVar(&o.progress, "progress", "auto", "rank 0's progress bar: auto (redrawn on a terminal, a line every few seconds otherwise) or off")
 	fs.BoolVar(&o.verbose, "v", false, "rank 0 also prints where each epoch's time went (compute, waiting for the allreduces, codec, network)")
-	if err := fs.Parse(args); err != nil {
+	if err := o.Parse(fs, args); err != nil {
 		return nil, err
 	}
-	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	switch {
-	case fs.NArg() > 0:
-		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case o.epochs < 1:
 		return nil, fmt.Errorf("--epochs %d: want at least 1", o.epochs)
 	case o.batch < 1:
@@ -112,29 +95,6 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--progress %q: want auto or off", o.progress)
 	}
 	return o, nil
-}
-
-// config builds the collective's configuration: the launcher's environment
-// when there is one (a single rank otherwise), with the flags given on the
-// command line on top.
-func config(o *options) (collective.Config, error) {
-	cfg := collective.DefaultConfig()
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
-		var err error
-		if cfg, err = collective.ConfigFromEnv(); err != nil {
-			return cfg, err
-		}
-	}
-	if o.set["codec"] {
-		cfg.Codec = strings.ToLower(o.codec)
-	}
-	if o.set["backend"] {
-		cfg.Backend = strings.ToLower(o.backend)
-	}
-	if o.set["bpv"] {
-		cfg.BitsPerValue = o.bpv
-	}
-	return cfg, nil
 }
 
 // epochSummary is what every rank contributes at the end of an epoch.
@@ -181,7 +141,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	cfg, err := config(o)
+	cfg, err := o.Config()
 	if err != nil {
 		return err
 	}
@@ -193,14 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// The results are in (and checked) by the time Close runs; a
-		// failure to leave the job cleanly is worth a warning, not a
-		// failed run.
-		if cerr := comm.Close(); cerr != nil && err == nil {
-			fmt.Fprintf(stderr, "warning: %v\n", cerr)
-		}
-	}()
+	defer jobcmd.Close(comm, stderr, &err)
 	rank, world := comm.Rank(), comm.Size()
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("rank %d: %s", rank, fmt.Sprintf(format, args...))

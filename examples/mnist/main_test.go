@@ -17,13 +17,7 @@ import (
 	"github.com/vccl/vccl/worker"
 )
 
-func TestMain(m *testing.M) {
-	if ranktest.AsMain() {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { ranktest.TestMain(m, main) }
 
 var epochLine = regexp.MustCompile(`(?m)^epoch (\d+) loss (\d+\.\d+) test_acc (\d+\.\d+)% bpv (\d+\.\d+) wire (\S+)MB \(raw (\S+)MB\) time (\d+\.\d)s$`)
 

@@ -64,13 +64,9 @@ func run(args []string, stdout io.Writer) error {
 	}
 	w, h := vg.Length(*width)*vg.Centimeter, vg.Length(*height)*vg.Centimeter
 	if *perf != "" {
-		var recs []results.Perf
-		for _, f := range splitList(*perf) {
-			r, err := readFile(f, results.ReadPerf)
-			if err != nil {
-				return err
-			}
-			recs = append(recs, r...)
+		recs, err := readFiles(*perf, results.ReadPerf)
+		if err != nil {
+			return err
 		}
 		sp, bw, err := perfPlots(recs)
 		if err != nil {
@@ -85,13 +81,9 @@ func run(args []string, stdout io.Writer) error {
 		}
 	}
 	if *rd != "" {
-		var recs []results.RD
-		for _, f := range splitList(*rd) {
-			r, err := readFile(f, results.ReadRD)
-			if err != nil {
-				return err
-			}
-			recs = append(recs, r...)
+		recs, err := readFiles(*rd, results.ReadRD)
+		if err != nil {
+			return err
 		}
 		p, err := rdPlot(recs)
 		if err != nil {
@@ -114,6 +106,19 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// readFiles reads the records of every file in the comma-separated list.
+func readFiles[T any](list string, read func(io.Reader) ([]T, error)) ([]T, error) {
+	var recs []T
+	for _, f := range splitList(list) {
+		r, err := readFile(f, read)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r...)
+	}
+	return recs, nil
 }
 
 func readFile[T any](path string, read func(io.Reader) ([]T, error)) ([]T, error) {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/worker"
 )
 
@@ -29,12 +30,7 @@ const (
 	envJob  = "VCCL_RELIABILITY_JOB" // marks every process of one job, to find leftovers
 )
 
-func TestMain(m *testing.M) {
-	if role := os.Getenv(envRole); role != "" {
-		os.Exit(childMain(role))
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testenv.Main(m, envRole, childMain) }
 
 // event is one JSON line a child prints on stdout.
 type event struct {
@@ -71,7 +67,7 @@ type proc struct {
 	rank   int
 	cmd    *exec.Cmd
 	events chan event // closed at EOF of stdout
-	stderr *lockedBuffer
+	stderr *testenv.SyncBuffer
 	stdin  *os.File
 	done   chan struct{} // closed when Wait returned
 	exitAt time.Time
@@ -79,23 +75,6 @@ type proc struct {
 	waited error
 	all    []event
 	mu     sync.Mutex
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // job is a set of rank processes started together.
@@ -138,28 +117,6 @@ func loopbackIP() string {
 	return fmt.Sprintf("127.77.%d.%d", v/250+1, v%250+2)
 }
 
-// freePort returns a port free for both TCP and UDP on ip (memberlist needs
-// both).
-func freePort(t testing.TB, ip string) int {
-	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			t.Fatalf("listen on %s: %v", ip, err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return port
-	}
-	t.Fatalf("no port free for TCP and UDP on %s", ip)
-	return 0
-}
-
 // startJob starts spec.world rank processes of the test binary in role
 // spec.role and registers a cleanup that kills whatever is left and checks
 // that no process of the job survives.
@@ -175,7 +132,7 @@ func startJob(t testing.TB, spec jobSpec) *job {
 	}
 	port := 0
 	if spec.wrap == nil {
-		port = freePort(t, j.addr)
+		port = testenv.FreePort(t, j.addr)
 	} else {
 		port = 17946 // each rank has its own namespace: no contention
 	}
@@ -239,7 +196,7 @@ func (j *job) spawn(rank int, env map[string]string, prefix []string) *proc {
 		}
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p := &proc{rank: rank, cmd: cmd, events: make(chan event, 4096), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{rank: rank, cmd: cmd, events: make(chan event, 4096), stderr: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -15,7 +15,20 @@ import (
 // reduce-scatter and during allgather: its sockets stay open and nothing is
 // closed, so only the deadlines can tell the survivors it is gone.
 func TestReliabilityStalledPeer(t *testing.T) {
-	rng := rand.New(rand.NewPCG(trialSeed(t), 2))
+	runRandomFaults(t, 2, "stall a rank (SIGSTOP)",
+		"stalled rank %d at %s (frac %.2f); slowest survivor error %v after the stall",
+		func(t *testing.T, ft *faultTrial) {
+			ft.env = map[string]string{"RELY_KILL_SIG": "STOP"}
+		})
+}
+
+// runRandomFaults runs three trials, in parallel, of a fault aimed at a
+// random rank and phase of a 4-rank job (see randomFault; rng stream
+// stream), logs each with logf (victim, phase, frac, detection time) and
+// summarizes them under title. setup completes each trial's faultTrial, a
+// stalling fault of a raw 512×1024 allreduce, within its subtest.
+func runRandomFaults(t *testing.T, stream uint64, title, logf string, setup func(t *testing.T, ft *faultTrial)) {
+	rng := rand.New(rand.NewPCG(trialSeed(t), stream))
 	var mu sync.Mutex
 	var results []trialResult
 	t.Run("trials", func(t *testing.T) {
@@ -23,20 +36,20 @@ func TestReliabilityStalledPeer(t *testing.T) {
 			phase, victim, frac, step := randomFault(rng, i, 4)
 			t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
 				t.Parallel()
-				r := runFaultTrial(t, faultTrial{
+				ft := faultTrial{
 					world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
-					frac: frac, killStep: step, peerTimeout: 5 * time.Second,
-					env: map[string]string{"RELY_KILL_SIG": "STOP"}, stall: true,
-				})
-				t.Logf("stalled rank %d at %s (frac %.2f); slowest survivor error %v after the stall",
-					victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
+					frac: frac, killStep: step, peerTimeout: 5 * time.Second, stall: true,
+				}
+				setup(t, &ft)
+				r := runFaultTrial(t, ft)
+				t.Logf(logf, victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
 				mu.Lock()
 				results = append(results, r)
 				mu.Unlock()
 			})
 		}
 	})
-	summarize(t, "stall a rank (SIGSTOP)", results)
+	summarize(t, title, results)
 }
 
 // netnsAvailable reports why network namespaces cannot be used, or "".
@@ -102,28 +115,11 @@ func TestReliabilityCutLink(t *testing.T) {
 	if why := netnsAvailable(); why != "" {
 		t.Skipf("needs network namespaces: %s", why)
 	}
-	rng := rand.New(rand.NewPCG(trialSeed(t), 3))
-	var mu sync.Mutex
-	var results []trialResult
-	t.Run("trials", func(t *testing.T) {
-		for i := 0; i < 3; i++ {
-			phase, victim, frac, step := randomFault(rng, i, 4)
-			t.Run(fmt.Sprintf("%s_rank%d", phase, victim), func(t *testing.T) {
-				t.Parallel()
-				wrap := netnsRing(t, 4)
-				r := runFaultTrial(t, faultTrial{
-					world: 4, victim: victim, phase: phase, codec: "raw", rows: 512, cols: 1024,
-					frac: frac, killStep: step, peerTimeout: 5 * time.Second,
-					env:   map[string]string{"RELY_KILL_CMD": "ip link set eth0 down"},
-					stall: true, wrap: wrap, joinAddr: "10.78.0.1",
-				})
-				t.Logf("cut rank %d's link at %s (frac %.2f); slowest survivor error %v after the cut",
-					victim, r.phase, r.frac, r.detect.Round(time.Millisecond))
-				mu.Lock()
-				results = append(results, r)
-				mu.Unlock()
-			})
-		}
-	})
-	summarize(t, "cut a rank's link (veth down)", results)
+	runRandomFaults(t, 3, "cut a rank's link (veth down)",
+		"cut rank %d's link at %s (frac %.2f); slowest survivor error %v after the cut",
+		func(t *testing.T, ft *faultTrial) {
+			ft.wrap = netnsRing(t, 4)
+			ft.env = map[string]string{"RELY_KILL_CMD": "ip link set eth0 down"}
+			ft.joinAddr = "10.78.0.1"
+		})
 }

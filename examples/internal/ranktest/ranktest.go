@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vccl/vccl/worker"
@@ -29,6 +30,17 @@ const EnvMain = "VCCL_RANKTEST_MAIN"
 // AsMain reports whether this process was started by Run to act as the
 // command rather than as a test binary.
 func AsMain() bool { return os.Getenv(EnvMain) == "1" }
+
+// TestMain is the TestMain of a command's test binary: in a process started
+// by Run it runs main and exits with status 0 (main exits itself on
+// failure); otherwise it runs the tests.
+func TestMain(m *testing.M, main func()) {
+	if AsMain() {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
 
 // Result is what one rank did.
 type Result struct {

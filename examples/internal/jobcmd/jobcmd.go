@@ -1,0 +1,95 @@
+// Package jobcmd holds what the examples that run as the ranks of a vccl job
+// (allreduce_perf, mnist) share: main's signal handling, the -codec,
+// -backend and -bpv flags, the collective's configuration built from the
+// launcher's environment and those flags, and closing the communicator.
+package jobcmd
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/vccl/vccl/collective"
+	"github.com/vccl/vccl/worker"
+)
+
+// Main runs run with the command line, stdout and stderr, and a context
+// that ends on SIGINT or SIGTERM. When run fails it prints "name: error" on
+// stderr and exits with status 1.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
+
+// CodecFlags are the -codec, -backend and -bpv flags. Only the flags given
+// on the command line override the launcher's environment (see Config).
+type CodecFlags struct {
+	Codec, Backend string
+	BPV            float64
+	set            map[string]bool
+}
+
+// Register defines the flags on fs. codecWhat and backendWhat begin the
+// usage texts of -codec and -backend ("codec", "video backend").
+func (c *CodecFlags) Register(fs *flag.FlagSet, codecWhat, backendWhat string) {
+	fs.StringVar(&c.Codec, "codec", collective.DefaultCodec, codecWhat+": raw, fp16, bf16, int8, h264 or hevc (unset: $"+worker.EnvCodec+" under the launcher, else hevc)")
+	fs.StringVar(&c.Backend, "backend", collective.DefaultBackend, backendWhat+": auto, nvenc or software (unset: $"+worker.EnvBackend+" under the launcher, else auto)")
+	fs.Float64Var(&c.BPV, "bpv", collective.DefaultBitsPerValue, "target bits per value of the video codecs (unset: $"+worker.EnvBPV+" under the launcher, else 1.4)")
+}
+
+// Parse parses args with fs, notes which of c's flags were given, and
+// rejects arguments left over after the flags.
+func (c *CodecFlags) Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+// Config builds the collective's configuration: the launcher's environment
+// when there is one (a single rank otherwise), with the flags given on the
+// command line on top.
+func (c *CodecFlags) Config() (collective.Config, error) {
+	cfg := collective.DefaultConfig()
+	if _, ok := os.LookupEnv(worker.EnvRank); ok {
+		var err error
+		if cfg, err = collective.ConfigFromEnv(); err != nil {
+			return cfg, err
+		}
+	}
+	if c.set["codec"] {
+		cfg.Codec = strings.ToLower(c.Codec)
+	}
+	if c.set["backend"] {
+		cfg.Backend = strings.ToLower(c.Backend)
+	}
+	if c.set["bpv"] {
+		cfg.BitsPerValue = c.BPV
+	}
+	return cfg, nil
+}
+
+// Close closes comm, to be deferred by a run function with its named error
+// result err. The results are in (and checked) by the time Close runs, so a
+// failure to leave the job cleanly is worth a warning on stderr, not a
+// failed run; where *err is already set, Close's error is dropped.
+func Close(comm *collective.Comm, stderr io.Writer, err *error) {
+	if cerr := comm.Close(); cerr != nil && *err == nil {
+		fmt.Fprintf(stderr, "warning: %v\n", cerr)
+	}
+}

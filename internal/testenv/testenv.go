@@ -1,0 +1,78 @@
+// Package testenv holds the helpers that vccl's tests share: a
+// goroutine-safe log buffer, a loopback port free for memberlist, and the
+// TestMain of a test binary that re-executes itself as a child process.
+//
+// It imports the standard library only, so that the tests of every package
+// (worker, collective, launcher, the examples) can use it without an import
+// cycle.
+package testenv
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers, for logs and
+// child-process output.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p to the buffer.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what has been written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FreePort returns a port free for both TCP and UDP on ip (memberlist uses
+// both), or fails the test.
+func FreePort(tb testing.TB, ip string) int {
+	tb.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			tb.Fatalf("listen on %s: %v", ip, err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	tb.Fatalf("no port free for TCP and UDP on %s", ip)
+	return 0
+}
+
+// Tail returns the last n bytes of s, marked with a leading "…" where s was
+// cut.
+func Tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// Main is the TestMain of a test binary that re-executes itself: where the
+// environment variable env is set, the process is a child and exits with
+// child's status for that mode; otherwise it runs the tests.
+func Main(m *testing.M, env string, child func(mode string) int) {
+	if mode := os.Getenv(env); mode != "" {
+		os.Exit(child(mode))
+	}
+	os.Exit(m.Run())
+}
