@@ -83,8 +83,11 @@ func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 
 // readTimeout is how long the reader waits for any frame (data, ping or
 // pong) before it declares the peer stalled; pings go out at pingInterval.
-func (l *link) readTimeout() time.Duration  { return l.w.cfg.PeerTimeout / 2 }
-func (l *link) pingInterval() time.Duration { return l.w.cfg.PeerTimeout / 6 }
+// Four fifths of PeerTimeout leaves room to relay the loss within
+// PeerTimeout, while a peer starved of CPU for a few seconds (four ranks
+// encoding HEVC on two cores stalled one for over 5 s) is not taken for dead.
+func (l *link) readTimeout() time.Duration  { return l.w.cfg.PeerTimeout * 4 / 5 }
+func (l *link) pingInterval() time.Duration { return l.w.cfg.PeerTimeout / 8 }
 
 // Send queues m for the peer. It returns once the frame is queued (the
 // payload is copied), or with an error when ctx ends, the link or any peer
