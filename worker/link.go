@@ -212,9 +212,7 @@ func (l *link) fail(lost *ring.PeerLostError, how int) {
 	} else {
 		l.err = lost
 	}
-	close(l.dead)
 	l.mu.Unlock()
-	l.wake()
 	switch {
 	case closing, how == failQuiet:
 		// A peer that closes on purpose is the normal end of a job (its
@@ -224,8 +222,14 @@ func (l *link) fail(lost *ring.PeerLostError, how int) {
 		// Unblock a writer stuck on a stalled socket; the connection is
 		// of no further use.
 		l.ws.Close()
+		// Record the loss worker-wide before Send and Recv see the link
+		// dead: a caller that closes the worker as soon as Recv fails must
+		// name the lost rank in its close frames, or its neighbours would
+		// blame it instead.
 		l.w.peerLost(lost, how == failReport)
 	}
+	close(l.dead) // l.err was set once, above: this runs once
+	l.wake()
 }
 
 // lostPeer blames the peer of l.
