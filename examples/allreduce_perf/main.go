@@ -211,26 +211,16 @@ type perRank struct {
 	wireBytes, rawBytes int64 // summed over the timed iterations
 }
 
-const perRankLen = 32 + 3*8
-
 func (p perRank) marshal() []byte {
-	b := append([]byte(nil), p.hash[:]...)
-	for _, v := range []int64{p.timeNs, p.wireBytes, p.rawBytes} {
-		b = binary.LittleEndian.AppendUint64(b, uint64(v))
-	}
-	return b
+	return jobcmd.Report{Hash: p.hash, Words: []uint64{uint64(p.timeNs), uint64(p.wireBytes), uint64(p.rawBytes)}}.Marshal()
 }
 
 func unmarshalPerRank(b []byte) (perRank, error) {
-	var p perRank
-	if len(b) != perRankLen {
-		return p, fmt.Errorf("report of %d bytes, want %d", len(b), perRankLen)
+	r, err := jobcmd.UnmarshalReport(b, 3)
+	if err != nil {
+		return perRank{}, err
 	}
-	copy(p.hash[:], b)
-	p.timeNs = int64(binary.LittleEndian.Uint64(b[32:]))
-	p.wireBytes = int64(binary.LittleEndian.Uint64(b[40:]))
-	p.rawBytes = int64(binary.LittleEndian.Uint64(b[48:]))
-	return p, nil
+	return perRank{hash: r.Hash, timeNs: int64(r.Words[0]), wireBytes: int64(r.Words[1]), rawBytes: int64(r.Words[2])}, nil
 }
 
 func hashFloats(x []float32) [32]byte {

@@ -27,7 +27,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/csv"
 	"flag"
 	"fmt"
@@ -106,31 +105,19 @@ type epochSummary struct {
 	wireBytes, rawBytes int64   // gradient allreduce bytes this rank sent
 }
 
-const summaryLen = 32 + 6*8
-
 func (s *epochSummary) marshal() []byte {
-	b := make([]byte, 0, summaryLen)
-	b = append(b, s.hash[:]...)
-	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.lossSum))
-	for _, v := range []int64{s.samples, s.correct, s.tested, s.wireBytes, s.rawBytes} {
-		b = binary.LittleEndian.AppendUint64(b, uint64(v))
-	}
-	return b
+	return jobcmd.Report{Hash: s.hash, Words: []uint64{math.Float64bits(s.lossSum),
+		uint64(s.samples), uint64(s.correct), uint64(s.tested), uint64(s.wireBytes), uint64(s.rawBytes)}}.Marshal()
 }
 
 func unmarshalSummary(b []byte) (epochSummary, error) {
-	var s epochSummary
-	if len(b) != summaryLen {
-		return s, fmt.Errorf("epoch summary of %d bytes, want %d", len(b), summaryLen)
+	r, err := jobcmd.UnmarshalReport(b, 6)
+	if err != nil {
+		return epochSummary{}, fmt.Errorf("epoch summary: %w", err)
 	}
-	copy(s.hash[:], b)
-	b = b[32:]
-	s.lossSum = math.Float64frombits(binary.LittleEndian.Uint64(b))
-	vals := []*int64{&s.samples, &s.correct, &s.tested, &s.wireBytes, &s.rawBytes}
-	for i, p := range vals {
-		*p = int64(binary.LittleEndian.Uint64(b[8+8*i:]))
-	}
-	return s, nil
+	w := r.Words
+	return epochSummary{hash: r.Hash, lossSum: math.Float64frombits(w[0]), samples: int64(w[1]),
+		correct: int64(w[2]), tested: int64(w[3]), wireBytes: int64(w[4]), rawBytes: int64(w[5])}, nil
 }
 
 // evalBatch is the batch size of the test-set evaluation.

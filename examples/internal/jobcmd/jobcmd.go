@@ -6,6 +6,7 @@ package jobcmd
 
 import (
 	"context"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"io"
@@ -92,4 +93,36 @@ func Close(comm *collective.Comm, stderr io.Writer, err *error) {
 	if cerr := comm.Close(); cerr != nil && *err == nil {
 		fmt.Fprintf(stderr, "warning: %v\n", cerr)
 	}
+}
+
+// Report is what a rank contributes to the AllGather that ends a step of an
+// example: a SHA-256 of its parameters or result, which must agree across
+// ranks, and a fixed number of 64-bit counters.
+type Report struct {
+	Hash  [32]byte
+	Words []uint64
+}
+
+// Marshal encodes r as the hash followed by the words, little-endian.
+func (r Report) Marshal() []byte {
+	b := make([]byte, 0, len(r.Hash)+8*len(r.Words))
+	b = append(b, r.Hash[:]...)
+	for _, w := range r.Words {
+		b = binary.LittleEndian.AppendUint64(b, w)
+	}
+	return b
+}
+
+// UnmarshalReport decodes a Report of exactly words counters.
+func UnmarshalReport(b []byte, words int) (Report, error) {
+	var r Report
+	if want := len(r.Hash) + 8*words; len(b) != want {
+		return r, fmt.Errorf("report of %d bytes, want %d", len(b), want)
+	}
+	copy(r.Hash[:], b)
+	r.Words = make([]uint64, words)
+	for i := range r.Words {
+		r.Words[i] = binary.LittleEndian.Uint64(b[len(r.Hash)+8*i:])
+	}
+	return r, nil
 }
