@@ -133,7 +133,7 @@ func helper(args []string) int {
 		return 0
 	case "block": // print ready and block; default signal handling
 		fmt.Println("ready")
-		select {}
+		blockForever()
 	case "crash-test": // crash-test PIDFILE CRASHRANK N: CRASHRANK dies by SIGKILL once N lines are in PIDFILE; the others start a grandchild, ignore SIGTERM and block
 		pidfile := args[1]
 		crash, _ := strconv.Atoi(args[2])
@@ -144,7 +144,7 @@ func helper(args []string) int {
 				return 96
 			}
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
+			blockForever()
 		}
 		signal.Ignore(syscall.SIGTERM)
 		gc := exec.Command("sleep", "300")
@@ -154,7 +154,7 @@ func helper(args []string) int {
 		}
 		appendLine(pidfile, strconv.Itoa(os.Getpid()))
 		appendLine(pidfile, strconv.Itoa(gc.Process.Pid))
-		select {}
+		blockForever()
 	case "fail-after-ready": // fail-after-ready READYFILE N RANK CODE: RANK exits CODE once N lines are in READYFILE; the others report ready and wait for a signal
 		readyfile := args[1]
 		n, _ := strconv.Atoi(args[2])
@@ -388,5 +388,14 @@ func waitGone(pids []int) []int {
 			return alive
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// blockForever sleeps until the process is killed. A select{} would do in a
+// cgo build, but a pure-Go binary (CGO_ENABLED=0) whose goroutines are all
+// blocked is a fatal deadlock to the runtime.
+func blockForever() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }
