@@ -1,8 +1,5 @@
 package ring
 
-// This file is the contract other packages build on (worker, collective).
-// Keep these names and signatures; add to them freely.
-
 import (
 	"context"
 	"errors"
