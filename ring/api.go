@@ -96,4 +96,3 @@ func (s Stats) BitsPerValue() float64 {
 	}
 	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
 }
-
