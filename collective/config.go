@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/schedenv"
 	"github.com/vccl/vccl/worker"
 )
 
@@ -184,7 +185,12 @@ func (c *Config) validate() error {
 // and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
 // worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps and
 // EnvRawBelow. Unset variables keep the defaults; VCCL_RANK and
-// VCCL_WORLD_SIZE are required. An error names the bad variable.
+// VCCL_WORLD_SIZE are required, unless the process is a task of a Slurm
+// step (srun) or a pod of a Kubernetes Indexed Job: then the rank, world
+// size, local rank, rendezvous and bind address come from the scheduler
+// where the VCCL_* variables are unset (worker.ConfigFromEnv has the
+// mapping), and the job secret from VCCL_SECRET or the file
+// VCCL_SECRET_FILE names. An error names the bad variable.
 func ConfigFromEnv() (Config, error) {
 	w, err := worker.ConfigFromEnv()
 	if err != nil {
@@ -244,3 +250,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	return c, nil
 }
+
+// InJob reports whether the environment describes a rank of a
+// multi-process job, so that ConfigFromEnv applies: VCCL_RANK is set (the
+// launcher's ranks), or this process is a task of a Slurm step or a pod of
+// a Kubernetes Indexed Job. A program may run as a single rank otherwise.
+func InJob() bool { return schedenv.InJob(os.LookupEnv) }

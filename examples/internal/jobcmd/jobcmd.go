@@ -63,12 +63,13 @@ func (c *CodecFlags) Parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// Config builds the collective's configuration: the launcher's environment
-// when there is one (a single rank otherwise), with the flags given on the
+// Config builds the collective's configuration: the job's environment
+// (the launcher's, or a Slurm step's or a Kubernetes Indexed Job's) when
+// there is one (a single rank otherwise), with the flags given on the
 // command line on top.
 func (c *CodecFlags) Config() (collective.Config, error) {
 	cfg := collective.DefaultConfig()
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
+	if collective.InJob() {
 		var err error
 		if cfg, err = collective.ConfigFromEnv(); err != nil {
 			return cfg, err
