@@ -117,6 +117,15 @@ func helper(args []string) int {
 		sort.Strings(kv)
 		fmt.Println(strings.Join(kv, "\n"))
 		return 0
+	case "env-barrier": // env-barrier PATH N: as env, then wait until N ranks have printed (so that no node leaves the rendezvous before all met)
+		code := helper([]string{"env"})
+		appendLine(args[1], strconv.Itoa(myRank()))
+		n, _ := strconv.Atoi(args[2])
+		if !waitLines(args[1], n) {
+			fmt.Fprintln(os.Stderr, "helper: not all ranks arrived")
+			return 96
+		}
+		return code
 	case "exit-if-rank": // exit-if-rank R CODE: rank R exits CODE, the others 0
 		r, _ := strconv.Atoi(args[1])
 		code, _ := strconv.Atoi(args[2])

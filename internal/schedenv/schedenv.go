@@ -311,7 +311,7 @@ func ReadSecretFile(path string) ([]byte, error) {
 func SecretHowTo(t *Task) string {
 	switch {
 	case t != nil && t.Scheduler == Kubernetes:
-		return "set " + EnvSecret + " (hex) from a Kubernetes Secret in the pod template (see examples/kubernetes)"
+		return "mount a Kubernetes Secret in the pod template and set " + EnvSecretFile + " to its file, or set " + EnvSecret + " (hex) from it (see examples/kubernetes)"
 	case t != nil && t.Scheduler == Slurm:
 		return "export " + EnvSecretFile + "=FILE (a file on a shared file system holding at least 16 characters, e.g. made by `head -c 32 /dev/urandom | base64 > FILE`) " +
 			"or " + EnvSecret + "=HEX (e.g. `export VCCL_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')`) before srun; srun passes it to every rank"
