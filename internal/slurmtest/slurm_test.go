@@ -367,6 +367,7 @@ func checkPerf(t *testing.T, rs []perfResult, codec string, sizes int) {
 		t.Fatalf("%d results, want %d", len(rs), sizes)
 	}
 	for _, r := range rs {
+		t.Logf("%6d B  %-4s  #wrong %d  ranks %d  bpv %6.3f  nmse %.3g", r.Size, r.Codec, r.Wrong, r.Ranks, r.BPV, r.NMSE)
 		if r.Wrong != 0 || r.Ranks != 4 {
 			t.Errorf("%+v: want #wrong 0 over 4 ranks", r)
 		}
