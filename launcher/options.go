@@ -293,14 +293,11 @@ func (o *options) jobSecret() ([]byte, error) {
 		if name == "" {
 			name = "--secret-file"
 		}
-		b, err := os.ReadFile(o.secretFile)
+		b, err := schedenv.ReadSecretFile(o.secretFile)
 		if err != nil {
-			return nil, usagef("%s: %v", name, err)
+			return nil, usagef("%s %v", name, err)
 		}
-		s = strings.TrimSpace(string(b))
-		if len(s) < minSecretLen {
-			return nil, usagef("%s %s: the secret is %d characters long, need at least %d", name, o.secretFile, len(s), minSecretLen)
-		}
+		s = string(b)
 	case o.secret != "":
 		s = o.secret
 		if len(s) < minSecretLen {

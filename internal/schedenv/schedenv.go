@@ -35,6 +35,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -293,12 +294,25 @@ func DeriveKey(secret []byte, purpose string) []byte {
 	return h.Sum(nil)
 }
 
+// MaxSecretFile bounds what ReadSecretFile reads, so that a wrong path
+// (a log, /dev/zero) is an error rather than an unbounded read.
+const MaxSecretFile = 4096
+
 // ReadSecretFile returns the job secret held in path: its content with
-// surrounding white space trimmed, at least MinSecretLen characters.
+// surrounding white space trimmed, at least MinSecretLen characters, the
+// file at most MaxSecretFile bytes.
 func ReadSecretFile(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > MaxSecretFile {
+		return nil, fmt.Errorf("%s: more than %d bytes: not a secret file", path, MaxSecretFile)
 	}
 	s := strings.TrimSpace(string(b))
 	if len(s) < MinSecretLen {

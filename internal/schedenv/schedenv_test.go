@@ -176,7 +176,7 @@ func TestSecretFile(t *testing.T) {
 	}
 	short := filepath.Join(dir, "short")
 	os.WriteFile(short, []byte("tooshort\n"), 0o600)
-	for _, path := range []string{short, filepath.Join(dir, "missing")} {
+	for _, path := range []string{short, filepath.Join(dir, "missing"), "/dev/zero"} {
 		env[EnvSecretFile] = path
 		if _, _, err := Overlay(mapEnv(env), fakeNet{hosts: cluster, local: "10.0.0.2"}); err == nil || !strings.Contains(err.Error(), EnvSecretFile) {
 			t.Errorf("%s: error %v, want one naming %s", path, err, EnvSecretFile)
