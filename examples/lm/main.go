@@ -42,6 +42,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -54,6 +55,7 @@ import (
 	"github.com/vccl/vccl/collective"
 	"github.com/vccl/vccl/examples/internal/gpt"
 	"github.com/vccl/vccl/examples/internal/jobcmd"
+	"github.com/vccl/vccl/gradcodec"
 )
 
 func main() { jobcmd.Main("lm", run) }
@@ -62,11 +64,12 @@ func main() { jobcmd.Main("lm", run) }
 type options struct {
 	steps, evalEvery, evalWindows int
 	csvPath, data, save, progress string
+	rawTensors                    string
 	batch, warmup, valEvery       int
 	lr, minLRFrac, wd, clip       float64
 	seed                          uint64
 	model                         gpt.Config
-	verbose                       bool
+	verbose, listCodecs           bool
 	jobcmd.CodecFlags
 }
 
@@ -95,6 +98,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.clip, "clip", 1, "clip the averaged gradient's global norm to this (0: off)")
 	fs.Uint64Var(&o.seed, "seed", 1, "initialisation and sampling seed (the same on every rank)")
 	fs.StringVar(&o.progress, "progress", "auto", "rank 0's progress bar: auto (redrawn on a terminal, a line every few seconds otherwise) or off")
+	fs.StringVar(&o.rawTensors, "raw-tensors", "", "comma-separated name patterns (path.Match, e.g. 'wte,h*.attn.qkv.w') of tensors whose gradients always travel raw")
+	fs.BoolVar(&o.listCodecs, "list-codecs", false, "print the registered gradient codecs, one a line, and exit")
 	fs.BoolVar(&o.verbose, "v", false, "rank 0 also prints where the time went (compute, waiting for the allreduces, codec, network)")
 	if err := o.Parse(fs, args); err != nil {
 		return nil, err
@@ -150,6 +155,79 @@ func unmarshalReport(b []byte) (evalReport, error) {
 		valLoss: math.Float64frombits(w[2]), valTokens: int64(w[3]), wireBytes: int64(w[4]), rawBytes: int64(w[5])}, nil
 }
 
+// buckets routes the model's gradients to two Bucketers: the tensors named
+// by --raw-tensors go raw, the others through the configured codec.
+type buckets struct {
+	bks   []*collective.Bucketer
+	which [][2]int // model tensor index → (bucketer, index in it)
+}
+
+func newBuckets(comm *collective.Comm, mts []gpt.Tensor, rawPatterns string) (*buckets, error) {
+	var pats []string
+	for _, p := range strings.Split(rawPatterns, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			if _, err := path.Match(p, ""); err != nil {
+				return nil, fmt.Errorf("--raw-tensors %q: %w", p, err)
+			}
+			pats = append(pats, p)
+		}
+	}
+	var groups [2][]collective.Tensor
+	b := &buckets{which: make([][2]int, len(mts))}
+	matched := make([]bool, len(pats))
+	for i, t := range mts {
+		g := 0
+		for k, p := range pats {
+			if ok, _ := path.Match(p, t.Name); ok {
+				g, matched[k] = 1, true
+			}
+		}
+		b.which[i] = [2]int{g, len(groups[g])}
+		groups[g] = append(groups[g], collective.Tensor{Name: t.Name, Rows: t.Rows, Cols: t.Cols, Grad: t.Grad})
+	}
+	for k, ok := range matched {
+		if !ok {
+			return nil, fmt.Errorf("--raw-tensors: %q names no tensor of the model", pats[k])
+		}
+	}
+	names := [2]string{"lm", "lm-raw"}
+	opts := [2][]collective.Option{nil, {collective.WithCodec("raw")}}
+	b.bks = make([]*collective.Bucketer, 2)
+	for g, ts := range groups {
+		if len(ts) == 0 {
+			continue
+		}
+		bk, err := collective.NewBucketer(comm, ts, collective.BucketOptions{Name: names[g], Options: opts[g]})
+		if err != nil {
+			return nil, err
+		}
+		b.bks[g] = bk
+	}
+	return b, nil
+}
+
+// MarkReady marks the model's tensor i ready.
+func (b *buckets) MarkReady(i int) error {
+	w := b.which[i]
+	return b.bks[w[0]].MarkReady(w[1])
+}
+
+// Wait waits for both Bucketers' allreduces.
+func (b *buckets) Wait(ctx context.Context) (collective.Stats, error) {
+	var all collective.Stats
+	for _, bk := range b.bks {
+		if bk == nil {
+			continue
+		}
+		st, err := bk.Wait(ctx)
+		if err != nil {
+			return all, err
+		}
+		all = all.Add(st)
+	}
+	return all, nil
+}
+
 // AdamW's constants.
 const (
 	adamBeta1 = 0.9
@@ -164,6 +242,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.listCodecs {
+		for _, c := range gradcodec.Codecs() {
+			fmt.Fprintln(stdout, c)
+		}
+		return nil
 	}
 	cfg, err := o.Config()
 	if err != nil {
@@ -198,14 +282,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return fail("%v", err)
 	}
 	sched := gpt.Schedule{Peak: o.lr, MinFrac: o.minLRFrac, Warmup: o.warmup, Total: o.steps}
-	mts := model.Tensors()
-	cts := make([]collective.Tensor, len(mts))
-	for i, t := range mts {
-		cts[i] = collective.Tensor{Name: t.Name, Rows: t.Rows, Cols: t.Cols, Grad: t.Grad}
-	}
-	bk, err := collective.NewBucketer(comm, cts, collective.BucketOptions{Name: "lm"})
+	bk, err := newBuckets(comm, model.Tensors(), o.rawTensors)
 	if err != nil {
-		return err
+		return fail("%v", err)
 	}
 
 	// The validation windows, and this rank's slice of them.

@@ -97,6 +97,8 @@ func TestBadFlags(t *testing.T) {
 		{"--eval-every", "0"},
 		{"--progress", "maybe"},
 		{"--codec", "jpeg"},
+		{"--raw-tensors", "nosuch"},
+		{"--raw-tensors", "[x"},
 		{"--data", t.TempDir()},
 		{"stray"},
 	} {
@@ -287,6 +289,34 @@ func TestRanksTrainInLockstep(t *testing.T) {
 	for _, r := range res[1:] {
 		if evalLine.MatchString(r.Stdout) {
 			t.Errorf("rank %d printed an evaluation line too", r.Rank)
+		}
+	}
+}
+
+// TestRawTensors sends every tensor but the embeddings raw, then every
+// tensor: the achieved rate follows.
+func TestRawTensors(t *testing.T) {
+	for _, c := range []struct {
+		pattern  string
+		min, max float64
+	}{{"h*,lnf.*", 10, 30}, {"*", 32, 32.1}} {
+		res := runRanks(t, ranktest.Job{
+			NP: 2,
+			Args: append([]string{"--codec", "int8", "--data", smallCorpus(t), "--steps", "2", "--eval-every", "2",
+				"--raw-tensors", c.pattern, "--progress", "off"}, small...),
+			Env: []string{"VCCL_WARMUP_STEPS=0", "VCCL_RAW_BELOW=0"},
+		})
+		for _, r := range res {
+			if r.Err != nil {
+				t.Fatalf("%s: rank %d: %v\nstderr:\n%s", c.pattern, r.Rank, r.Err, r.Stderr)
+			}
+		}
+		m := evalLine.FindStringSubmatch(res[0].Stdout)
+		if m == nil {
+			t.Fatalf("%s: rank 0 printed no evaluation line:\n%s", c.pattern, res[0].Stdout)
+		}
+		if bpv, _ := strconv.ParseFloat(m[6], 64); bpv < c.min || bpv > c.max {
+			t.Errorf("--raw-tensors %s: bpv %v, want %v..%v", c.pattern, bpv, c.min, c.max)
 		}
 	}
 }

@@ -230,3 +230,28 @@ func TestCorpusSplitsWholeFiles(t *testing.T) {
 		t.Errorf("unigram perplexity %v, want %v", p, 356.0/101)
 	}
 }
+
+// BenchmarkStep is one training step of the examples' model (forward,
+// backward, AdamW) on a batch of 16 sequences of 64 bytes.
+func BenchmarkStep(b *testing.B) {
+	const n = 16
+	m, err := New(DefaultConfig, 1, n)
+	if err != nil {
+		b.Fatal(err)
+	}
+	opt, _ := NewAdamW(m, 0.9, 0.99, 1e-8, 0.1)
+	rng := rand.New(rand.NewPCG(1, 2))
+	tok, tgt := m.Tokens(n)
+	for i := range tok {
+		tok[i], tgt[i] = uint16(rng.IntN(256)), uint16(rng.IntN(256))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Forward(n)
+		if _, err := m.Backward(nil); err != nil {
+			b.Fatal(err)
+		}
+		opt.Step(1e-3, 1)
+	}
+	b.ReportMetric(float64(n*m.Cfg.Ctx)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
