@@ -36,11 +36,15 @@ if [ -z "$codecs" ]; then
 	fi
 fi
 
+# Each run records its wall time, the CPU time of all its processes (user +
+# sys: on a shared machine wall time depends on the other load, CPU time
+# hardly), and the 1-minute load average at its end.
+TIMEFORMAT='%R %U %S'
 for codec in $codecs; do
 	echo "== 4 ranks, codec $codec (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
-	start=$(date +%s)
-	bin/launcher -np 4 --codec "$codec" --bpv "$bpv" -- bin/lm --csv "$out/$codec.csv" "$@" 2>&1 | tee "$out/$codec.log" | grep -v '^\[[0-9]*\] train '
-	echo "$(( $(date +%s) - start ))" > "$out/$codec.wall"
+	{ time bin/launcher -np 4 --codec "$codec" --bpv "$bpv" -- bin/lm --csv "$out/$codec.csv" "$@" 2>&1 |
+		tee "$out/$codec.log" | grep -v '^\[[0-9]*\] train ' >&3; } 3>&1 2> "$out/$codec.time"
+	echo "$(cut -d' ' -f1 /proc/loadavg)" > "$out/$codec.load"
 done
 
 # The last line of each CSV is the final evaluation:
@@ -48,9 +52,10 @@ done
 echo
 first=${codecs%% *}
 echo "== Final validation, side by side (unigram baseline perplexity $(tail -n 1 "$out/$first.csv" | cut -d, -f11))"
-printf '%-7s %6s %9s %8s %9s %7s %11s %8s\n' codec steps val_loss val_ppl "vs $first" bpv wire_MB time_s
+printf '%-7s %6s %9s %8s %9s %7s %10s %7s %7s %5s\n' codec steps val_loss val_ppl "vs $first" bpv wire_MB wall_s cpu_s load
 ref=$(tail -n 1 "$out/$first.csv" | cut -d, -f4)
 for codec in $codecs; do
-	tail -n 1 "$out/$codec.csv" | awk -F, -v c="$codec" -v r="$ref" -v w="$(cat "$out/$codec.wall")" \
-		'{ printf "%-7s %6d %9.4f %8.3f %+8.2f%% %7.2f %11.1f %8s\n", c, $1, $3, $4, 100*($4/r-1), $5, $6/1e6, w }'
+	tail -n 1 "$out/$codec.csv" | awk -F, -v c="$codec" -v r="$ref" -v t="$(tail -n 1 "$out/$codec.time")" -v l="$(cat "$out/$codec.load")" \
+		'{ split(t, x, " "); printf "%-7s %6d %9.4f %8.3f %+8.2f%% %7.2f %10.1f %7.0f %7.0f %5.1f\n", c, $1, $3, $4, 100*($4/r-1), $5, $6/1e6, x[1], x[2]+x[3], l }'
 done
+echo "(wall_s: wall-clock seconds of the run; cpu_s: user+sys CPU seconds of all its processes; load: 1-minute load average at its end)"
