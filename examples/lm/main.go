@@ -66,6 +66,7 @@ type options struct {
 	csvPath, data, save, progress string
 	rawTensors                    string
 	batch, warmup, valEvery       int
+	freezeVar                     int
 	lr, minLRFrac, wd, clip       float64
 	seed                          uint64
 	model                         gpt.Config
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.minLRFrac, "min-lr", 0.1, "final learning rate as a fraction of the peak (cosine decay)")
 	fs.IntVar(&o.warmup, "warmup", 100, "learning-rate warm-up steps")
 	fs.Float64Var(&o.wd, "wd", 0.1, "AdamW weight decay (matrices and embeddings)")
+	fs.IntVar(&o.freezeVar, "freeze-var", 0, "stop updating AdamW's second moment after this many steps, as 1-bit Adam does after its uncompressed warm-up (0: never); pair it with VCCL_WARMUP_STEPS")
 	fs.Float64Var(&o.clip, "clip", 1, "clip the averaged gradient's global norm to this (0: off)")
 	fs.Uint64Var(&o.seed, "seed", 1, "initialisation and sampling seed (the same on every rank)")
 	fs.StringVar(&o.progress, "progress", "auto", "rank 0's progress bar: auto (redrawn on a terminal, a line every few seconds otherwise) or off")
@@ -116,6 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("--eval-windows %d: want at least 1", o.evalWindows)
 	case o.batch < 1:
 		return nil, fmt.Errorf("--batch %d: want at least 1", o.batch)
+	case o.freezeVar < 0:
+		return nil, fmt.Errorf("--freeze-var %d: want >= 0", o.freezeVar)
 	case o.warmup < 0:
 		return nil, fmt.Errorf("--warmup %d: want >= 0", o.warmup)
 	case !(o.lr > 0) || math.IsInf(o.lr, 0):
@@ -281,6 +285,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return fail("%v", err)
 	}
+	opt.FreezeVarianceAfter = o.freezeVar
 	sched := gpt.Schedule{Peak: o.lr, MinFrac: o.minLRFrac, Warmup: o.warmup, Total: o.steps}
 	bk, err := newBuckets(comm, model.Tensors(), o.rawTensors)
 	if err != nil {

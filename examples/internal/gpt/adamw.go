@@ -14,6 +14,11 @@ type AdamW struct {
 	// WeightDecay is the decoupled decay coefficient (multiplied by the
 	// learning rate).
 	WeightDecay float64
+	// FreezeVarianceAfter, when positive, stops updating the second moment
+	// after that many steps, as 1-bit Adam does once its uncompressed
+	// warm-up ends: the variance then no longer absorbs the noise of a
+	// compressed gradient. 0 never freezes it.
+	FreezeVarianceAfter int
 
 	model *Model
 	m, v  []float32
@@ -49,6 +54,11 @@ func (a *AdamW) Step(lr, gradScale float64) {
 	rbc2 := float32(1 / math.Sqrt(bc2))
 	eps := float32(a.Eps)
 	gs := float32(gradScale)
+	frozen := a.FreezeVarianceAfter > 0 && a.step > a.FreezeVarianceAfter
+	if frozen {
+		// The frozen variance keeps the bias correction of its last update.
+		rbc2 = float32(1 / math.Sqrt(1-math.Pow(a.Beta2, float64(a.FreezeVarianceAfter))))
+	}
 	off := 0
 	for _, t := range a.model.tensors {
 		p, g := t.Param, t.Grad
@@ -61,8 +71,12 @@ func (a *AdamW) Step(lr, gradScale float64) {
 		for i := range p {
 			gi := g[i] * gs
 			mi := b1*m[i] + (1-b1)*gi
-			vi := b2*v[i] + (1-b2)*gi*gi
-			m[i], v[i] = mi, vi
+			m[i] = mi
+			vi := v[i]
+			if !frozen {
+				vi = b2*vi + (1-b2)*gi*gi
+				v[i] = vi
+			}
 			p[i] = p[i]*decay - stepSize*mi/(float32(math.Sqrt(float64(vi)))*rbc2+eps)
 		}
 	}

@@ -170,6 +170,18 @@ func TestAdamWAndSchedule(t *testing.T) {
 		}
 		off += len(tn.Param)
 	}
+	// With the variance frozen after the first step, a gradient 10× larger
+	// moves the parameters 10× further (Adam without freezing would not).
+	f, _ := NewAdamW(m, 0.9, 0.99, 1e-8, 0)
+	f.FreezeVarianceAfter = 1
+	f.Step(0.01, 1)
+	p1 := slices.Clone(m.Params)
+	f.Step(0.01, 10)
+	// m = 0.9·0.05 + 0.1·5 = 0.545; lr·m/(1−0.9²) / (sqrt(v/(1−0.99))) with v = 0.01·0.25.
+	want := 0.01 * (0.545 / (1 - 0.81)) / math.Sqrt(0.0025/0.01)
+	if d := float64(p1[0] - m.Params[0]); math.Abs(d-want) > 1e-5 {
+		t.Errorf("step with frozen variance moved %v, want %v", d, want)
+	}
 	s := Schedule{Peak: 1, MinFrac: 0.1, Warmup: 10, Total: 110}
 	for _, c := range []struct {
 		step int
