@@ -1,0 +1,1080 @@
+package gradcodec
+
+// The tensor codec: a uniform dead-zone scalar quantiser with one step for
+// the whole tensor, entropy coded with per-context Huffman (huff0) or tANS
+// (fse) tables over pairs of quantised values. See tensorPayload for the
+// wire layout and doc.go for the measurements behind the choices.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/klauspost/compress/fse"
+	"github.com/klauspost/compress/huff0"
+)
+
+// Tensor codec constants. Changing any of them changes the wire format.
+const (
+	// tensorClasses is the number of entropy-coding contexts. A value's
+	// context is its expected magnitude relative to the quantiser step,
+	// estimated from its row's and its column's RMS, in half-octaves.
+	tensorClasses = 12
+	// tensorClassUnit puts class tensorClassUnit at an expected magnitude
+	// of one quantiser step.
+	tensorClassUnit = 6
+	// tensorLevels is the largest |q| a pair symbol holds directly; pairs
+	// with a larger value are escaped.
+	tensorLevels = 7
+	// tensorEsc is the pair symbol of an escaped pair: both values follow
+	// as zigzag varints in the class's escape stream.
+	tensorEsc = (2*tensorLevels + 1) * (2*tensorLevels + 1)
+	// tensorBlock is the number of pair symbols per entropy-coded block
+	// (huff0 takes at most 256 KiB - 1 per block).
+	tensorBlock = 1 << 17
+	// tensorMaxQ bounds |q|; the step is never below max|x|/tensorMaxQ.
+	tensorMaxQ = 1 << 20
+	// tensorSkip marks a row or column that is entirely zero: its values
+	// are not coded and decode as exact zeros.
+	tensorSkip = 255
+	// tensorNeutral is the map value of a row or column whose RMS equals
+	// the tensor's (and of every non-zero row/column when that map is off).
+	tensorNeutral = 64
+	// tensorFixed is the fixed part of the payload before the maps.
+	tensorFixed = 8
+	// tensorClassHdr is the per-class header: three reconstruction offsets
+	// and the escape stream length (u32).
+	tensorClassHdr = 7
+)
+
+// Payload flags.
+const (
+	tensorRowCtx = 1 << iota // a map byte per row follows
+	tensorColCtx             // a map byte per column follows
+	tensorFlagsAll = tensorRowCtx | tensorColCtx
+)
+
+// Block coding modes.
+const (
+	tensorBlockRaw  = 1 // symbols stored as bytes
+	tensorBlockRLE  = 2 // one byte: every symbol of the block
+	tensorBlockHuff = 3 // huff0 4-stream block with its own table
+	tensorBlockFSE  = 4 // fse block with its own table
+)
+
+// tensorPayload layout (little-endian), the payload of a frame with codec
+// id idTensor:
+//
+//	0  u8   flags (tensorRowCtx, tensorColCtx)
+//	1  i8   D: class of value (i,j) is clamp(A[i]+B[j]-2·tensorNeutral+D, 0, tensorClasses-1)
+//	2  u16  reserved, 0
+//	4  f32  quantiser step Δ (> 0 and finite; 0 means the tensor is all zeros
+//	        and nothing else follows)
+//	8  rows bytes A[i] when tensorRowCtx (tensorSkip: an all-zero row)
+//	   cols bytes B[j] when tensorColCtx
+//	then for every class c with n_c > 0 values (n_c follows from the maps):
+//	   3 u8 reconstruction offsets o1, o2, o3: level |q| decodes to
+//	        sign(q)·(|q| − o/256)·Δ with o1 for |q|=1, o2 for |q|=2, o3 beyond
+//	   u32  escape stream length E
+//	   ceil(ceil(n_c/2)/tensorBlock) blocks of pair symbols, each
+//	        u8 mode, u32 length L, L bytes
+//	   E bytes: zigzag uvarints, two per escaped pair
+//
+// A value is q = sign(x)·floor(|x|/Δ + θ); consecutive values of a class
+// (row-major order) form pairs; a pair of |q| ≤ tensorLevels is the symbol
+// (q0+7)·15 + (q1+7), any other pair is tensorEsc. An odd class ends with a
+// pair whose second value is 0.
+
+// tensorTheta is the quantiser's rounding offset θ (0.5 is plain rounding;
+// smaller widens the dead zone, which lowers the rate more than it raises
+// the error on peaked distributions).
+const tensorTheta = 0.40
+
+// tensorEncoder is the state of one stream of the tensor codec.
+type tensorEncoder struct {
+	bpv   float64 // target bits per value
+	ratio float64 // measured payload bits / estimated bits, per stream
+	rel   float64 // last Δ/RMS, warm start of the next search; 0 before the first frame
+
+	rowSS, colSS []float64
+	colSS32      []float32
+	order        []int32 // columns grouped by map byte
+	groups       []colGroup
+	rowA, colB   []uint8
+	clsRow       []uint8
+	counts       [tensorClasses]int
+	q            []int8
+	big          [tensorClasses][]int32 // |q| > 127 of each class, in order
+	hist         [256]uint32
+	sym          []byte
+	esc          []byte
+	hs           huff0.Scratch
+	fs           fse.Scratch
+	sample       tensorSample
+	flags        uint8 // context maps of the stream
+	shape        Shape // shape the maps were chosen for
+}
+
+// tensorSample is a strided subset of the tensor (whole rows where
+// possible) that rate control evaluates candidate steps on.
+type tensorSample struct {
+	vals []float32
+	cls  []uint8 // A+B of each sampled value, or tensorSkip
+	max  float32 // max |x| of the sample
+}
+
+// tensorStats holds the first pass over the input.
+type tensorStats struct {
+	sumSq float64
+	rms   float64
+}
+
+// stats fills e.rowSS and e.colSS with each row's and column's sum of
+// squares and returns the totals. A non-finite value makes sumSq
+// non-finite. The sums run in float32 (they only place rows and columns
+// in half-octave classes); values whose squares overflow float32 are
+// summed again in float64.
+func (e *tensorEncoder) stats(src []float32, s Shape) tensorStats {
+	e.rowSS = resize(e.rowSS, s.Rows)
+	e.colSS = resize(e.colSS, s.Cols)
+	e.colSS32 = resize(e.colSS32, s.Cols)
+	clear(e.colSS32)
+	cs := e.colSS32
+	var st tensorStats
+	for r := 0; r < s.Rows; r++ {
+		row := src[r*s.Cols : (r+1)*s.Cols]
+		cs := cs[:len(row)]
+		var r0, r1 float32
+		j := 0
+		for ; j+1 < len(row); j += 2 {
+			d0, d1 := row[j]*row[j], row[j+1]*row[j+1]
+			r0 += d0
+			r1 += d1
+			cs[j] += d0
+			cs[j+1] += d1
+		}
+		if j < len(row) {
+			d := row[j] * row[j]
+			r0 += d
+			cs[j] += d
+		}
+		e.rowSS[r] = float64(r0) + float64(r1)
+		st.sumSq += e.rowSS[r]
+	}
+	if math.IsInf(st.sumSq, 0) {
+		// float32 squares overflowed (|x| > 1.8e19) or x holds ±Inf: redo in float64.
+		clear(e.colSS)
+		st.sumSq = 0
+		for r := 0; r < s.Rows; r++ {
+			var rs float64
+			for j, v := range src[r*s.Cols : (r+1)*s.Cols] {
+				d := float64(v) * float64(v)
+				rs += d
+				e.colSS[j] += d
+			}
+			e.rowSS[r] = rs
+			st.sumSq += rs
+		}
+	} else {
+		for j, v := range cs {
+			e.colSS[j] = float64(v)
+		}
+	}
+	if n := s.Len(); n > 0 {
+		st.rms = math.Sqrt(st.sumSq / float64(n))
+	}
+	return st
+}
+
+// mapByte returns the half-octave log of rms relative to ref, offset by
+// tensorNeutral and clamped to [0, 254], or tensorSkip for rms 0.
+func mapByte(ss float64, n int, ref float64) uint8 {
+	if ss == 0 {
+		return tensorSkip
+	}
+	l := math.Round(math.Log2(ss/float64(n)/(ref*ref))) + tensorNeutral // 2·log2(rms/ref)
+	return uint8(min(max(l, 0), 254))
+}
+
+// buildMaps fills rowA and colB from the stats. A map turned off is all
+// tensorNeutral, as the decoder assumes (zero rows then cost their
+// symbols, which are all 0 and decode as exact zeros).
+func (e *tensorEncoder) buildMaps(s Shape, st tensorStats, flags uint8) {
+	e.rowA = resize(e.rowA, s.Rows)
+	e.colB = resize(e.colB, s.Cols)
+	for i, ss := range e.rowSS {
+		a := mapByte(ss, s.Cols, st.rms)
+		if flags&tensorRowCtx == 0 {
+			a = tensorNeutral
+		}
+		e.rowA[i] = a
+	}
+	for j, ss := range e.colSS {
+		b := mapByte(ss, s.Rows, st.rms)
+		if flags&tensorColCtx == 0 {
+			b = tensorNeutral
+		}
+		e.colB[j] = b
+	}
+}
+
+// classTable returns for every A+B (0..508, or ≥ 509 for a skip) the class.
+type classTable [512]uint8
+
+func makeClassTable(d int) *classTable {
+	var t classTable
+	for k := range t {
+		c := k - 2*tensorNeutral + d
+		t[k] = uint8(min(max(c, 0), tensorClasses-1))
+	}
+	return &t
+}
+
+// rowClasses fills out with the class of every value of a row with map
+// byte a, or tensorSkip.
+func rowClasses(out []uint8, a uint8, colB []uint8, t *classTable) {
+	if a == tensorSkip {
+		for j := range out {
+			out[j] = tensorSkip
+		}
+		return
+	}
+	_ = out[len(colB)-1]
+	for j, b := range colB {
+		if b == tensorSkip {
+			out[j] = tensorSkip
+			continue
+		}
+		out[j] = t[int(a)+int(b)]
+	}
+}
+
+// classCounts counts the values of each class from the maps alone (what
+// the decoder does before reading any symbol).
+func classCounts(counts *[tensorClasses]int, rowA, colB []uint8, t *classTable) {
+	var ha, hb [256]int
+	for _, a := range rowA {
+		ha[a]++
+	}
+	for _, b := range colB {
+		hb[b]++
+	}
+	*counts = [tensorClasses]int{}
+	for a := 0; a < 255; a++ {
+		if ha[a] == 0 {
+			continue
+		}
+		for b := 0; b < 255; b++ {
+			if hb[b] != 0 {
+				counts[t[a+b]] += ha[a] * hb[b]
+			}
+		}
+	}
+}
+
+// classD returns D for step delta: class tensorClassUnit holds values whose
+// expected magnitude is delta.
+func classD(rms, delta float64) int {
+	return int(math.Round(2*math.Log2(rms/delta))) + tensorClassUnit
+}
+
+// quantize returns q = sign(v)·floor(|v|·inv + θ), |q| ≤ tensorMaxQ.
+func quantize(v, inv float32) int32 {
+	a := v * inv
+	if a < 0 {
+		return -int32(min(-a+tensorTheta, tensorMaxQ))
+	}
+	return int32(min(a+tensorTheta, tensorMaxQ))
+}
+
+// tensorRecon is the reconstruction of level l ≥ 1 with offset o (1/256ths
+// of a step): (l − o/256)·Δ, computed identically by encoder and decoder.
+func tensorRecon(l int32, o uint8, delta float32) float32 {
+	return (float32(l) - float32(o)*(1.0/256)) * delta
+}
+
+// errTensor wraps ErrBadFrame for tensor payload errors.
+func errTensor(format string, args ...any) error {
+	return fmt.Errorf("%w: tensor payload: %s", ErrBadFrame, fmt.Sprintf(format, args...))
+}
+
+// estimateBits returns the estimated payload bits of the sample at step
+// delta with the sample's context classes: the order-0 entropy of the
+// quantised values within each class, scaled to the whole tensor by
+// scale, plus the escapes' varints.
+func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 {
+	const L = 16
+	var hist [tensorClasses][2*L + 2]int32
+	t := makeClassTable(classD(rms, delta))
+	inv := float32(1 / delta)
+	var escBits float64
+	for i, v := range sm.vals {
+		k := sm.cls[i]
+		if k == tensorSkip {
+			continue
+		}
+		c := t[k]
+		q := quantize(v, inv)
+		if q > L || q < -L {
+			escBits += 8 + 2*math.Log2(math.Abs(float64(q)))
+			hist[c][2*L+1]++
+			continue
+		}
+		hist[c][q+L]++
+	}
+	var bits float64
+	for c := range hist {
+		var tot int32
+		for _, n := range hist[c] {
+			tot += n
+		}
+		if tot == 0 {
+			continue
+		}
+		ft := float64(tot)
+		for _, n := range hist[c] {
+			if n > 0 {
+				bits -= float64(n) * math.Log2(float64(n)/ft)
+			}
+		}
+	}
+	return (bits + escBits) * scale
+}
+
+// takeSample fills e.sample with about 64K values of src (every value of
+// a small tensor, else every k-th value in row-major order with k coprime
+// to the row length, so that every row and column is represented) with
+// min(A+B, 254) of each, tensorSkip for skipped values. It returns how
+// many tensor values each sampled value stands for.
+func (e *tensorEncoder) takeSample(src []float32, s Shape) float64 {
+	const want = 1 << 16
+	n := s.Len()
+	sm := &e.sample
+	sm.vals = sm.vals[:0]
+	sm.cls = sm.cls[:0]
+	sm.max = 0
+	k := 1
+	if n > want {
+		k = n / want
+		for gcd(k, s.Cols) != 1 {
+			k++
+		}
+	}
+	r, j := 0, 0
+	for i := 0; i < n; i += k {
+		for j >= s.Cols {
+			j -= s.Cols
+			r++
+		}
+		a, b := e.rowA[r], e.colB[j]
+		c := uint8(tensorSkip)
+		if a != tensorSkip && b != tensorSkip {
+			c = uint8(min(int(a)+int(b), 254))
+		}
+		sm.vals = append(sm.vals, src[i])
+		sm.max = max(sm.max, src[i], -src[i])
+		sm.cls = append(sm.cls, c)
+		j += k
+	}
+	return float64(n) / float64(max(len(sm.vals), 1))
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// centroidOffsets returns, for each class, the reconstruction offsets of
+// levels 1, 2 and ≥3 measured on the sample: 256·mean(|q| − |x|/Δ), the
+// offset that makes each level decode to its values' mean.
+func (sm *tensorSample) centroidOffsets(t *classTable, delta float32) [tensorClasses][3]uint8 {
+	var sum [tensorClasses][3]float64
+	var cnt [tensorClasses][3]float64
+	inv := 1 / delta
+	for i, v := range sm.vals {
+		k := sm.cls[i]
+		if k == tensorSkip {
+			continue
+		}
+		c := t[k]
+		q := quantize(v, inv)
+		if q == 0 {
+			continue
+		}
+		a := float64(v * inv)
+		if q < 0 {
+			q, a = -q, -a
+		}
+		l := min(q, 3) - 1
+		sum[c][l] += float64(q) - a
+		cnt[c][l]++
+	}
+	var o [tensorClasses][3]uint8
+	for c := range o {
+		for l := range o[c] {
+			off := 0.5 - tensorTheta // the midpoint of the bin, when nothing is known
+			if cnt[c][l] > 0 {
+				off = sum[c][l] / cnt[c][l]
+			}
+			o[c][l] = uint8(min(max(math.Round(off*256), 0), 255))
+		}
+	}
+	return o
+}
+
+// tensorBlocks returns the number of entropy-coded blocks of n values.
+func tensorBlocks(n int) int {
+	return ((n+1)/2 + tensorBlock - 1) / tensorBlock
+}
+
+// overheadBits estimates the bits of a frame that do not scale with the
+// values: header and checksum, fixed payload fields, maps, per-class and
+// per-block headers and entropy tables.
+func overheadBits(s Shape, flags uint8, used, blocks int) float64 {
+	b := HeaderSize + TrailerSize + tensorFixed + used*tensorClassHdr + blocks*(5+32)
+	if flags&tensorRowCtx != 0 {
+		b += s.Rows
+	}
+	if flags&tensorColCtx != 0 {
+		b += s.Cols
+	}
+	return 8 * float64(b)
+}
+
+// usedClasses estimates how many classes a frame uses at step delta, and
+// how many blocks they take, from the sample.
+func (sm *tensorSample) usedClasses(t *classTable, scale float64) (used, blocks int) {
+	var cnt [tensorClasses]int
+	for _, k := range sm.cls {
+		if k != tensorSkip {
+			cnt[t[k]]++
+		}
+	}
+	for _, c := range cnt {
+		if c > 0 {
+			used++
+			blocks += tensorBlocks(int(float64(c) * scale))
+		}
+	}
+	return used, blocks
+}
+
+// searchStep returns the step whose estimated frame size is targetBits,
+// by bisection on log2(Δ/rms), warm-started from the last frame's step.
+func (e *tensorEncoder) searchStep(s Shape, st tensorStats, flags uint8, scale, targetBits float64) float64 {
+	const minL = -16 // Δ = rms/65536: beyond any sensible rate
+	maxL := math.Log2(float64(e.sample.max)/st.rms) + 2
+	cost := func(l float64) float64 {
+		d := st.rms * math.Exp2(l)
+		used, blocks := e.sample.usedClasses(makeClassTable(classD(st.rms, d)), scale)
+		return e.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks)
+	}
+	lo, hi, iters := float64(minL), maxL, 16
+	if e.rel > 0 {
+		// The step moves little between frames of a stream: bracket the
+		// last one and widen the bracket only when it misses the target.
+		l := math.Log2(e.rel)
+		lo, hi, iters = max(minL, l-0.5), min(maxL, l+0.5), 8
+		if cost(lo) < targetBits {
+			lo, iters = minL, 16
+		}
+		if cost(hi) > targetBits {
+			hi, iters = maxL, 16
+		}
+	}
+	for range iters {
+		m := (lo + hi) / 2
+		if cost(m) > targetBits {
+			lo = m
+		} else {
+			hi = m
+		}
+	}
+	return st.rms * math.Exp2(hi)
+}
+
+// colGroup is a run of e.order whose columns share the map byte b.
+type colGroup struct {
+	b      uint8
+	lo, hi int32
+}
+
+// groupColumns orders the columns by map byte (stable, so an all-equal
+// map is the identity) into order, skipped columns left out, and returns
+// the runs of equal bytes.
+func groupColumns(order []int32, groups []colGroup, colB []uint8) ([]int32, []colGroup) {
+	var cnt [256]int32
+	for _, b := range colB {
+		cnt[b]++
+	}
+	n := int32(len(colB)) - cnt[tensorSkip]
+	order = resize(order, int(n))
+	groups = groups[:0]
+	var at [256]int32
+	var o int32
+	for b := 0; b < tensorSkip; b++ {
+		if cnt[b] > 0 {
+			at[b] = o
+			groups = append(groups, colGroup{uint8(b), o, o + cnt[b]})
+			o += cnt[b]
+		}
+	}
+	for j, b := range colB {
+		if b != tensorSkip {
+			order[at[b]] = int32(j)
+			at[b]++
+		}
+	}
+	return order, groups
+}
+
+// quantRun quantises row[order[i]] (or row[i] when order is nil) into dst,
+// |q| > 127 as -128 with q appended to big.
+func quantRun(dst []int8, row []float32, order []int32, inv float32, big []int32) []int32 {
+	if order == nil {
+		dst = dst[:len(row)]
+		for j, v := range row {
+			b := math.Float32bits(v)
+			sg := int32(b) >> 31
+			a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
+			if a >= 128 {
+				big = append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
+				dst[j] = -128
+				continue
+			}
+			dst[j] = int8((int32(a) ^ sg) - sg)
+		}
+		return big
+	}
+	dst = dst[:len(order)]
+	for i, j := range order {
+		b := math.Float32bits(row[j])
+		sg := int32(b) >> 31
+		a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
+		if a >= 128 {
+			big = append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
+			dst[i] = -128
+			continue
+		}
+		dst[i] = int8((int32(a) ^ sg) - sg)
+	}
+	return big
+}
+
+// newTensorEncoder returns the state of a stream at bpv bits per value.
+func newTensorEncoder(bpv float64) *tensorEncoder {
+	return &tensorEncoder{bpv: bpv, ratio: 1}
+}
+
+// chooseFlags picks the context maps with the smallest estimated frame at
+// step delta, the maps' own bytes included.
+func (e *tensorEncoder) chooseFlags(src []float32, s Shape, st tensorStats, delta float64) uint8 {
+	best, bestBits := uint8(0), math.Inf(1)
+	for f := uint8(0); f <= tensorFlagsAll; f++ {
+		if f&tensorRowCtx != 0 && s.Rows < 2 || f&tensorColCtx != 0 && s.Cols < 2 {
+			continue
+		}
+		e.buildMaps(s, st, f)
+		scale := e.takeSample(src, s)
+		used, blocks := e.sample.usedClasses(makeClassTable(classD(st.rms, delta)), scale)
+		b := e.sample.estimateBits(st.rms, delta, scale) + overheadBits(s, f, used, blocks)
+		if b < bestBits {
+			best, bestBits = f, b
+		}
+	}
+	return best
+}
+
+// appendPayload appends the tensor payload of src (shape-checked) to dst.
+func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byte, error) {
+	st := e.stats(src, s)
+	if math.IsNaN(st.sumSq) || math.IsInf(st.sumSq, 0) {
+		if err := checkFinite("tensor", src); err != nil {
+			return dst, err
+		}
+		return dst, fmt.Errorf("tensor: %w: sum of squares overflows", ErrNonFinite)
+	}
+	n := s.Len()
+	if st.sumSq == 0 {
+		return append(dst, 0, 0, 0, 0, 0, 0, 0, 0), nil
+	}
+	targetBits := e.bpv * float64(n)
+
+	// Context maps: chosen on the first frame of a stream (and when the
+	// shape changes) by estimated size at the step the full maps give.
+	if e.rel == 0 || s != e.shape {
+		e.rel = 0
+		e.buildMaps(s, st, tensorFlagsAll)
+		scale := e.takeSample(src, s)
+		e.flags = e.chooseFlags(src, s, st, e.searchStep(s, st, tensorFlagsAll, scale, targetBits))
+		e.shape = s
+	}
+	flags := e.flags
+	e.buildMaps(s, st, flags)
+	scale := e.takeSample(src, s)
+	delta32 := float32(e.searchStep(s, st, flags, scale, targetBits))
+	if !(delta32 > 0) || math.IsInf(float64(delta32)*(tensorMaxQ+1), 0) {
+		return dst, fmt.Errorf("tensor: step %v for RMS %v is out of range", delta32, st.rms)
+	}
+	d := classD(st.rms, float64(delta32))
+	t := makeClassTable(d)
+	offs := e.sample.centroidOffsets(t, delta32)
+	e.rel = float64(delta32) / st.rms
+
+	start := len(dst)
+	dst = append(dst, flags, uint8(int8(d)), 0, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(delta32))
+	if flags&tensorRowCtx != 0 {
+		dst = append(dst, e.rowA...)
+	}
+	if flags&tensorColCtx != 0 {
+		dst = append(dst, e.colB...)
+	}
+
+	// Quantise into per-class runs: row by row, column group by group.
+	classCounts(&e.counts, e.rowA, e.colB, t)
+	var pos, off [tensorClasses]int
+	o := 0
+	for c, k := range e.counts {
+		off[c], pos[c] = o, o
+		o += k
+	}
+	e.q = resize(e.q, o)
+	for c := range e.big {
+		e.big[c] = e.big[c][:0]
+	}
+	e.order, e.groups = groupColumns(e.order, e.groups, e.colB)
+	identity := len(e.groups) == 1 && len(e.order) == s.Cols
+	inv := 1 / delta32
+	for r := 0; r < s.Rows; r++ {
+		a := e.rowA[r]
+		if a == tensorSkip {
+			continue
+		}
+		row := src[r*s.Cols : (r+1)*s.Cols]
+		for _, g := range e.groups {
+			c := t[int(a)+int(g.b)]
+			p := pos[c]
+			if identity {
+				e.big[c] = quantRun(e.q[p:], row, nil, inv, e.big[c])
+				pos[c] = p + len(row)
+			} else {
+				e.big[c] = quantRun(e.q[p:], row, e.order[g.lo:g.hi], inv, e.big[c])
+				pos[c] = p + int(g.hi-g.lo)
+			}
+		}
+	}
+
+	// Entropy-code each class.
+	for c, k := range e.counts {
+		if k == 0 {
+			continue
+		}
+		dst = append(dst, offs[c][0], offs[c][1], offs[c][2], 0, 0, 0, 0)
+		escAt := len(dst) - 4
+		var err error
+		dst, err = e.codeClass(dst, e.q[off[c]:off[c]+k], c)
+		if err != nil {
+			return dst[:start], err
+		}
+		binary.LittleEndian.PutUint32(dst[escAt:], uint32(len(e.esc)))
+		dst = append(dst, e.esc...)
+	}
+	// Learn how the estimate relates to what the coders produced, so the
+	// next frame of the stream lands on target without a second encode.
+	used, blocks := e.sample.usedClasses(t, scale)
+	if est := e.sample.estimateBits(st.rms, float64(delta32), scale); est > 0 {
+		coded := 8*float64(len(dst)-start+HeaderSize+TrailerSize) - overheadBits(s, flags, used, blocks)
+		e.ratio = min(max(coded/est, 0.5), 1.5)
+	}
+	return dst, nil
+}
+
+// codeClass appends the blocks of class c's values q (int8, -128 marking
+// the next entry of e.big[c]) and leaves the class's escape stream in e.esc.
+func (e *tensorEncoder) codeClass(dst []byte, q []int8, c int) ([]byte, error) {
+	nsym := (len(q) + 1) / 2
+	e.sym = resize(e.sym, nsym)
+	e.esc = e.esc[:0]
+	big := e.big[c]
+	sym := e.sym
+	const w = 2*tensorLevels + 1
+	for i := range nsym {
+		q0 := int32(q[2*i])
+		var q1 int32
+		if 2*i+1 < len(q) {
+			q1 = int32(q[2*i+1])
+		}
+		u0, u1 := uint32(q0+tensorLevels), uint32(q1+tensorLevels)
+		if u0 < w && u1 < w {
+			sym[i] = byte(u0*w + u1)
+			continue
+		}
+		sym[i] = tensorEsc
+		if q0 == -128 {
+			q0, big = big[0], big[1:]
+		}
+		if q1 == -128 {
+			q1, big = big[0], big[1:]
+		}
+		e.esc = binary.AppendUvarint(e.esc, uint64(uint32(q0<<1)^uint32(q0>>31)))
+		e.esc = binary.AppendUvarint(e.esc, uint64(uint32(q1<<1)^uint32(q1>>31)))
+	}
+	for b := 0; b < nsym; b += tensorBlock {
+		var err error
+		dst, err = e.codeBlock(dst, sym[b:min(b+tensorBlock, nsym)])
+		if err != nil {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
+
+// codeBlock appends one block: huff0, or fse where Huffman's whole-bit
+// codes would waste more than 5% (skewed blocks, under ~1.3 bits per
+// symbol), or RLE/raw where neither compresses.
+func (e *tensorEncoder) codeBlock(dst []byte, sym []byte) ([]byte, error) {
+	h := &e.hist
+	*h = [256]uint32{}
+	for _, v := range sym {
+		h[v]++
+	}
+	n := float64(len(sym))
+	var bits float64
+	for _, k := range h {
+		if k > 0 {
+			bits -= float64(k) * math.Log2(float64(k)/n)
+		}
+	}
+	var out []byte
+	mode := byte(tensorBlockHuff)
+	e.hs.Reuse = huff0.ReusePolicyNone
+	hout, _, err := huff0.Compress4X(sym, &e.hs)
+	switch {
+	case errors.Is(err, huff0.ErrUseRLE):
+		return append(dst, tensorBlockRLE, 1, 0, 0, 0, sym[0]), nil
+	case errors.Is(err, huff0.ErrIncompressible):
+		mode, out = tensorBlockRaw, sym
+	case err != nil:
+		return dst, fmt.Errorf("tensor: huff0: %w", err)
+	default:
+		out = hout
+	}
+	if 8*float64(len(out)) > 1.05*bits+8*64 {
+		fout, err := fse.Compress(sym, &e.fs)
+		switch {
+		case err == nil:
+			if len(fout) < len(out) {
+				mode, out = tensorBlockFSE, fout
+			}
+		case errors.Is(err, fse.ErrIncompressible), errors.Is(err, fse.ErrUseRLE):
+		default:
+			return dst, fmt.Errorf("tensor: fse: %w", err)
+		}
+	}
+	dst = append(dst, mode)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(out)))
+	return append(dst, out...), nil
+}
+
+// tensorDecoder holds the reusable buffers of tensor payload decoding.
+type tensorDecoder struct {
+	hs     huff0.Scratch
+	fs     fse.Scratch
+	sym    []byte
+	clsRow []uint8
+	tabs   [tensorClasses][2 * 256]float32
+	offs   [tensorClasses][3]uint8
+	esc    [tensorClasses][]byte // rest of each class's escape stream
+	pend   [tensorClasses]int32  // second value of the last escaped pair
+	order  []int32
+	groups []colGroup
+	neut   []uint8
+}
+
+// decodePayload decodes a tensor payload p of shape s into dst
+// (len(dst) == s.Len()). Every length in p is checked before use, and no
+// buffer grows beyond what s sizes (about len(dst)/2 bytes).
+func (d *tensorDecoder) decodePayload(dst []float32, s Shape, p []byte) error {
+	if len(p) < tensorFixed {
+		return errTensor("%d bytes, shorter than its %d-byte fixed part", len(p), tensorFixed)
+	}
+	flags, dd := p[0], int(int8(p[1]))
+	delta := math.Float32frombits(binary.LittleEndian.Uint32(p[4:]))
+	if p[2] != 0 || p[3] != 0 || flags&^tensorFlagsAll != 0 {
+		return errTensor("reserved bits set")
+	}
+	if delta == 0 {
+		if flags != 0 || len(p) != tensorFixed {
+			return errTensor("all-zero tensor with %d more bytes", len(p)-tensorFixed)
+		}
+		clear(dst)
+		return nil
+	}
+	if !(delta > 0) || math.IsInf(float64(delta)*(tensorMaxQ+1), 0) {
+		return errTensor("step %v is out of range", delta)
+	}
+	p = p[tensorFixed:]
+	rowA, colB := d.neutral(s.Rows), d.neutral(s.Cols)
+	if flags&tensorRowCtx != 0 {
+		if len(p) < s.Rows {
+			return errTensor("row map truncated")
+		}
+		rowA, p = p[:s.Rows], p[s.Rows:]
+	}
+	if flags&tensorColCtx != 0 {
+		if len(p) < s.Cols {
+			return errTensor("column map truncated")
+		}
+		colB, p = p[:s.Cols], p[s.Cols:]
+	}
+	t := makeClassTable(dd)
+	var counts [tensorClasses]int
+	classCounts(&counts, rowA, colB, t)
+
+	// Entropy-decode every class's pair symbols.
+	var symOff [tensorClasses]int
+	var esc [tensorClasses][]byte
+	total := 0
+	for c, k := range counts {
+		symOff[c] = total
+		total += (k + 1) / 2
+	}
+	d.sym = resize(d.sym, total)
+	for c, k := range counts {
+		if k == 0 {
+			continue
+		}
+		if len(p) < tensorClassHdr {
+			return errTensor("class %d header truncated", c)
+		}
+		d.buildTab(c, p[0:3], delta)
+		elen := binary.LittleEndian.Uint32(p[3:])
+		p = p[tensorClassHdr:]
+		nsym := (k + 1) / 2
+		out := d.sym[symOff[c] : symOff[c]+nsym]
+		for b := 0; b < nsym; b += tensorBlock {
+			var err error
+			if p, err = d.decodeBlock(out[b:min(b+tensorBlock, nsym)], p); err != nil {
+				return fmt.Errorf("%w (class %d, block %d)", err, c, b/tensorBlock)
+			}
+		}
+		if uint64(elen) > uint64(len(p)) {
+			return errTensor("class %d escape stream of %d bytes, %d left", c, elen, len(p))
+		}
+		esc[c], p = p[:elen], p[elen:]
+	}
+	if len(p) != 0 {
+		return errTensor("%d trailing bytes", len(p))
+	}
+
+	// Scatter: row by row, column group by column group (the encoder's
+	// order), each value taking the next value of its class.
+	var cur [tensorClasses]int
+	for c := range cur {
+		cur[c] = 2 * symOff[c]
+		d.esc[c] = esc[c]
+	}
+	d.order, d.groups = groupColumns(d.order, d.groups, colB)
+	identity := len(d.groups) == 1 && len(d.order) == s.Cols
+	skipCols := len(d.order) < s.Cols
+	for r := 0; r < s.Rows; r++ {
+		row := dst[r*s.Cols : (r+1)*s.Cols]
+		a := rowA[r]
+		if a == tensorSkip {
+			clear(row)
+			continue
+		}
+		if skipCols {
+			for j, b := range colB {
+				if b == tensorSkip {
+					row[j] = 0
+				}
+			}
+		}
+		for _, g := range d.groups {
+			c := t[int(a)+int(g.b)]
+			var err error
+			if identity {
+				cur[c], err = d.scatter(row, nil, c, cur[c], delta)
+			} else {
+				cur[c], err = d.scatter(row, d.order[g.lo:g.hi], c, cur[c], delta)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for c := range d.esc {
+		if len(d.esc[c]) != 0 {
+			return errTensor("class %d: %d escape bytes unused", c, len(d.esc[c]))
+		}
+	}
+	return nil
+}
+
+// scatter writes the next values of class c, from value index k of the
+// pair-symbol buffer, into row[order[i]] (row[i] when order is nil) and
+// returns the next index.
+func (d *tensorDecoder) scatter(row []float32, order []int32, c uint8, k int, delta float32) (int, error) {
+	tab := &d.tabs[c]
+	sym := d.sym
+	if order == nil {
+		for j := range row {
+			y := sym[k>>1]
+			if y >= tensorEsc {
+				v, err := d.escaped(c, y, k, delta)
+				if err != nil {
+					return k, err
+				}
+				row[j] = v
+			} else {
+				row[j] = tab[int(y)*2+k&1]
+			}
+			k++
+		}
+		return k, nil
+	}
+	for _, j := range order {
+		y := sym[k>>1]
+		if y >= tensorEsc {
+			v, err := d.escaped(c, y, k, delta)
+			if err != nil {
+				return k, err
+			}
+			row[j] = v
+		} else {
+			row[j] = tab[int(y)*2+k&1]
+		}
+		k++
+	}
+	return k, nil
+}
+
+// escaped returns value k (a half of escaped pair symbol y) of class c.
+func (d *tensorDecoder) escaped(c, y uint8, k int, delta float32) (float32, error) {
+	if y != tensorEsc {
+		return 0, errTensor("symbol %d is not a pair", y)
+	}
+	var q int32
+	if k&1 == 0 {
+		var err error
+		if q, d.esc[c], err = readZigzag(d.esc[c]); err != nil {
+			return 0, fmt.Errorf("%w (class %d)", err, c)
+		}
+		if d.pend[c], d.esc[c], err = readZigzag(d.esc[c]); err != nil {
+			return 0, fmt.Errorf("%w (class %d)", err, c)
+		}
+	} else {
+		q = d.pend[c]
+	}
+	return d.level(c, q, delta), nil
+}
+
+// neutral returns n bytes of tensorNeutral (a map that is off).
+func (d *tensorDecoder) neutral(n int) []uint8 {
+	if len(d.neut) < n {
+		d.neut = make([]uint8, n)
+		for i := range d.neut {
+			d.neut[i] = tensorNeutral
+		}
+	}
+	return d.neut[:n]
+}
+
+// readZigzag reads one zigzag uvarint of at most tensorMaxQ in magnitude.
+func readZigzag(b []byte) (int32, []byte, error) {
+	u, n := binary.Uvarint(b)
+	if n <= 0 || u > 2*tensorMaxQ+1 {
+		return 0, b, errTensor("bad escape value")
+	}
+	v := int32(u>>1) ^ -int32(u&1)
+	return v, b[n:], nil
+}
+
+// level returns the reconstruction of q in class c.
+func (d *tensorDecoder) level(c uint8, q int32, delta float32) float32 {
+	o := d.offs[c]
+	switch {
+	case q == 0:
+		return 0
+	case q > 0:
+		return tensorRecon(q, o[min(q, 3)-1], delta)
+	default:
+		return -tensorRecon(-q, o[min(-q, 3)-1], delta)
+	}
+}
+
+// buildTab fills the pair table of class c: entry 2·sym+h is the value of
+// half h of pair symbol sym.
+func (d *tensorDecoder) buildTab(c int, o []byte, delta float32) {
+	copy(d.offs[c][:], o)
+	var lv [2*tensorLevels + 1]float32
+	for i := range lv {
+		q := int32(i - tensorLevels)
+		lv[i] = d.level(uint8(c), q, delta)
+	}
+	const w = 2*tensorLevels + 1
+	t := &d.tabs[c]
+	for y := 0; y < tensorEsc; y++ {
+		t[2*y] = lv[y/w]
+		t[2*y+1] = lv[y%w]
+	}
+}
+
+// decodeBlock decodes one block of len(out) symbols from the start of p
+// and returns the rest of p.
+func (d *tensorDecoder) decodeBlock(out, p []byte) ([]byte, error) {
+	if len(p) < 5 {
+		return p, errTensor("block header truncated")
+	}
+	mode := p[0]
+	n := binary.LittleEndian.Uint32(p[1:])
+	p = p[5:]
+	if uint64(n) > uint64(len(p)) {
+		return p, errTensor("block of %d bytes, %d left", n, len(p))
+	}
+	b, rest := p[:n], p[n:]
+	switch mode {
+	case tensorBlockRaw:
+		if len(b) != len(out) {
+			return rest, errTensor("raw block of %d bytes for %d symbols", len(b), len(out))
+		}
+		copy(out, b)
+	case tensorBlockRLE:
+		if len(b) != 1 {
+			return rest, errTensor("RLE block of %d bytes", len(b))
+		}
+		for i := range out {
+			out[i] = b[0]
+		}
+	case tensorBlockHuff:
+		s, rem, err := huff0.ReadTable(b, &d.hs)
+		if err != nil {
+			return rest, errTensor("huff0 table: %v", err)
+		}
+		got, err := s.Decoder().Decompress4X(out[:0:len(out)], rem)
+		if err != nil {
+			return rest, errTensor("huff0: %v", err)
+		}
+		if len(got) != len(out) {
+			return rest, errTensor("huff0 block holds %d symbols, want %d", len(got), len(out))
+		}
+	case tensorBlockFSE:
+		d.fs.DecompressLimit = len(out)
+		got, err := fse.Decompress(b, &d.fs)
+		if err != nil {
+			return rest, errTensor("fse: %v", err)
+		}
+		if len(got) != len(out) {
+			return rest, errTensor("fse block holds %d symbols, want %d", len(got), len(out))
+		}
+		copy(out, got)
+	default:
+		return rest, errTensor("unknown block mode %d", mode)
+	}
+	return rest, nil
+}
