@@ -50,8 +50,8 @@ const (
 
 // Payload flags.
 const (
-	tensorRowCtx = 1 << iota // a map byte per row follows
-	tensorColCtx             // a map byte per column follows
+	tensorRowCtx   = 1 << iota // a map byte per row follows
+	tensorColCtx               // a map byte per column follows
 	tensorFlagsAll = tensorRowCtx | tensorColCtx
 )
 
