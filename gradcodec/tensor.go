@@ -106,7 +106,6 @@ type tensorEncoder struct {
 	counts       [tensorClasses]int
 	q            []int8
 	big          [tensorClasses][]int32 // |q| > 127 of each class, in order
-	hist         [256]uint32
 	sym          []byte
 	esc          []byte
 	hs           huff0.Scratch
@@ -342,13 +341,13 @@ func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 
 	return (bits + escBits) * scale
 }
 
-// takeSample fills e.sample with about 64K values of src (every value of
+// takeSample fills e.sample with about 32K values of src (every value of
 // a small tensor, else every k-th value in row-major order with k coprime
 // to the row length, so that every row and column is represented) with
 // min(A+B, 254) of each, tensorSkip for skipped values. It returns how
 // many tensor values each sampled value stands for.
 func (e *tensorEncoder) takeSample(src []float32, s Shape) float64 {
-	const want = 1 << 16
+	const want = 1 << 15
 	n := s.Len()
 	sm := &e.sample
 	sm.vals = sm.vals[:0]
@@ -733,46 +732,46 @@ func (e *tensorEncoder) codeClass(dst []byte, q []int8, c int) ([]byte, error) {
 	return dst, nil
 }
 
-// codeBlock appends one block: huff0, or fse where Huffman's whole-bit
-// codes would waste more than 5% (skewed blocks, under ~1.3 bits per
-// symbol), or RLE/raw where neither compresses.
+// codeBlock appends one block: fse (tANS) when the commonest symbol has
+// probability 0.4 or more, where Huffman's whole-bit codes waste the most,
+// else huff0 (faster); RLE or raw where neither compresses.
 func (e *tensorEncoder) codeBlock(dst []byte, sym []byte) ([]byte, error) {
-	h := &e.hist
-	*h = [256]uint32{}
+	h := e.fs.Histogram()
+	clear(h)
 	for _, v := range sym {
 		h[v]++
 	}
-	n := float64(len(sym))
-	var bits float64
-	for _, k := range h {
+	var maxCount uint32
+	maxSym := 0
+	for i, k := range h {
 		if k > 0 {
-			bits -= float64(k) * math.Log2(float64(k)/n)
+			maxCount = max(maxCount, k)
+			maxSym = i
 		}
 	}
-	var out []byte
-	mode := byte(tensorBlockHuff)
-	e.hs.Reuse = huff0.ReusePolicyNone
-	hout, _, err := huff0.Compress4X(sym, &e.hs)
-	switch {
-	case errors.Is(err, huff0.ErrUseRLE):
+	if int(maxCount) == len(sym) {
 		return append(dst, tensorBlockRLE, 1, 0, 0, 0, sym[0]), nil
-	case errors.Is(err, huff0.ErrIncompressible):
-		mode, out = tensorBlockRaw, sym
-	case err != nil:
-		return dst, fmt.Errorf("tensor: huff0: %w", err)
-	default:
-		out = hout
 	}
-	if 8*float64(len(out)) > 1.05*bits+8*64 {
+	out, mode := sym, byte(tensorBlockRaw)
+	if 5*int(maxCount) >= 2*len(sym) {
+		e.fs.HistogramFinished(uint8(maxSym), int(maxCount))
 		fout, err := fse.Compress(sym, &e.fs)
 		switch {
 		case err == nil:
-			if len(fout) < len(out) {
-				mode, out = tensorBlockFSE, fout
-			}
-		case errors.Is(err, fse.ErrIncompressible), errors.Is(err, fse.ErrUseRLE):
+			out, mode = fout, tensorBlockFSE
+		case errors.Is(err, fse.ErrIncompressible):
 		default:
 			return dst, fmt.Errorf("tensor: fse: %w", err)
+		}
+	} else {
+		e.hs.Reuse = huff0.ReusePolicyNone
+		hout, _, err := huff0.Compress4X(sym, &e.hs)
+		switch {
+		case err == nil:
+			out, mode = hout, tensorBlockHuff
+		case errors.Is(err, huff0.ErrIncompressible):
+		default:
+			return dst, fmt.Errorf("tensor: huff0: %w", err)
 		}
 	}
 	dst = append(dst, mode)
@@ -918,38 +917,76 @@ func (d *tensorDecoder) decodePayload(dst []float32, s Shape, p []byte) error {
 
 // scatter writes the next values of class c, from value index k of the
 // pair-symbol buffer, into row[order[i]] (row[i] when order is nil) and
-// returns the next index.
+// returns the next index. Whole pairs go two values per symbol.
 func (d *tensorDecoder) scatter(row []float32, order []int32, c uint8, k int, delta float32) (int, error) {
 	tab := &d.tabs[c]
 	sym := d.sym
-	if order == nil {
-		for j := range row {
-			y := sym[k>>1]
-			if y >= tensorEsc {
-				v, err := d.escaped(c, y, k, delta)
-				if err != nil {
-					return k, err
-				}
-				row[j] = v
-			} else {
-				row[j] = tab[int(y)*2+k&1]
-			}
-			k++
-		}
-		return k, nil
+	n := len(row)
+	if order != nil {
+		n = len(order)
 	}
-	for _, j := range order {
-		y := sym[k>>1]
-		if y >= tensorEsc {
-			v, err := d.escaped(c, y, k, delta)
-			if err != nil {
-				return k, err
-			}
-			row[j] = v
+	put := func(i int, v float32) {
+		if order == nil {
+			row[i] = v
 		} else {
-			row[j] = tab[int(y)*2+k&1]
+			row[order[i]] = v
 		}
+	}
+	one := func(i int) error {
+		y := sym[k>>1]
+		v := tab[int(y)*2+k&1]
+		if y >= tensorEsc {
+			var err error
+			if v, err = d.escaped(c, y, k, delta); err != nil {
+				return err
+			}
+		}
+		put(i, v)
 		k++
+		return nil
+	}
+	i := 0
+	if k&1 == 1 && n > 0 {
+		if err := one(0); err != nil {
+			return k, err
+		}
+		i = 1
+	}
+	pairs := sym[k>>1 : k>>1+(n-i)/2]
+	if order == nil {
+		out := row[i : i+2*len(pairs)]
+		for p, y := range pairs {
+			if y >= tensorEsc {
+				break
+			}
+			out[2*p] = tab[2*int(y)]
+			out[2*p+1] = tab[2*int(y)+1]
+		}
+	} else {
+		ord := order[i : i+2*len(pairs)]
+		for p, y := range pairs {
+			if y >= tensorEsc {
+				break
+			}
+			row[ord[2*p]] = tab[2*int(y)]
+			row[ord[2*p+1]] = tab[2*int(y)+1]
+		}
+	}
+	// Finish from the first escaped pair (if any) one value at a time.
+	for p, y := range pairs {
+		if y >= tensorEsc {
+			i += 2 * p
+			k += 2 * p
+			goto slow
+		}
+	}
+	i += 2 * len(pairs)
+	k += 2 * len(pairs)
+slow:
+	for ; i < n; i++ {
+		if err := one(i); err != nil {
+			return k, err
+		}
 	}
 	return k, nil
 }
