@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 
 	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
@@ -75,7 +76,8 @@ const (
 //	   cols bytes B[j] when tensorColCtx
 //	then for every class c with n_c > 0 values (n_c follows from the maps):
 //	   3 u8 reconstruction offsets o1, o2, o3: level |q| decodes to
-//	        sign(q)·(|q| − o/256)·Δ with o1 for |q|=1, o2 for |q|=2, o3 beyond
+//	        sign(q)·(|q| − θ + o/256)·Δ (a point of the level's interval
+//	        [|q|−θ, |q|+1−θ)·Δ) with o1 for |q|=1, o2 for |q|=2, o3 beyond
 //	   u32  escape stream length E
 //	   ceil(ceil(n_c/2)/tensorBlock) blocks of pair symbols, each
 //	        u8 mode, u32 length L, L bytes
@@ -93,9 +95,9 @@ const tensorTheta = 0.40
 
 // tensorEncoder is the state of one stream of the tensor codec.
 type tensorEncoder struct {
-	bpv   float64 // target bits per value
-	ratio float64 // measured payload bits / estimated bits, per stream
-	rel   float64 // last Δ/RMS, warm start of the next search; 0 before the first frame
+	bpv   float64               // target bits per value
+	rates map[Shape]*tensorRate // rate control state per shape
+	rc    *tensorRate           // the current frame's
 
 	rowSS, colSS []float64
 	colSS32      []float32
@@ -111,9 +113,17 @@ type tensorEncoder struct {
 	hs           huff0.Scratch
 	fs           fse.Scratch
 	sample       tensorSample
-	flags        uint8 // context maps of the stream
-	shape        Shape // shape the maps were chosen for
 }
+
+// tensorRate is the rate control state of one stream and shape.
+type tensorRate struct {
+	ratio float64 // measured coded bits / estimated bits of the last frame
+	rel   float64 // last Δ/RMS, warm start of the next search; 0 before the first frame
+	flags uint8   // context maps, chosen on the first frame
+}
+
+// maxTensorRates bounds the per-shape rate states of one encoder.
+const maxTensorRates = 64
 
 // tensorSample is a strided subset of the tensor (whole rows where
 // possible) that rate control evaluates candidate steps on.
@@ -132,8 +142,8 @@ type tensorStats struct {
 // stats fills e.rowSS and e.colSS with each row's and column's sum of
 // squares and returns the totals. A non-finite value makes sumSq
 // non-finite. The sums run in float32 (they only place rows and columns
-// in half-octave classes); values whose squares overflow float32 are
-// summed again in float64.
+// in half-octave classes); tensors whose squares overflow or underflow
+// float32 are summed again in float64.
 func (e *tensorEncoder) stats(src []float32, s Shape) tensorStats {
 	e.rowSS = resize(e.rowSS, s.Rows)
 	e.colSS = resize(e.colSS, s.Cols)
@@ -161,8 +171,9 @@ func (e *tensorEncoder) stats(src []float32, s Shape) tensorStats {
 		e.rowSS[r] = float64(r0) + float64(r1)
 		st.sumSq += e.rowSS[r]
 	}
-	if math.IsInf(st.sumSq, 0) {
-		// float32 squares overflowed (|x| > 1.8e19) or x holds ±Inf: redo in float64.
+	if math.IsInf(st.sumSq, 0) || st.sumSq < 1e-20*float64(s.Len()) && !IsZero(src) {
+		// float32 squares overflowed (|x| > 1.8e19; or x holds ±Inf) or
+		// may have underflowed (RMS < 1e-10): redo in float64.
 		clear(e.colSS)
 		st.sumSq = 0
 		for r := 0; r < s.Rows; r++ {
@@ -288,9 +299,9 @@ func quantize(v, inv float32) int32 {
 }
 
 // tensorRecon is the reconstruction of level l ≥ 1 with offset o (1/256ths
-// of a step): (l − o/256)·Δ, computed identically by encoder and decoder.
+// of a step above the level's lower edge): (l − θ + o/256)·Δ.
 func tensorRecon(l int32, o uint8, delta float32) float32 {
-	return (float32(l) - float32(o)*(1.0/256)) * delta
+	return (float32(l) - tensorTheta + float32(o)*(1.0/256)) * delta
 }
 
 // errTensor wraps ErrBadFrame for tensor payload errors.
@@ -300,10 +311,11 @@ func errTensor(format string, args ...any) error {
 
 // estimateBits returns the estimated payload bits of the sample at step
 // delta with the sample's context classes: the order-0 entropy of the
-// quantised values within each class, scaled to the whole tensor by
-// scale, plus the escapes' varints.
+// quantised values within each class (|q| > tensorLevels counted as one
+// escape value), scaled to the whole tensor by scale, plus the escapes'
+// varints, the partner's included.
 func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 {
-	const L = 16
+	const L = tensorLevels
 	var hist [tensorClasses][2*L + 2]int32
 	t := makeClassTable(classD(rms, delta))
 	inv := float32(1 / delta)
@@ -316,7 +328,7 @@ func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 
 		c := t[k]
 		q := quantize(v, inv)
 		if q > L || q < -L {
-			escBits += 8 + 2*math.Log2(math.Abs(float64(q)))
+			escBits += 8 * float64(1+bits.Len32(uint32(q<<1)^uint32(q>>31))/7+1)
 			hist[c][2*L+1]++
 			continue
 		}
@@ -387,8 +399,8 @@ func gcd(a, b int) int {
 }
 
 // centroidOffsets returns, for each class, the reconstruction offsets of
-// levels 1, 2 and ≥3 measured on the sample: 256·mean(|q| − |x|/Δ), the
-// offset that makes each level decode to its values' mean.
+// levels 1, 2 and ≥3 measured on the sample: 256·mean(|x|/Δ − |q| + θ),
+// the offset that makes each level decode to its values' mean.
 func (sm *tensorSample) centroidOffsets(t *classTable, delta float32) [tensorClasses][3]uint8 {
 	var sum [tensorClasses][3]float64
 	var cnt [tensorClasses][3]float64
@@ -408,13 +420,13 @@ func (sm *tensorSample) centroidOffsets(t *classTable, delta float32) [tensorCla
 			q, a = -q, -a
 		}
 		l := min(q, 3) - 1
-		sum[c][l] += float64(q) - a
+		sum[c][l] += a - float64(q) + tensorTheta
 		cnt[c][l]++
 	}
 	var o [tensorClasses][3]uint8
 	for c := range o {
 		for l := range o[c] {
-			off := 0.5 - tensorTheta // the midpoint of the bin, when nothing is known
+			off := 0.5 // the middle of the interval, when nothing is known
 			if cnt[c][l] > 0 {
 				off = sum[c][l] / cnt[c][l]
 			}
@@ -469,13 +481,13 @@ func (e *tensorEncoder) searchStep(s Shape, st tensorStats, flags uint8, scale, 
 	cost := func(l float64) float64 {
 		d := st.rms * math.Exp2(l)
 		used, blocks := e.sample.usedClasses(makeClassTable(classD(st.rms, d)), scale)
-		return e.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks)
+		return e.rc.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks)
 	}
 	lo, hi, iters := float64(minL), maxL, 16
-	if e.rel > 0 {
+	if e.rc.rel > 0 {
 		// The step moves little between frames of a stream: bracket the
 		// last one and widen the bracket only when it misses the target.
-		l := math.Log2(e.rel)
+		l := math.Log2(e.rc.rel)
 		lo, hi, iters = max(minL, l-0.5), min(maxL, l+0.5), 8
 		if cost(lo) < targetBits {
 			lo, iters = minL, 16
@@ -530,6 +542,19 @@ func groupColumns(order []int32, groups []colGroup, colB []uint8) ([]int32, []co
 	return order, groups
 }
 
+// saturated reports whether some quantised value was clipped to
+// ±tensorMaxQ.
+func (e *tensorEncoder) saturated() bool {
+	for _, b := range e.big {
+		for _, q := range b {
+			if q >= tensorMaxQ || q <= -tensorMaxQ {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // quantRun quantises row[order[i]] (or row[i] when order is nil) into dst,
 // |q| > 127 as -128 with q appended to big.
 func quantRun(dst []int8, row []float32, order []int32, inv float32, big []int32) []int32 {
@@ -565,7 +590,7 @@ func quantRun(dst []int8, row []float32, order []int32, inv float32, big []int32
 
 // newTensorEncoder returns the state of a stream at bpv bits per value.
 func newTensorEncoder(bpv float64) *tensorEncoder {
-	return &tensorEncoder{bpv: bpv, ratio: 1}
+	return &tensorEncoder{bpv: bpv, rates: map[Shape]*tensorRate{}}
 }
 
 // chooseFlags picks the context maps with the smallest estimated frame at
@@ -591,39 +616,48 @@ func (e *tensorEncoder) chooseFlags(src []float32, s Shape, st tensorStats, delt
 func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byte, error) {
 	st := e.stats(src, s)
 	if math.IsNaN(st.sumSq) || math.IsInf(st.sumSq, 0) {
-		if err := checkFinite("tensor", src); err != nil {
+		if err := CheckFinite("tensor", src); err != nil {
 			return dst, err
 		}
 		return dst, fmt.Errorf("tensor: %w: sum of squares overflows", ErrNonFinite)
 	}
 	n := s.Len()
 	if st.sumSq == 0 {
+		// All zeros (or an empty tensor): Δ = 0 and nothing else.
 		return append(dst, 0, 0, 0, 0, 0, 0, 0, 0), nil
 	}
 	targetBits := e.bpv * float64(n)
 
-	// Context maps: chosen on the first frame of a stream (and when the
-	// shape changes) by estimated size at the step the full maps give.
-	if e.rel == 0 || s != e.shape {
-		e.rel = 0
+	rc := e.rates[s]
+	if rc == nil {
+		if len(e.rates) >= maxTensorRates {
+			clear(e.rates)
+		}
+		rc = &tensorRate{ratio: 1}
+		e.rates[s] = rc
+	}
+	e.rc = rc
+	// Context maps: chosen on the first frame of a stream and shape, by
+	// estimated size at the step the full maps give.
+	if rc.rel == 0 {
 		e.buildMaps(s, st, tensorFlagsAll)
 		scale := e.takeSample(src, s)
-		e.flags = e.chooseFlags(src, s, st, e.searchStep(s, st, tensorFlagsAll, scale, targetBits))
-		e.shape = s
+		rc.flags = e.chooseFlags(src, s, st, e.searchStep(s, st, tensorFlagsAll, scale, targetBits))
 	}
-	flags := e.flags
+	flags := rc.flags
 	e.buildMaps(s, st, flags)
 	scale := e.takeSample(src, s)
 	delta32 := float32(e.searchStep(s, st, flags, scale, targetBits))
 	if !(delta32 > 0) || math.IsInf(float64(delta32)*(tensorMaxQ+1), 0) {
 		return dst, fmt.Errorf("tensor: step %v for RMS %v is out of range", delta32, st.rms)
 	}
+	start := len(dst)
+quantise:
 	d := classD(st.rms, float64(delta32))
 	t := makeClassTable(d)
 	offs := e.sample.centroidOffsets(t, delta32)
-	e.rel = float64(delta32) / st.rms
-
-	start := len(dst)
+	rc.rel = float64(delta32) / st.rms
+	dst = dst[:start]
 	dst = append(dst, flags, uint8(int8(d)), 0, 0)
 	dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(delta32))
 	if flags&tensorRowCtx != 0 {
@@ -666,6 +700,16 @@ func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byt
 			}
 		}
 	}
+	if e.saturated() {
+		// A value beyond tensorMaxQ steps (an outlier the sample missed):
+		// widen the step so that it is coded, not clipped.
+		var mx float32
+		for _, v := range src {
+			mx = max(mx, v, -v)
+		}
+		delta32 = mx / (tensorMaxQ - 2)
+		goto quantise
+	}
 
 	// Entropy-code each class.
 	for c, k := range e.counts {
@@ -687,7 +731,7 @@ func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byt
 	used, blocks := e.sample.usedClasses(t, scale)
 	if est := e.sample.estimateBits(st.rms, float64(delta32), scale); est > 0 {
 		coded := 8*float64(len(dst)-start+HeaderSize+TrailerSize) - overheadBits(s, flags, used, blocks)
-		e.ratio = min(max(coded/est, 0.5), 1.5)
+		rc.ratio = min(max(coded/est, 0.5), 1.5)
 	}
 	return dst, nil
 }

@@ -54,9 +54,10 @@ func TestTensorRealGrads(t *testing.T) {
 		line := filepath.Base(f)
 		for _, bpv := range []float64{0.5, 1.0, 1.4, 2, 3} {
 			e := newTensorEncoder(bpv)
-			tensorRoundTrip(t, e, x, s)
-			y, got := tensorRoundTrip(t, e, x, s)
-			line += " " + strconv.FormatFloat(got, 'f', 3, 64) + "/" + strconv.FormatFloat(nmse(x, y), 'f', 4, 64)
+			var d tensorDecoder
+			tensorRoundTrip(t, e, &d, x, s)
+			y, got := tensorRoundTrip(t, e, &d, x, s)
+			line += " " + strconv.FormatFloat(got, 'f', 3, 64) + "/" + strconv.FormatFloat(tensorNMSE(x, y), 'f', 4, 64)
 		}
 		t.Log(line)
 	}
