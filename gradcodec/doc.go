@@ -35,7 +35,8 @@
 //
 // Codecs register themselves by name and wire id (Register, Codec), the
 // way database/sql drivers and image formats do. This package is pure Go
-// (it builds with CGO_ENABLED=0) and registers raw, fp16, bf16 and int8.
+// (it builds with CGO_ENABLED=0) and registers raw, fp16, bf16, int8 and
+// tensor.
 // The video codecs h264 and hevc need FFmpeg through cgo and register from
 // package github.com/vccl/vccl/gradcodec/video:
 //
