@@ -128,8 +128,9 @@ const maxTensorRates = 64
 // tensorSample is a strided subset of the tensor (whole rows where
 // possible) that rate control evaluates candidate steps on.
 type tensorSample struct {
-	vals []float32
-	cls  []uint8 // A+B of each sampled value, or tensorSkip
+	hist [tensorClasses][tensorEsc + 1]int32
+	vals []float32 // pairs: vals[2i], vals[2i+1]
+	cls  []uint8 // A+B of each sampled pair, or tensorSkip
 	max  float32 // max |x| of the sample
 }
 
@@ -310,29 +311,29 @@ func errTensor(format string, args ...any) error {
 }
 
 // estimateBits returns the estimated payload bits of the sample at step
-// delta with the sample's context classes: the order-0 entropy of the
-// quantised values within each class (|q| > tensorLevels counted as one
-// escape value), scaled to the whole tensor by scale, plus the escapes'
-// varints, the partner's included.
+// delta: the order-0 entropy of the pair symbols within each class, plus
+// the escaped pairs' varints, scaled to the whole tensor by scale.
 func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 {
-	const L = tensorLevels
-	var hist [tensorClasses][2*L + 2]int32
+	const w = 2*tensorLevels + 1
+	hist := &sm.hist
+	*hist = [tensorClasses][tensorEsc + 1]int32{}
 	t := makeClassTable(classD(rms, delta))
 	inv := float32(1 / delta)
-	var escBits float64
-	for i, v := range sm.vals {
-		k := sm.cls[i]
+	var escBytes int
+	vals := sm.vals[:2*len(sm.cls)]
+	for i, k := range sm.cls {
 		if k == tensorSkip {
 			continue
 		}
 		c := t[k]
-		q := quantize(v, inv)
-		if q > L || q < -L {
-			escBits += 8 * float64(1+bits.Len32(uint32(q<<1)^uint32(q>>31))/7+1)
-			hist[c][2*L+1]++
+		q0, q1 := quantize(vals[2*i], inv), quantize(vals[2*i+1], inv)
+		u0, u1 := uint32(q0+tensorLevels), uint32(q1+tensorLevels)
+		if u0 < w && u1 < w {
+			hist[c][u0*w+u1]++
 			continue
 		}
-		hist[c][q+L]++
+		hist[c][tensorEsc]++
+		escBytes += varintLen(q0) + varintLen(q1)
 	}
 	var bits float64
 	for c := range hist {
@@ -350,45 +351,58 @@ func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 
 			}
 		}
 	}
-	return (bits + escBits) * scale
+	return (bits + 8*float64(escBytes)) * scale
 }
 
-// takeSample fills e.sample with about 32K values of src (every value of
-// a small tensor, else every k-th value in row-major order with k coprime
-// to the row length, so that every row and column is represented) with
-// min(A+B, 254) of each, tensorSkip for skipped values. It returns how
-// many tensor values each sampled value stands for.
+// varintLen returns the bytes of q's zigzag uvarint.
+func varintLen(q int32) int {
+	return (bits.Len32(uint32(q<<1)^uint32(q>>31)) + 6) / 7
+}
+
+// takeSample groups the columns by map byte (e.order, e.groups) and fills
+// e.sample with about 16K pairs of values as the coder pairs them: the
+// values in coding order (row by row, columns in group order) taken two by
+// two, every k-th pair with k coprime to the row's coded length so that
+// every row and column is represented. Each pair gets min(A+B, 254) of
+// its first value, tensorSkip in a skipped row. It returns how many tensor
+// values each sampled value stands for.
 func (e *tensorEncoder) takeSample(src []float32, s Shape) float64 {
-	const want = 1 << 15
-	n := s.Len()
+	const want = 1 << 14
+	e.order, e.groups = groupColumns(e.order, e.groups, e.colB)
+	m := len(e.order)
 	sm := &e.sample
 	sm.vals = sm.vals[:0]
 	sm.cls = sm.cls[:0]
 	sm.max = 0
+	pairs := s.Rows * m / 2
+	if pairs == 0 {
+		return 1
+	}
 	k := 1
-	if n > want {
-		k = n / want
-		for gcd(k, s.Cols) != 1 {
+	if pairs > want {
+		k = pairs / want
+		for gcd(k, m) != 1 {
 			k++
 		}
 	}
-	r, j := 0, 0
-	for i := 0; i < n; i += k {
-		for j >= s.Cols {
-			j -= s.Cols
-			r++
+	for p := 0; p < pairs; p += k {
+		g := 2 * p
+		r0, k0 := g/m, g%m
+		r1, k1 := r0, k0+1
+		if k1 == m {
+			r1, k1 = r0+1, 0
 		}
-		a, b := e.rowA[r], e.colB[j]
+		v0, v1 := src[r0*s.Cols+int(e.order[k0])], src[r1*s.Cols+int(e.order[k1])]
+		a, b := e.rowA[r0], e.colB[e.order[k0]]
 		c := uint8(tensorSkip)
-		if a != tensorSkip && b != tensorSkip {
+		if a != tensorSkip {
 			c = uint8(min(int(a)+int(b), 254))
 		}
-		sm.vals = append(sm.vals, src[i])
-		sm.max = max(sm.max, src[i], -src[i])
+		sm.vals = append(sm.vals, v0, v1)
 		sm.cls = append(sm.cls, c)
-		j += k
+		sm.max = max(sm.max, v0, -v0, v1, -v1)
 	}
-	return float64(n) / float64(max(len(sm.vals), 1))
+	return float64(s.Len()) / float64(len(sm.vals))
 }
 
 func gcd(a, b int) int {
@@ -406,7 +420,7 @@ func (sm *tensorSample) centroidOffsets(t *classTable, delta float32) [tensorCla
 	var cnt [tensorClasses][3]float64
 	inv := 1 / delta
 	for i, v := range sm.vals {
-		k := sm.cls[i]
+		k := sm.cls[i/2]
 		if k == tensorSkip {
 			continue
 		}
@@ -461,7 +475,7 @@ func (sm *tensorSample) usedClasses(t *classTable, scale float64) (used, blocks 
 	var cnt [tensorClasses]int
 	for _, k := range sm.cls {
 		if k != tensorSkip {
-			cnt[t[k]]++
+			cnt[t[k]] += 2
 		}
 	}
 	for _, c := range cnt {
@@ -639,12 +653,13 @@ func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byt
 	e.rc = rc
 	// Context maps: chosen on the first frame of a stream and shape, by
 	// estimated size at the step the full maps give.
-	if rc.rel == 0 {
+	fresh := rc.rel == 0
+	if fresh {
 		e.buildMaps(s, st, tensorFlagsAll)
 		scale := e.takeSample(src, s)
 		rc.flags = e.chooseFlags(src, s, st, e.searchStep(s, st, tensorFlagsAll, scale, targetBits))
 	}
-	flags := rc.flags
+	flags, retried := rc.flags, false
 	e.buildMaps(s, st, flags)
 	scale := e.takeSample(src, s)
 	delta32 := float32(e.searchStep(s, st, flags, scale, targetBits))
@@ -679,7 +694,6 @@ quantise:
 	for c := range e.big {
 		e.big[c] = e.big[c][:0]
 	}
-	e.order, e.groups = groupColumns(e.order, e.groups, e.colB)
 	identity := len(e.groups) == 1 && len(e.order) == s.Cols
 	inv := 1 / delta32
 	for r := 0; r < s.Rows; r++ {
@@ -732,6 +746,19 @@ quantise:
 	if est := e.sample.estimateBits(st.rms, float64(delta32), scale); est > 0 {
 		coded := 8*float64(len(dst)-start+HeaderSize+TrailerSize) - overheadBits(s, flags, used, blocks)
 		rc.ratio = min(max(coded/est, 0.5), 1.5)
+	}
+	if fresh && !retried {
+		// A stream's first frame has no measured ratio yet: when it misses
+		// the target by more than 5%, search again with the one it just
+		// measured and encode once more.
+		if got := 8 * float64(len(dst)-start+HeaderSize+TrailerSize); math.Abs(got-targetBits) > 0.05*targetBits {
+			retried = true
+			delta32 = float32(e.searchStep(s, st, flags, scale, targetBits))
+			if !(delta32 > 0) || math.IsInf(float64(delta32)*(tensorMaxQ+1), 0) {
+				return dst[:start], fmt.Errorf("tensor: step %v for RMS %v is out of range", delta32, st.rms)
+			}
+			goto quantise
+		}
 	}
 	return dst, nil
 }
