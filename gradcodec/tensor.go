@@ -130,8 +130,8 @@ const maxTensorRates = 64
 type tensorSample struct {
 	hist [tensorClasses][tensorEsc + 1]int32
 	vals []float32 // pairs: vals[2i], vals[2i+1]
-	cls  []uint8 // A+B of each sampled pair, or tensorSkip
-	max  float32 // max |x| of the sample
+	cls  []uint8   // A+B of each sampled pair, or tensorSkip
+	max  float32   // max |x| of the sample
 }
 
 // tensorStats holds the first pass over the input.
