@@ -292,11 +292,10 @@ func classD(rms, delta float64) int {
 
 // quantize returns q = sign(v)·floor(|v|·inv + θ), |q| ≤ tensorMaxQ.
 func quantize(v, inv float32) int32 {
-	a := v * inv
-	if a < 0 {
-		return -int32(min(-a+tensorTheta, tensorMaxQ))
-	}
-	return int32(min(a+tensorTheta, tensorMaxQ))
+	b := math.Float32bits(v)
+	sg := int32(b) >> 31
+	a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
+	return (int32(min(a, tensorMaxQ)) ^ sg) - sg
 }
 
 // tensorRecon is the reconstruction of level l ≥ 1 with offset o (1/256ths
@@ -360,14 +359,14 @@ func varintLen(q int32) int {
 }
 
 // takeSample groups the columns by map byte (e.order, e.groups) and fills
-// e.sample with about 16K pairs of values as the coder pairs them: the
+// e.sample with about 8K pairs of values as the coder pairs them: the
 // values in coding order (row by row, columns in group order) taken two by
 // two, every k-th pair with k coprime to the row's coded length so that
 // every row and column is represented. Each pair gets min(A+B, 254) of
 // its first value, tensorSkip in a skipped row. It returns how many tensor
 // values each sampled value stands for.
 func (e *tensorEncoder) takeSample(src []float32, s Shape) float64 {
-	const want = 1 << 14
+	const want = 1 << 13
 	e.order, e.groups = groupColumns(e.order, e.groups, e.colB)
 	m := len(e.order)
 	sm := &e.sample
@@ -487,32 +486,52 @@ func (sm *tensorSample) usedClasses(t *classTable, scale float64) (used, blocks 
 	return used, blocks
 }
 
-// searchStep returns the step whose estimated frame size is targetBits,
-// by bisection on log2(Δ/rms), warm-started from the last frame's step.
+// searchStep returns the step whose estimated frame size is targetBits.
+// A stream's first frame bisects log2(Δ/rms) over the whole range; later
+// frames bracket the last step by ±1/4 octave and take two regula falsi
+// steps (the cost is smooth in log Δ there), four estimates in all,
+// widening to a bisection only when the bracket misses the target.
 func (e *tensorEncoder) searchStep(s Shape, st tensorStats, flags uint8, scale, targetBits float64) float64 {
 	const minL = -16 // Δ = rms/65536: beyond any sensible rate
 	maxL := math.Log2(float64(e.sample.max)/st.rms) + 2
 	cost := func(l float64) float64 {
 		d := st.rms * math.Exp2(l)
 		used, blocks := e.sample.usedClasses(makeClassTable(classD(st.rms, d)), scale)
-		return e.rc.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks)
+		return e.rc.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks) - targetBits
 	}
-	lo, hi, iters := float64(minL), maxL, 16
+	lo, hi := float64(minL), maxL
 	if e.rc.rel > 0 {
-		// The step moves little between frames of a stream: bracket the
-		// last one and widen the bracket only when it misses the target.
 		l := math.Log2(e.rc.rel)
-		lo, hi, iters = max(minL, l-0.5), min(maxL, l+0.5), 8
-		if cost(lo) < targetBits {
-			lo, iters = minL, 16
-		}
-		if cost(hi) > targetBits {
-			hi, iters = maxL, 16
+		wlo, whi := max(minL, l-0.25), min(maxL, l+0.25)
+		clo, chi := cost(wlo), cost(whi)
+		switch {
+		case clo >= 0 && chi <= 0:
+			// Regula falsi: cost falls as the step grows.
+			for range 2 {
+				if clo == chi {
+					break
+				}
+				m := wlo + clo*(whi-wlo)/(clo-chi)
+				cm := cost(m)
+				if cm > 0 {
+					wlo, clo = m, cm
+				} else {
+					whi, chi = m, cm
+				}
+				if math.Abs(cm) < 0.01*targetBits {
+					return st.rms * math.Exp2(m)
+				}
+			}
+			return st.rms * math.Exp2(whi)
+		case clo < 0:
+			hi = wlo
+		default:
+			lo = whi
 		}
 	}
-	for range iters {
+	for range 16 {
 		m := (lo + hi) / 2
-		if cost(m) > targetBits {
+		if cost(m) > 0 {
 			lo = m
 		} else {
 			hi = m
