@@ -6,11 +6,13 @@ package gradcodec
 // wire layout and doc.go for the measurements behind the choices.
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 
 	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
@@ -53,6 +55,7 @@ const (
 const (
 	tensorRowCtx   = 1 << iota // a map byte per row follows
 	tensorColCtx               // a map byte per column follows
+	tensorDupCols              // a list of columns that repeat an earlier one follows
 	tensorFlagsAll = tensorRowCtx | tensorColCtx
 )
 
@@ -74,6 +77,10 @@ const (
 //	        and nothing else follows)
 //	8  rows bytes A[i] when tensorRowCtx (tensorSkip: an all-zero row)
 //	   cols bytes B[j] when tensorColCtx
+//	   when tensorDupCols: uvarint D, then D pairs of uvarints (j−j'−1,
+//	        j−ref−1): column j (increasing; j' the previous one, −1 at first)
+//	        is not coded and decodes as a copy of column ref < j, itself
+//	        not such a column
 //	then for every class c with n_c > 0 values (n_c follows from the maps):
 //	   3 u8 reconstruction offsets o1, o2, o3: level |q| decodes to
 //	        sign(q)·(|q| − θ + o/256)·Δ (a point of the level's interval
@@ -101,6 +108,11 @@ type tensorEncoder struct {
 
 	rowSS, colSS []float64
 	colSS32      []float32
+	colEff       []uint8  // colB with repeated columns skipped: what is coded
+	dups         []dupCol // columns that repeat an earlier one, increasing
+	dupIdx       []int32
+	dupHash      []uint64
+	dupBytes     int     // the repeated-column list's size on the wire
 	order        []int32 // columns grouped by map byte
 	groups       []colGroup
 	rowA, colB   []uint8
@@ -198,6 +210,93 @@ func (e *tensorEncoder) stats(src []float32, s Shape) tensorStats {
 	return st
 }
 
+// dupCol says that column j repeats column ref < j bit for bit.
+type dupCol struct{ j, ref int32 }
+
+// findDupCols fills e.dups with the columns of src that repeat an earlier
+// non-zero column bit for bit (inputs constant across a batch make such
+// columns in a weight gradient: a third of an MNIST MLP's first layer).
+// Candidates are columns equal on 8 spread rows; each is then compared in
+// full with the first column of its candidate group, the work bounded by
+// twice the tensor's size.
+func (e *tensorEncoder) findDupCols(src []float32, s Shape) {
+	e.dups = e.dups[:0]
+	if s.Rows < 8 || s.Cols < 2 {
+		return
+	}
+	e.dupHash = resize(e.dupHash, s.Cols)
+	e.dupIdx = resize(e.dupIdx, s.Cols)
+	for j := range e.dupHash {
+		var h uint64
+		for k := range 8 {
+			r := k * (s.Rows - 1) / 7
+			h = (h ^ uint64(math.Float32bits(src[r*s.Cols+j]))) * 0x100000001b3
+		}
+		e.dupHash[j] = h
+		e.dupIdx[j] = int32(j)
+	}
+	hs := e.dupHash
+	slices.SortFunc(e.dupIdx, func(a, b int32) int {
+		if c := cmp.Compare(hs[a], hs[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	budget := 2 * s.Len()
+	idx := e.dupIdx
+	for lo := 0; lo < len(idx) && budget > 0; {
+		hi := lo + 1
+		for hi < len(idx) && hs[idx[hi]] == hs[idx[lo]] {
+			hi++
+		}
+		// idx[lo:hi] share a hash, in increasing column order. All-zero
+		// columns are left to the column map, which skips them for less.
+		ref := int(idx[lo])
+		if hi-lo > 1 {
+			zero := true
+			for r := 0; r < s.Rows && zero; r++ {
+				zero = src[r*s.Cols+ref] == 0
+			}
+			budget -= s.Rows
+			if zero {
+				lo = hi
+				continue
+			}
+		}
+		for _, j := range idx[lo+1 : hi] {
+			if budget <= 0 {
+				break
+			}
+			same := true
+			for r := 0; r < s.Rows; r++ {
+				if math.Float32bits(src[r*s.Cols+ref]) != math.Float32bits(src[r*s.Cols+int(j)]) {
+					same = false
+					budget -= r + 1
+					break
+				}
+			}
+			if same {
+				budget -= s.Rows
+				e.dups = append(e.dups, dupCol{j, int32(ref)})
+			}
+		}
+		lo = hi
+	}
+	slices.SortFunc(e.dups, func(a, b dupCol) int { return cmp.Compare(a.j, b.j) })
+	e.dupBytes = 0
+	if len(e.dups) > 0 {
+		e.dupBytes = uvarintLen(uint64(len(e.dups)))
+		prev := int32(-1)
+		for _, d := range e.dups {
+			e.dupBytes += uvarintLen(uint64(d.j-prev-1)) + uvarintLen(uint64(d.j-d.ref-1))
+			prev = d.j
+		}
+	}
+}
+
+// uvarintLen returns the bytes of u as a uvarint.
+func uvarintLen(u uint64) int { return max(1, (bits.Len64(u)+6)/7) }
+
 // mapByte returns the half-octave log of rms relative to ref, offset by
 // tensorNeutral and clamped to [0, 254], or tensorSkip for rms 0.
 func mapByte(ss float64, n int, ref float64) uint8 {
@@ -227,6 +326,10 @@ func (e *tensorEncoder) buildMaps(s Shape, st tensorStats, flags uint8) {
 			b = tensorNeutral
 		}
 		e.colB[j] = b
+	}
+	e.colEff = append(e.colEff[:0], e.colB...)
+	for _, d := range e.dups {
+		e.colEff[d.j] = tensorSkip
 	}
 }
 
@@ -355,7 +458,7 @@ func (sm *tensorSample) estimateBits(rms, delta float64, scale float64) float64 
 
 // varintLen returns the bytes of q's zigzag uvarint.
 func varintLen(q int32) int {
-	return (bits.Len32(uint32(q<<1)^uint32(q>>31)) + 6) / 7
+	return uvarintLen(uint64(uint32(q<<1) ^ uint32(q>>31)))
 }
 
 // takeSample groups the columns by map byte (e.order, e.groups) and fills
@@ -367,7 +470,7 @@ func varintLen(q int32) int {
 // values each sampled value stands for.
 func (e *tensorEncoder) takeSample(src []float32, s Shape) float64 {
 	const want = 1 << 13
-	e.order, e.groups = groupColumns(e.order, e.groups, e.colB)
+	e.order, e.groups = groupColumns(e.order, e.groups, e.colEff)
 	m := len(e.order)
 	sm := &e.sample
 	sm.vals = sm.vals[:0]
@@ -392,7 +495,7 @@ func (e *tensorEncoder) takeSample(src []float32, s Shape) float64 {
 			r1, k1 = r0+1, 0
 		}
 		v0, v1 := src[r0*s.Cols+int(e.order[k0])], src[r1*s.Cols+int(e.order[k1])]
-		a, b := e.rowA[r0], e.colB[e.order[k0]]
+		a, b := e.rowA[r0], e.colEff[e.order[k0]]
 		c := uint8(tensorSkip)
 		if a != tensorSkip {
 			c = uint8(min(int(a)+int(b), 254))
@@ -457,7 +560,7 @@ func tensorBlocks(n int) int {
 // overheadBits estimates the bits of a frame that do not scale with the
 // values: header and checksum, fixed payload fields, maps, per-class and
 // per-block headers and entropy tables.
-func overheadBits(s Shape, flags uint8, used, blocks int) float64 {
+func overheadBits(s Shape, flags uint8, used, blocks, dupBytes int) float64 {
 	b := HeaderSize + TrailerSize + tensorFixed + used*tensorClassHdr + blocks*(5+32)
 	if flags&tensorRowCtx != 0 {
 		b += s.Rows
@@ -465,7 +568,7 @@ func overheadBits(s Shape, flags uint8, used, blocks int) float64 {
 	if flags&tensorColCtx != 0 {
 		b += s.Cols
 	}
-	return 8 * float64(b)
+	return 8 * float64(b+dupBytes)
 }
 
 // usedClasses estimates how many classes a frame uses at step delta, and
@@ -497,7 +600,7 @@ func (e *tensorEncoder) searchStep(s Shape, st tensorStats, flags uint8, scale, 
 	cost := func(l float64) float64 {
 		d := st.rms * math.Exp2(l)
 		used, blocks := e.sample.usedClasses(makeClassTable(classD(st.rms, d)), scale)
-		return e.rc.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks) - targetBits
+		return e.rc.ratio*e.sample.estimateBits(st.rms, d, scale) + overheadBits(s, flags, used, blocks, e.dupBytes) - targetBits
 	}
 	lo, hi := float64(minL), maxL
 	if e.rc.rel > 0 {
@@ -637,7 +740,7 @@ func (e *tensorEncoder) chooseFlags(src []float32, s Shape, st tensorStats, delt
 		e.buildMaps(s, st, f)
 		scale := e.takeSample(src, s)
 		used, blocks := e.sample.usedClasses(makeClassTable(classD(st.rms, delta)), scale)
-		b := e.sample.estimateBits(st.rms, delta, scale) + overheadBits(s, f, used, blocks)
+		b := e.sample.estimateBits(st.rms, delta, scale) + overheadBits(s, f, used, blocks, e.dupBytes)
 		if b < bestBits {
 			best, bestBits = f, b
 		}
@@ -648,6 +751,7 @@ func (e *tensorEncoder) chooseFlags(src []float32, s Shape, st tensorStats, delt
 // appendPayload appends the tensor payload of src (shape-checked) to dst.
 func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byte, error) {
 	st := e.stats(src, s)
+	e.findDupCols(src, s)
 	if math.IsNaN(st.sumSq) || math.IsInf(st.sumSq, 0) {
 		if err := CheckFinite("tensor", src); err != nil {
 			return dst, err
@@ -679,6 +783,9 @@ func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byt
 		rc.flags = e.chooseFlags(src, s, st, e.searchStep(s, st, tensorFlagsAll, scale, targetBits))
 	}
 	flags, retried := rc.flags, false
+	if len(e.dups) > 0 {
+		flags |= tensorDupCols
+	}
 	e.buildMaps(s, st, flags)
 	scale := e.takeSample(src, s)
 	delta32 := float32(e.searchStep(s, st, flags, scale, targetBits))
@@ -700,9 +807,18 @@ quantise:
 	if flags&tensorColCtx != 0 {
 		dst = append(dst, e.colB...)
 	}
+	if flags&tensorDupCols != 0 {
+		dst = binary.AppendUvarint(dst, uint64(len(e.dups)))
+		prev := int32(-1)
+		for _, d := range e.dups {
+			dst = binary.AppendUvarint(dst, uint64(d.j-prev-1))
+			dst = binary.AppendUvarint(dst, uint64(d.j-d.ref-1))
+			prev = d.j
+		}
+	}
 
 	// Quantise into per-class runs: row by row, column group by group.
-	classCounts(&e.counts, e.rowA, e.colB, t)
+	classCounts(&e.counts, e.rowA, e.colEff, t)
 	var pos, off [tensorClasses]int
 	o := 0
 	for c, k := range e.counts {
@@ -763,7 +879,7 @@ quantise:
 	// next frame of the stream lands on target without a second encode.
 	used, blocks := e.sample.usedClasses(t, scale)
 	if est := e.sample.estimateBits(st.rms, float64(delta32), scale); est > 0 {
-		coded := 8*float64(len(dst)-start+HeaderSize+TrailerSize) - overheadBits(s, flags, used, blocks)
+		coded := 8*float64(len(dst)-start+HeaderSize+TrailerSize) - overheadBits(s, flags, used, blocks, e.dupBytes)
 		rc.ratio = min(max(coded/est, 0.5), 1.5)
 	}
 	if fresh && !retried {
@@ -883,6 +999,9 @@ type tensorDecoder struct {
 	pend   [tensorClasses]int32  // second value of the last escaped pair
 	order  []int32
 	groups []colGroup
+	dups   []dupCol
+	isDup  []bool
+	colEff []uint8
 	neut   []uint8
 }
 
@@ -895,7 +1014,7 @@ func (d *tensorDecoder) decodePayload(dst []float32, s Shape, p []byte) error {
 	}
 	flags, dd := p[0], int(int8(p[1]))
 	delta := math.Float32frombits(binary.LittleEndian.Uint32(p[4:]))
-	if p[2] != 0 || p[3] != 0 || flags&^tensorFlagsAll != 0 {
+	if p[2] != 0 || p[3] != 0 || flags&^(tensorFlagsAll|tensorDupCols) != 0 {
 		return errTensor("reserved bits set")
 	}
 	if delta == 0 {
@@ -921,6 +1040,18 @@ func (d *tensorDecoder) decodePayload(dst []float32, s Shape, p []byte) error {
 			return errTensor("column map truncated")
 		}
 		colB, p = p[:s.Cols], p[s.Cols:]
+	}
+	d.dups = d.dups[:0]
+	if flags&tensorDupCols != 0 {
+		var err error
+		if p, err = d.readDups(p, s); err != nil {
+			return err
+		}
+		d.colEff = append(d.colEff[:0], colB...)
+		for _, dc := range d.dups {
+			d.colEff[dc.j] = tensorSkip
+		}
+		colB = d.colEff
 	}
 	t := makeClassTable(dd)
 	var counts [tensorClasses]int
@@ -1004,7 +1135,52 @@ func (d *tensorDecoder) decodePayload(dst []float32, s Shape, p []byte) error {
 			return errTensor("class %d: %d escape bytes unused", c, len(d.esc[c]))
 		}
 	}
+	if len(d.dups) > 0 {
+		for r := 0; r < s.Rows; r++ {
+			row := dst[r*s.Cols : (r+1)*s.Cols]
+			for _, dc := range d.dups {
+				row[dc.j] = row[dc.ref]
+			}
+		}
+	}
 	return nil
+}
+
+// readDups reads the repeated-column list at the start of p into d.dups
+// and returns the rest of p.
+func (d *tensorDecoder) readDups(p []byte, s Shape) ([]byte, error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n == 0 || n >= uint64(s.Cols) {
+		return p, errTensor("repeated-column count is bad or %d of %d columns", n, s.Cols)
+	}
+	p = p[k:]
+	d.isDup = resize(d.isDup, s.Cols)
+	clear(d.isDup)
+	prev := int64(-1)
+	for range n {
+		dj, k1 := binary.Uvarint(p)
+		if k1 <= 0 {
+			return p, errTensor("repeated-column list truncated")
+		}
+		p = p[k1:]
+		dr, k2 := binary.Uvarint(p)
+		if k2 <= 0 {
+			return p, errTensor("repeated-column list truncated")
+		}
+		p = p[k2:]
+		if dj >= uint64(s.Cols) || dr >= uint64(s.Cols) {
+			return p, errTensor("repeated column out of range")
+		}
+		j := prev + 1 + int64(dj)
+		ref := j - 1 - int64(dr)
+		if j >= int64(s.Cols) || ref < 0 || d.isDup[ref] {
+			return p, errTensor("repeated column %d refers to column %d", j, ref)
+		}
+		d.isDup[j] = true
+		d.dups = append(d.dups, dupCol{int32(j), int32(ref)})
+		prev = j
+	}
+	return p, nil
 }
 
 // scatter writes the next values of class c, from value index k of the

@@ -147,12 +147,64 @@ func TestTensorEdgeValues(t *testing.T) {
 	}
 }
 
+// TestTensorRepeatedColumns checks that columns repeating an earlier one
+// (constant inputs) are sent once and decode bit for bit like their
+// original, and that this lowers the error at the same rate.
+func TestTensorRepeatedColumns(t *testing.T) {
+	sh := Shape{64, 300}
+	x := tensorTestGrad(11, sh.Rows, sh.Cols)
+	for j := 200; j < 300; j++ { // a third of the columns repeat column 7 or 9
+		src := 7 + 2*(j%2)
+		for r := range sh.Rows {
+			x[r*sh.Cols+j] = x[r*sh.Cols+src]
+		}
+	}
+	e := newTensorEncoder(1.4)
+	var d tensorDecoder
+	tensorRoundTrip(t, e, &d, x, sh)
+	y, got := tensorRoundTrip(t, e, &d, x, sh)
+	if len(e.dups) != 100 {
+		t.Fatalf("found %d repeated columns, want 100", len(e.dups))
+	}
+	for r := range sh.Rows {
+		for j := 200; j < 300; j++ {
+			if a, b := y[r*sh.Cols+j], y[r*sh.Cols+7+2*(j%2)]; math.Float32bits(a) != math.Float32bits(b) {
+				t.Fatalf("row %d: column %d decodes to %v, its original to %v", r, j, a, b)
+			}
+		}
+	}
+	// The same values with each repeat perturbed by its own tiny factor
+	// cannot use the list: the error at the same rate must be higher.
+	x2 := append([]float32(nil), x...)
+	for r := range sh.Rows {
+		for j := 200; j < 300; j++ {
+			x2[r*sh.Cols+j] *= 1 + float32(j)*1e-6
+		}
+	}
+	e2 := newTensorEncoder(1.4)
+	tensorRoundTrip(t, e2, &d, x2, sh)
+	y2, got2 := tensorRoundTrip(t, e2, &d, x2, sh)
+	if len(e2.dups) != 0 {
+		t.Fatalf("found %d repeated columns in perturbed data", len(e2.dups))
+	}
+	t.Logf("with repeats: %.3f bits/value, NMSE %.4f; perturbed: %.3f, %.4f", got, tensorNMSE(x, y), got2, tensorNMSE(x2, y2))
+	if tensorNMSE(x, y) >= tensorNMSE(x2, y2) {
+		t.Errorf("repeated columns did not lower the error: %.4f vs %.4f", tensorNMSE(x, y), tensorNMSE(x2, y2))
+	}
+}
+
 // FuzzTensorPayload feeds arbitrary payloads to the tensor decoder for a
 // small shape: it must return an error or finite values, never panic, and
 // its buffers must stay within what the shape sizes.
 func FuzzTensorPayload(f *testing.F) {
 	for _, sh := range []Shape{{24, 48}, {1, 1100}, {3, 5}} {
 		x := tensorTestGrad(3, sh.Rows, sh.Cols)
+		if sh.Rows >= 8 {
+			for r := range sh.Rows { // repeated columns
+				x[r*sh.Cols+40] = x[r*sh.Cols+3]
+				x[r*sh.Cols+41] = x[r*sh.Cols+3]
+			}
+		}
 		for _, bpv := range []float64{0.5, 2, 6} {
 			p, err := newTensorEncoder(bpv).appendPayload(nil, x, sh)
 			if err != nil {
