@@ -118,7 +118,7 @@ type tensorEncoder struct {
 	rowA, colB   []uint8
 	clsRow       []uint8
 	counts       [tensorClasses]int
-	q            []int8
+	q            []byte                 // quantised values as int8 bytes, 0x80 marking an entry of big
 	big          [tensorClasses][]int32 // |q| > 127 of each class, in order
 	sym          []byte
 	esc          []byte
@@ -693,7 +693,7 @@ func (e *tensorEncoder) saturated() bool {
 
 // quantRun quantises row[order[i]] (or row[i] when order is nil) into dst,
 // |q| > 127 as -128 with q appended to big.
-func quantRun(dst []int8, row []float32, order []int32, inv float32, big []int32) []int32 {
+func quantRun(dst []byte, row []float32, order []int32, inv float32, big []int32) []int32 {
 	if order == nil {
 		dst = dst[:len(row)]
 		for j, v := range row {
@@ -702,10 +702,10 @@ func quantRun(dst []int8, row []float32, order []int32, inv float32, big []int32
 			a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
 			if a >= 128 {
 				big = append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
-				dst[j] = -128
+				dst[j] = 0x80
 				continue
 			}
-			dst[j] = int8((int32(a) ^ sg) - sg)
+			dst[j] = byte((int32(a) ^ sg) - sg)
 		}
 		return big
 	}
@@ -716,10 +716,10 @@ func quantRun(dst []int8, row []float32, order []int32, inv float32, big []int32
 		a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
 		if a >= 128 {
 			big = append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
-			dst[i] = -128
+			dst[i] = 0x80
 			continue
 		}
-		dst[i] = int8((int32(a) ^ sg) - sg)
+		dst[i] = byte((int32(a) ^ sg) - sg)
 	}
 	return big
 }
@@ -898,35 +898,62 @@ quantise:
 	return dst, nil
 }
 
-// codeClass appends the blocks of class c's values q (int8, -128 marking
-// the next entry of e.big[c]) and leaves the class's escape stream in e.esc.
-func (e *tensorEncoder) codeClass(dst []byte, q []int8, c int) ([]byte, error) {
+// escapePair appends the escape varints of the pair (b0, b1) to e.esc,
+// taking marked values from big; it returns the rest of big.
+func (e *tensorEncoder) escapePair(b0, b1 byte, big []int32) []int32 {
+	q0, q1 := int32(int8(b0)), int32(int8(b1))
+	if b0 == 0x80 {
+		q0, big = big[0], big[1:]
+	}
+	if b1 == 0x80 {
+		q1, big = big[0], big[1:]
+	}
+	e.esc = binary.AppendUvarint(e.esc, uint64(uint32(q0<<1)^uint32(q0>>31)))
+	e.esc = binary.AppendUvarint(e.esc, uint64(uint32(q1<<1)^uint32(q1>>31)))
+	return big
+}
+
+// pairSym maps two quantised values, as the little-endian uint16 of their
+// int8 bytes, to their pair symbol, or tensorEsc when either is beyond
+// ±tensorLevels (or the 0x80 marker).
+var pairSym = func() *[1 << 16]byte {
+	var t [1 << 16]byte
+	const w = 2*tensorLevels + 1
+	for i := range t {
+		q0, q1 := int32(int8(uint8(i))), int32(int8(uint8(i>>8)))
+		u0, u1 := uint32(q0+tensorLevels), uint32(q1+tensorLevels)
+		t[i] = tensorEsc
+		if u0 < w && u1 < w {
+			t[i] = byte(u0*w + u1)
+		}
+	}
+	return &t
+}()
+
+// codeClass appends the blocks of class c's values q (int8 bytes, 0x80
+// marking the next entry of e.big[c]) and leaves the class's escape stream
+// in e.esc.
+func (e *tensorEncoder) codeClass(dst []byte, q []byte, c int) ([]byte, error) {
 	nsym := (len(q) + 1) / 2
 	e.sym = resize(e.sym, nsym)
 	e.esc = e.esc[:0]
 	big := e.big[c]
-	sym := e.sym
-	const w = 2*tensorLevels + 1
-	for i := range nsym {
-		q0 := int32(q[2*i])
-		var q1 int32
-		if 2*i+1 < len(q) {
-			q1 = int32(q[2*i+1])
+	sym := e.sym[:nsym]
+	lut := pairSym
+	full := len(q) / 2
+	for i := range full {
+		y := lut[binary.LittleEndian.Uint16(q[2*i:])]
+		sym[i] = y
+		if y == tensorEsc {
+			big = e.escapePair(q[2*i], q[2*i+1], big)
 		}
-		u0, u1 := uint32(q0+tensorLevels), uint32(q1+tensorLevels)
-		if u0 < w && u1 < w {
-			sym[i] = byte(u0*w + u1)
-			continue
+	}
+	if full < nsym { // an odd count: the last value pairs with a 0
+		y := lut[uint16(q[len(q)-1])]
+		sym[full] = y
+		if y == tensorEsc {
+			big = e.escapePair(q[len(q)-1], 0, big)
 		}
-		sym[i] = tensorEsc
-		if q0 == -128 {
-			q0, big = big[0], big[1:]
-		}
-		if q1 == -128 {
-			q1, big = big[0], big[1:]
-		}
-		e.esc = binary.AppendUvarint(e.esc, uint64(uint32(q0<<1)^uint32(q0>>31)))
-		e.esc = binary.AppendUvarint(e.esc, uint64(uint32(q1<<1)^uint32(q1>>31)))
 	}
 	for b := 0; b < nsym; b += tensorBlock {
 		var err error
