@@ -86,14 +86,16 @@ type Config struct {
 	Logger *log.Logger
 
 	// Codec is a registered codec (gradcodec.Codecs): "raw", "fp16",
-	// "bf16", "int8", and with cgo "h264" and "hevc". Defaults to
+	// "bf16", "int8", "tensor" (entropy-coded, pure Go), and with cgo
+	// "h264" and "hevc". Defaults to
 	// DefaultCodec: "h264" with cgo ("hevc" compresses better at the same
 	// rate but its software encoder is several times slower), else "int8".
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else libx264/libx265),
 	// "nvenc" or "software". Defaults to "auto".
 	Backend string
-	// BitsPerValue is the target rate of the video codecs. Defaults to 1.4.
+	// BitsPerValue is the target rate of the tensor and video codecs.
+	// Defaults to 1.4.
 	BitsPerValue float64
 	// Preset is the encoder preset; "" picks the codec's measured default.
 	Preset string

@@ -124,7 +124,7 @@ func TestLoopbackWorkersInProcess(t *testing.T) {
 //
 //	go test ./collective -run '^$' -bench AllReduce16MiB -benchtime 3x
 func BenchmarkAllReduce16MiB(b *testing.B) {
-	for _, codec := range []string{"raw", "h264", "hevc"} {
+	for _, codec := range []string{"raw", "tensor", "h264", "hevc"} {
 		b.Run(codec, func(b *testing.B) {
 			if !gradcodec.Registered(codec) {
 				b.Skipf("%s is not registered in this build (the video plug-in needs cgo)", codec)

@@ -36,7 +36,7 @@ const (
 // minSecretLen is the shortest --secret the launcher accepts.
 const minSecretLen = 16
 
-var validCodecs = []string{"raw", "fp16", "bf16", "int8", "h264", "hevc"}
+var validCodecs = []string{"raw", "fp16", "bf16", "int8", "tensor", "h264", "hevc"}
 var validBackends = []string{"auto", "nvenc", "software"}
 
 // usageError marks bad input: the launcher prints it and exits with code 2.
@@ -142,7 +142,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "secret-file", "", "file whose content (surrounding whitespace trimmed) is the job secret")
 	fs.StringVar(&o.codec, "codec", "", "sets VCCL_CODEC: "+strings.Join(validCodecs, "|"))
 	fs.StringVar(&o.backend, "backend", "", "sets VCCL_BACKEND: "+strings.Join(validBackends, "|"))
-	fs.StringVar(&o.bpv, "bpv", "", "sets VCCL_BPV: target bits per value of the video codecs, e.g. 1.4")
+	fs.StringVar(&o.bpv, "bpv", "", "sets VCCL_BPV: target bits per value of the tensor and video codecs, e.g. 1.4")
 	fs.StringVar(&o.bucketBytes, "bucket-bytes", "", "sets VCCL_BUCKET_BYTES: bucket size of the DDP-style bucketer in bytes")
 	fs.StringVar(&o.peerTimeout, "peer-timeout", "", "sets VCCL_PEER_TIMEOUT (Go duration): failure detection bound")
 	fs.StringVar(&o.joinTimeout, "join-timeout", "", "sets VCCL_JOIN_TIMEOUT (Go duration): how long ranks wait for the whole world")

@@ -49,6 +49,11 @@ func main() {
 	}
 }
 
+// rateControlled reports whether codec takes a target rate (-bpv).
+func rateControlled(codec string) bool {
+	return codec == "tensor" || codec == "h264" || codec == "hevc"
+}
+
 // Result is one line of output; the JSON keys are part of the tool's
 // interface.
 type Result struct {
@@ -68,7 +73,7 @@ type Result struct {
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("codec_rd", flag.ContinueOnError)
 	codecs := fs.String("codec", "h264,hevc,int8", "comma-separated codecs: "+strings.Join(gradcodec.Codecs(), ", "))
-	bpvs := fs.String("bpv", "1.4", "comma-separated target bits per value (video codecs; others have a fixed rate)")
+	bpvs := fs.String("bpv", "1.4", "comma-separated target bits per value (tensor and video codecs; others have a fixed rate)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line instead of a table")
 	backend := fs.String("backend", "software", "video backend: auto, nvenc or software")
 	preset := fs.String("preset", "", "encoder preset (default: the codec's default)")
@@ -118,7 +123,7 @@ func run(args []string, stdout io.Writer) error {
 		}
 		for _, codec := range codecList {
 			targets := rates
-			if codec != "h264" && codec != "hevc" {
+			if !rateControlled(codec) {
 				targets = rates[:1] // fixed-rate codecs: one line
 			}
 			for _, bpv := range targets {
@@ -127,7 +132,7 @@ func run(args []string, stdout io.Writer) error {
 					return fmt.Errorf("%s: %w", file, err)
 				}
 				r.File = file
-				if codec != "h264" && codec != "hevc" {
+				if !rateControlled(codec) {
 					r.TargetBPV = 0
 				}
 				if *asJSON {
