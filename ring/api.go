@@ -19,6 +19,7 @@ const (
 	KindBytes                         // opaque payload of AllGather/Broadcast/Barrier
 	KindAbort                         // an error travelling around the ring
 	KindDone                          // a rank's end-of-collective status (see doc.go)
+	KindEnter                         // the first message of every collective: "this rank entered it"
 )
 
 // Message is one unit on a link. Links deliver messages in order.
@@ -60,7 +61,37 @@ var (
 	ErrPeerLost      = errors.New("ring: peer lost")
 	ErrShapeMismatch = errors.New("ring: length mismatch between ranks")
 	ErrProtocol      = errors.New("ring: unexpected message")
+	// ErrTimeout: a collective did not finish within Ring.Timeout, most
+	// likely because a rank never entered it; errors.As finds a
+	// *TimeoutError naming that rank.
+	ErrTimeout = errors.New("ring: collective timed out")
 )
+
+// TimeoutError reports a collective that did not finish within
+// Ring.Timeout; errors.Is(err, ErrTimeout). Absent is the rank that never
+// entered the collective (seen by its next rank, which got nothing of this
+// collective from it), or -1 when the rank that gave up had heard from its
+// previous rank and only knows that the collective did not finish.
+type TimeoutError struct {
+	Op     uint64
+	Absent int
+	After  time.Duration // how long the reporting rank waited (0 where it is not known)
+	Detail string        // what the reporting rank saw, e.g. the ranks whose status never came
+}
+
+func (e *TimeoutError) Error() string {
+	after := ""
+	if e.After > 0 {
+		after = fmt.Sprintf(" within %v", e.After)
+	}
+	if e.Absent >= 0 {
+		return fmt.Sprintf("ring: op %d: rank %d never entered the collective%s%s", e.Op, e.Absent, after, e.Detail)
+	}
+	return fmt.Sprintf("ring: op %d: not finished%s%s", e.Op, after, e.Detail)
+}
+
+// Is makes errors.Is(err, ErrTimeout) true.
+func (e *TimeoutError) Is(target error) bool { return target == ErrTimeout }
 
 // PeerLostError reports the rank that was lost; errors.Is(err, ErrPeerLost).
 type PeerLostError struct {

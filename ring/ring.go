@@ -22,6 +22,16 @@ type Ring struct {
 	// peer or an ended context). A neighbour that takes longer is reported
 	// lost. 0 means DefaultAbortGrace (2s).
 	AbortGrace time.Duration
+	// Timeout bounds how long a rank stays in one collective when some
+	// rank never enters it (see doc.go, "Ranks that never enter"). A rank
+	// that has been in a collective for Timeout without hearing that its
+	// previous rank entered fails it with a *TimeoutError naming that
+	// rank, and the error travels downstream to every rank it can reach;
+	// a rank that did hear from its previous rank waits up to
+	// TimeoutExtra(Timeout, AbortGrace) longer for that error before it
+	// gives up itself. 0 means no timeout (only the context, a lost peer
+	// or a refused status message end a collective).
+	Timeout time.Duration
 }
 
 // Options configure one AllReduce.
@@ -120,6 +130,9 @@ type allReduce struct {
 	data []float32
 	opts Options
 	plan *plan
+	// scatterOnly: the reduce-scatter phase alone, chunk r ending on rank r
+	// (ReduceScatter).
+	scatterOnly bool
 
 	stream string
 	sends  []step
@@ -148,11 +161,17 @@ func (j *allReduce) setup(e *engine) {
 		}
 		return list
 	}
-	for s := 0; s < n-1; s++ {
-		j.sends = add(j.sends, KindReduceScatter, s, mod(r-s), s > 0)
-		j.recvs = add(j.recvs, KindReduceScatter, s, mod(r-s-1), false)
+	// ReduceScatter alone shifts the chunks by one so that rank r ends
+	// holding chunk r (reducescatter.go).
+	shift := 0
+	if j.scatterOnly {
+		shift = 1
 	}
 	for s := 0; s < n-1; s++ {
+		j.sends = add(j.sends, KindReduceScatter, s, mod(r-s-shift), s > 0)
+		j.recvs = add(j.recvs, KindReduceScatter, s, mod(r-s-1-shift), false)
+	}
+	for s := 0; s < n-1 && !j.scatterOnly; s++ {
 		j.sends = add(j.sends, KindAllGather, s, mod(r+1-s), true)
 		j.recvs = add(j.recvs, KindAllGather, s, mod(r-s), false)
 	}
