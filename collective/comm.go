@@ -20,6 +20,7 @@ import (
 // links (engine_ring.go).
 type engine interface {
 	allReduce(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error)
+	reduceScatter(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error)
 	allGather(ctx context.Context, op uint64, local []byte) ([][]byte, error)
 	broadcast(ctx context.Context, op uint64, data []byte, root int) ([]byte, error)
 	barrier(ctx context.Context, op uint64) error
@@ -74,6 +75,7 @@ type Comm struct {
 	codecs       map[codecKey]ring.Codec
 	scratchRaw   []float32
 	scratchCoded []float32
+	scratchRS    []float32
 
 	statsMu sync.Mutex
 	total   Stats
@@ -99,7 +101,8 @@ type Handle struct {
 
 // Wait blocks until the collective has finished and returns its statistics.
 // It always returns: a collective ends at its context's end, at a lost peer
-// (within Config.PeerTimeout) or at Close.
+// (within Config.PeerTimeout), at Config.Timeout when a rank never enters it,
+// or at Close.
 func (h *Handle) Wait() (Stats, error) {
 	<-h.done
 	return h.stats, h.err
@@ -573,6 +576,89 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 	}
 	scatter(c.scratchCoded, codedIdx)
 	scatter(c.scratchRaw, rawIdx)
+	return st, nil
+}
+
+// ReduceScatter sums src over all ranks (or, WithAverage, averages it) and
+// writes this rank's slice of the result into dst, like
+// torch.distributed.reduce_scatter_tensor: with n = len(dst), src holds
+// Size()*n values on every rank, and dst receives the element-wise sum over
+// the ranks of their src[Rank()*n:(Rank()+1)*n]. src is left unchanged.
+//
+// It is compressed like AllReduce — it is the first phase of one: every
+// hop re-encodes the partial sum with the configured codec, with error
+// feedback and rate control per stream (WithStream; the default name comes
+// from the length and layout), and the first Config.WarmupSteps calls of a
+// stream travel raw. WithShape or WithLayout describe src, so the codec sees
+// its rows; pieces smaller than Config.RawBelow go raw inside the codec's
+// frames, and a src of fewer than RawBelow values travels raw. Unlike the
+// result of AllReduce, each rank's slice is its own exact sum of the decoded
+// partial sums: no two ranks hold the same values to compare. Errors are
+// those of AllReduce; every rank returns the same one.
+func (c *Comm) ReduceScatter(ctx context.Context, dst, src []float32, opts ...Option) (Stats, error) {
+	var o callOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if len(src) != c.size*len(dst) {
+		return c.invalid(ctx, "reducescatter", fmt.Errorf("src has %d values, want Size()*len(dst) = %d*%d: %w",
+			len(src), c.size, len(dst), ErrShapeMismatch)).Wait()
+	}
+	if err := c.checkCall(src, &o); err != nil {
+		return c.invalid(ctx, "reducescatter", err).Wait()
+	}
+	return c.submit(ctx, "reducescatter", func(ctx context.Context) (Stats, error) {
+		st, err := c.runReduceScatter(ctx, dst, src, &o)
+		if err == nil {
+			st.Calls = 1
+			c.statsMu.Lock()
+			c.total = c.total.Add(st)
+			c.statsMu.Unlock()
+		}
+		return st, err
+	}).Wait()
+}
+
+// runReduceScatter runs on the loop goroutine: warm-up and raw policy, then
+// one ring reduce-scatter over a copy of src.
+func (c *Comm) runReduceScatter(ctx context.Context, dst, src []float32, o *callOptions) (Stats, error) {
+	codecName := o.codec
+	steps := c.warm[o.stream]
+	c.warm[o.stream] = steps + 1
+	if steps < c.cfg.WarmupSteps && !o.noWarmup {
+		codecName = "raw"
+	}
+	if o.layout == nil && len(src) < *o.rawBelow {
+		codecName = "raw"
+	}
+	if o.layout != nil {
+		raw := true
+		for _, s := range o.layout {
+			raw = raw && isRawPiece(s, *o.rawBelow)
+		}
+		if raw {
+			codecName = "raw"
+		}
+	}
+	st := Stats{Codec: codecName}
+	var cd ring.Codec
+	var err error
+	if codecName == "raw" {
+		cd, err = c.rawCodec()
+	} else {
+		cd, err = c.codecFor(codecKey{codec: codecName, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
+	}
+	if err != nil {
+		return st, localError{fmt.Errorf("opening codec %s: %w", codecName, err)}
+	}
+	c.scratchRS = append(c.scratchRS[:0], src...)
+	rs, err := c.eng.reduceScatter(ctx, c.scratchRS, ringCall{op: c.op(), average: o.average, layout: o.layout, codec: cd, stream: o.stream})
+	addRingStats(&st, rs)
+	if err != nil {
+		return st, err
+	}
+	n := len(dst)
+	copy(dst, c.scratchRS[c.rank*n:(c.rank+1)*n])
 	return st, nil
 }
 

@@ -24,6 +24,9 @@ const (
 	EnvErrorFeedback = "VCCL_ERROR_FEEDBACK" // "1"/"0" (or true/false): error feedback on or off
 	EnvWarmupSteps   = "VCCL_WARMUP_STEPS"   // uncompressed allreduces at the start of each stream
 	EnvRawBelow      = "VCCL_RAW_BELOW"      // tensors with fewer values go raw
+	// EnvTimeout sets Config.Timeout: a Go duration ("90s", "30m") or a
+	// number of seconds; "0" turns the timeout off.
+	EnvTimeout = "VCCL_TIMEOUT"
 )
 
 // Default values of Config, as DefaultConfig sets them.
@@ -33,6 +36,12 @@ const (
 	DefaultWarmupSteps  = 10
 	DefaultRawBelow     = 4096
 	DefaultBucketBytes  = 25 << 20
+	// DefaultTimeout is Config.Timeout's default: 30 minutes, the default
+	// timeout of torch.distributed's Gloo process groups (its NCCL ones
+	// use 10 minutes). It is long because a collective's wait includes the
+	// other ranks' compute: the slowest rank's forward and backward pass,
+	// its data loading, a first step that opens codecs.
+	DefaultTimeout = 30 * time.Minute
 )
 
 // DefaultCodec is Config.Codec's default: "h264" where the FFmpeg video
@@ -81,6 +90,16 @@ type Config struct {
 	// JoinTimeout bounds how long Init waits for the whole world. 0 means
 	// worker's default (60s).
 	JoinTimeout time.Duration
+	// Timeout bounds how long a collective waits for ranks that never
+	// enter it (a straggler stuck in its data loader, a rank that skipped
+	// a step): a rank that has been in a collective for Timeout without
+	// hearing that its previous rank entered fails it with an error
+	// wrapping ErrTimeout that names that rank, and every rank it can
+	// reach along the ring returns that same error (see the package doc,
+	// "Timeouts"). Defaults to DefaultTimeout (30 minutes, like
+	// torch.distributed's Gloo backend); 0 turns it off. Set by
+	// VCCL_TIMEOUT.
+	Timeout time.Duration
 	// Logger receives the worker's log lines. nil means stderr with a
 	// "[vccl rank N] " prefix.
 	Logger *log.Logger
@@ -126,6 +145,7 @@ func DefaultConfig() Config {
 		WarmupSteps:   DefaultWarmupSteps,
 		RawBelow:      DefaultRawBelow,
 		BucketBytes:   DefaultBucketBytes,
+		Timeout:       DefaultTimeout,
 	}
 }
 
@@ -157,6 +177,8 @@ func (c *Config) validate() error {
 		return bad("PeerTimeout", "is %v, want >= 0", c.PeerTimeout)
 	case c.JoinTimeout < 0:
 		return bad("JoinTimeout", "is %v, want >= 0", c.JoinTimeout)
+	case c.Timeout < 0:
+		return bad("Timeout", "is %v, want >= 0 (0 turns it off)", c.Timeout)
 	case c.Codec == "":
 		return bad("Codec", "is empty (start from DefaultConfig)")
 	}
@@ -183,8 +205,8 @@ func (c *Config) validate() error {
 // variables the launcher sets: worker.ConfigFromEnv's (rank, world size,
 // join addresses, secret, bind address and port, metrics address, timeouts)
 // and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
-// worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps and
-// EnvRawBelow. Unset variables keep the defaults; VCCL_RANK and
+// worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps,
+// EnvRawBelow and EnvTimeout. Unset variables keep the defaults; VCCL_RANK and
 // VCCL_WORLD_SIZE are required, unless the process is a task of a Slurm
 // step (srun) or a pod of a Kubernetes Indexed Job: then the rank, world
 // size, local rank, rendezvous and bind address come from the scheduler
@@ -245,6 +267,13 @@ func ConfigFromEnv() (Config, error) {
 		}
 		c.ErrorFeedback = b
 	}
+	if v, ok := get(EnvTimeout); ok {
+		d, err := parseTimeout(v)
+		if err != nil {
+			return Config{}, bad(EnvTimeout, v, err)
+		}
+		c.Timeout = d
+	}
 	if err := c.validate(); err != nil {
 		return Config{}, err
 	}
@@ -256,3 +285,21 @@ func ConfigFromEnv() (Config, error) {
 // launcher's ranks), or this process is a task of a Slurm step or a pod of
 // a Kubernetes Indexed Job. A program may run as a single rank otherwise.
 func InJob() bool { return schedenv.InJob(os.LookupEnv) }
+
+// parseTimeout reads a Go duration ("90s", "30m") or a number of seconds.
+func parseTimeout(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if !(f >= 0 && f < 1e9) {
+			return 0, errors.New("want a duration >= 0")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New(`want a duration such as "90s" or "30m", or a number of seconds`)
+	}
+	if d < 0 {
+		return 0, errors.New("want a duration >= 0")
+	}
+	return d, nil
+}

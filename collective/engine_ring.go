@@ -31,6 +31,20 @@ func (e ringEngine) allReduce(ctx context.Context, data []float32, rc ringCall) 
 	return st, err
 }
 
+func (e ringEngine) reduceScatter(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error) {
+	st, err := e.r.ReduceScatter(ctx, data, ring.Options{
+		Op:      rc.op,
+		Average: rc.average,
+		Layout:  rc.layout,
+		Codec:   rc.codec,
+		Stream:  rc.stream,
+	})
+	if e.metrics != nil {
+		e.metrics.Observe(st, err)
+	}
+	return st, err
+}
+
 func (e ringEngine) allGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {
 	return e.r.AllGather(ctx, op, local)
 }

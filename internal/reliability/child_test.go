@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -155,6 +156,12 @@ func errorEvent(step int, err error, elapsed time.Duration) map[string]any {
 	if errors.As(err, &pl) {
 		ev["lost"] = pl.Rank
 	}
+	ev["timeout"] = errors.Is(err, collective.ErrTimeout)
+	ev["absent"] = -1
+	var te *collective.TimeoutError
+	if errors.As(err, &te) {
+		ev["absent"] = te.Absent
+	}
 	return ev
 }
 
@@ -225,6 +232,9 @@ func selfSignal(sig syscall.Signal) func() {
 //	  RELY_KILL_CMD runs a command (e.g. a link down) instead.
 //	RELY_BAD_LEN_RANK: that rank passes one value more.
 //	RELY_NAN_RANK / RELY_INF_RANK: that rank puts NaN / +Inf in its input.
+//	RELY_ABSENT_RANK, RELY_ABSENT_STEP: that rank skips the allreduce of
+//	  that step: it prints "absent" and waits, alive, until its stdin is
+//	  closed, then enters the allreduce late.
 //	RELY_RSS_EVERY: print RSS every that many steps.
 func childAllReduce() int {
 	rank := envInt("VCCL_RANK", -1)
@@ -238,6 +248,7 @@ func childAllReduce() int {
 	nanRank := envInt("RELY_NAN_RANK", -1)
 	infRank := envInt("RELY_INF_RANK", -1)
 	rssEvery := envInt("RELY_RSS_EVERY", 0)
+	absentRank, absentStep := envInt("RELY_ABSENT_RANK", -1), envInt("RELY_ABSENT_STEP", -1)
 	opEvery := envInt("RELY_OP_EVERY", 1)
 	maxNMSE := envFloat("RELY_MAX_NMSE", 0.5)
 	type shape struct{ r, c int }
@@ -367,6 +378,10 @@ func childAllReduce() int {
 			} else {
 				k = armKiller(int64(killFrac*float64(lastBytes)), lastBytes, act)
 			}
+		}
+		if rank == absentRank && s == absentStep {
+			emit(map[string]any{"ev": "absent", "step": s})
+			io.Copy(io.Discard, os.Stdin) // until the harness closes stdin
 		}
 		before := wchar()
 		start := time.Now()
