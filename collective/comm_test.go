@@ -31,6 +31,12 @@ func fakeCodecs(opts gradcodec.Options, ef bool, rawBelow int) (ring.Codec, erro
 // memWorld returns size Comms over an in-memory ring network.
 func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Network) {
 	t.Helper()
+	return memWorldRing(t, size, mod, nil)
+}
+
+// memWorldRing is memWorld with ringMod applied to every rank's ring.
+func memWorldRing(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring)) ([]*Comm, *ringtest.Network) {
+	t.Helper()
 	net := ringtest.NewNetwork(size)
 	comms := make([]*Comm, size)
 	for r := range comms {
@@ -44,6 +50,9 @@ func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Net
 		}
 		rg := net.Ring(r)
 		rg.Timeout = cfg.Timeout
+		if ringMod != nil {
+			ringMod(rg)
+		}
 		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: rg}, newCodec: fakeCodecs})
 	}
 	t.Cleanup(func() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
 
@@ -130,5 +131,44 @@ func TestAbsentRankInMemory(t *testing.T) {
 	}
 	if took < timeout || took > timeout+5*time.Second {
 		t.Fatalf("took %v, timeout %v", took, timeout)
+	}
+}
+
+// TestBroadcastAllGatherManyMessages: with the links' message limit lowered
+// to 64 bytes, Broadcast, BroadcastBytes and AllGather of payloads many
+// times larger work (they travel in pipelined pieces).
+func TestBroadcastAllGatherManyMessages(t *testing.T) {
+	ctx := context.Background()
+	const size, limit = 5, 64
+	comms, net := memWorldRing(t, size, nil, func(r *ring.Ring) { r.ChunkBytes = limit })
+	net.SetMaxPayload(limit)
+	outs := make([][]float32, size)
+	blobs := make([][]byte, size)
+	gathered := make([][][]byte, size)
+	blob := func(r int) []byte { return []byte(strings.Repeat(fmt.Sprintf("rank %d;", r), 50*r)) }
+	noErrors(t, each(comms, func(r int, c *Comm) error {
+		x := rankData(int64(r), r, 1000) // 4000 bytes
+		if err := c.Broadcast(ctx, x, 2); err != nil {
+			return err
+		}
+		outs[r] = x
+		b, err := c.BroadcastBytes(ctx, blob(r), 4)
+		if err != nil {
+			return err
+		}
+		blobs[r] = b
+		gathered[r], err = c.AllGather(ctx, blob(r))
+		return err
+	}))
+	want := rankData(2, 2, 1000)
+	for r := range size {
+		if hashOf(outs[r]) != hashOf(want) || string(blobs[r]) != string(blob(4)) {
+			t.Fatalf("rank %d: broadcast differs", r)
+		}
+		for i, g := range gathered[r] {
+			if string(g) != string(blob(i)) {
+				t.Fatalf("rank %d: allgather part %d has %d bytes, want %d", r, i, len(g), len(blob(i)))
+			}
+		}
 	}
 }

@@ -32,6 +32,12 @@ type Ring struct {
 	// gives up itself. 0 means no timeout (only the context, a lost peer
 	// or a refused status message end a collective).
 	Timeout time.Duration
+	// ChunkBytes is the largest payload of a message of AllGather and
+	// Broadcast: each rank's bytes travel as pieces of at most this size,
+	// pipelined along the ring, so a payload has no size limit of its own.
+	// It must not exceed the links' message limit. 0 means
+	// DefaultChunkBytes (1 MiB); else at least MinChunkBytes.
+	ChunkBytes int
 }
 
 // Options configure one AllReduce.
@@ -66,6 +72,9 @@ func (r *Ring) validate() error {
 	}
 	if r.Rank < 0 || r.Rank >= r.Size {
 		return fmt.Errorf("ring: rank %d out of range [0, %d)", r.Rank, r.Size)
+	}
+	if r.ChunkBytes != 0 && r.ChunkBytes < MinChunkBytes {
+		return fmt.Errorf("ring: ChunkBytes %d, want 0 (the default) or >= %d", r.ChunkBytes, MinChunkBytes)
 	}
 	if r.Size > 1 && (r.Next == nil || r.Prev == nil) {
 		return fmt.Errorf("ring: rank %d of %d needs both Next and Prev links", r.Rank, r.Size)
@@ -257,94 +266,6 @@ func (j *allReduce) consume(i int, m Message) error {
 	return nil
 }
 
-// AllGather collects one byte slice from every rank: out[i] is rank i's
-// local. Slices may differ in length.
-func (r *Ring) AllGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {
-	if err := r.validate(); err != nil {
-		return nil, err
-	}
-	out := make([][]byte, r.Size)
-	out[r.Rank] = append([]byte(nil), local...)
-	if r.Size == 1 {
-		return out, nil
-	}
-	n, rk := r.Size, r.Rank
-	j := &bytesJob{r: r, out: out, local: local}
-	for s := 0; s < n-1; s++ {
-		j.sends = append(j.sends, step{kind: KindBytes, hop: uint32(s), chunk: uint32((rk - s + n) % n), wait: s > 0})
-		j.recvs = append(j.recvs, step{kind: KindBytes, hop: uint32(s), chunk: uint32((rk - s - 1 + n) % n)})
-	}
-	e := &engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}
-	if err := e.run(ctx, nil); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// bytesJob moves opaque byte slices: the first send is local, later sends
-// forward what was received; a received slice is stored in out[chunk].
-type bytesJob struct {
-	r            *Ring
-	out          [][]byte
-	local        []byte
-	sends, recvs []step
-	result       []byte
-}
-
-func (j *bytesJob) build(i int, in []byte) ([]byte, error) {
-	if j.sends[i].wait {
-		return in, nil
-	}
-	return j.local, nil
-}
-
-func (j *bytesJob) consume(i int, m Message) error {
-	if j.out != nil {
-		j.out[j.recvs[i].chunk] = m.Payload
-	} else {
-		j.result = m.Payload
-	}
-	return nil
-}
-
-// Broadcast sends root's data to every rank and returns it (on root, data
-// itself). The payload travels the ring from root to root-1 as one message.
-func (r *Ring) Broadcast(ctx context.Context, op uint64, data []byte, root int) ([]byte, error) {
-	if err := r.validate(); err != nil {
-		return nil, err
-	}
-	var pre error
-	if root < 0 || root >= r.Size {
-		pre = fmt.Errorf("ring: broadcast root %d out of range [0, %d)", root, r.Size)
-	}
-	if r.Size == 1 {
-		if pre != nil {
-			return nil, fmt.Errorf("rank 0: %w", pre)
-		}
-		return data, nil
-	}
-	j := &bytesJob{r: r, local: data}
-	if pre == nil {
-		last := (root - 1 + r.Size) % r.Size
-		b := step{kind: KindBytes, chunk: uint32(root)}
-		if r.Rank != root {
-			j.recvs = []step{b}
-		}
-		if r.Rank != last {
-			b.wait = r.Rank != root
-			j.sends = []step{b}
-		}
-	}
-	e := &engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}
-	if err := e.run(ctx, pre); err != nil {
-		return nil, err
-	}
-	if r.Rank == root {
-		return data, nil
-	}
-	return j.result, nil
-}
-
 // Barrier returns once every rank has entered it: it is the token round
 // alone (each rank's status travels once around the ring).
 func (r *Ring) Barrier(ctx context.Context, op uint64) error {
@@ -354,6 +275,6 @@ func (r *Ring) Barrier(ctx context.Context, op uint64) error {
 	if r.Size == 1 {
 		return nil
 	}
-	e := &engine{r: r, op: op, job: &bytesJob{r: r}}
+	e := &engine{r: r, op: op, job: &bytesJob{}}
 	return e.run(ctx, nil)
 }
