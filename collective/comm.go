@@ -71,7 +71,9 @@ type Comm struct {
 
 	// Owned by the loop goroutine.
 	nextOp       uint64
-	warm         map[string]int
+	warm         map[string]int    // warm-up count per stream (streams.go)
+	streamUse    map[string]uint64 // per stream, the value of calls at its last use
+	calls        uint64            // allreduces and reduce-scatters so far
 	codecs       map[codecKey]ring.Codec
 	scratchRaw   []float32
 	scratchCoded []float32
@@ -164,7 +166,8 @@ func newComm(cfg Config, rt runtime) *Comm {
 		cancel:   cancel,
 		loopDone: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
-		warm:     map[string]int{},
+		warm:      map[string]int{},
+		streamUse: map[string]uint64{},
 		codecs:   map[codecKey]ring.Codec{},
 	}
 	go c.loop()
@@ -478,8 +481,7 @@ func addRingStats(st *Stats, rs ring.Stats) {
 // policies and runs one or two ring allreduces.
 func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions) (Stats, error) {
 	codecName := o.codec
-	steps := c.warm[o.stream]
-	c.warm[o.stream] = steps + 1
+	steps := c.useStream(o.stream)
 	if steps < c.cfg.WarmupSteps && !o.noWarmup {
 		codecName = "raw"
 	}
@@ -623,8 +625,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, dst, src []float32, opts ...Op
 // one ring reduce-scatter over a copy of src.
 func (c *Comm) runReduceScatter(ctx context.Context, dst, src []float32, o *callOptions) (Stats, error) {
 	codecName := o.codec
-	steps := c.warm[o.stream]
-	c.warm[o.stream] = steps + 1
+	steps := c.useStream(o.stream)
 	if steps < c.cfg.WarmupSteps && !o.noWarmup {
 		codecName = "raw"
 	}

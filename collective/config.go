@@ -27,6 +27,9 @@ const (
 	// EnvTimeout sets Config.Timeout: a Go duration ("90s", "30m") or a
 	// number of seconds; "0" turns the timeout off.
 	EnvTimeout = "VCCL_TIMEOUT"
+	// EnvStreamIdle sets Config.StreamIdle, EnvMaxStreams Config.MaxStreams.
+	EnvStreamIdle = "VCCL_STREAM_IDLE"
+	EnvMaxStreams = "VCCL_MAX_STREAMS"
 )
 
 // Default values of Config, as DefaultConfig sets them.
@@ -42,6 +45,11 @@ const (
 	// other ranks' compute: the slowest rank's forward and backward pass,
 	// its data loading, a first step that opens codecs.
 	DefaultTimeout = 30 * time.Minute
+	// DefaultStreamIdle and DefaultMaxStreams are the defaults of
+	// Config.StreamIdle and Config.MaxStreams: generous enough for a model
+	// whose every parameter is its own stream, allreduced once per step.
+	DefaultStreamIdle = 1000
+	DefaultMaxStreams = 1024
 )
 
 // DefaultCodec is Config.Codec's default: "h264" where the FFmpeg video
@@ -131,6 +139,20 @@ type Config struct {
 	// BucketBytes is the default bucket size of a Bucketer, in bytes of
 	// float32 gradient. Defaults to 25 MiB (DDP's default).
 	BucketBytes int
+	// StreamIdle bounds the state kept per stream (WithStream; a
+	// Bucketer's buckets): a stream that none of the last StreamIdle
+	// allreduces and reduce-scatters of this Comm used is released — its
+	// error-feedback residuals, codec contexts and rate control, and its
+	// warm-up count (it warms up again if it comes back). Every rank
+	// releases at the same call, since every rank makes the same calls.
+	// Defaults to 1000 (DefaultStreamIdle); 0 never releases an idle
+	// stream. A job whose shapes change every step (default stream names
+	// follow the shape) keeps StreamIdle streams. Set by VCCL_STREAM_IDLE.
+	StreamIdle int
+	// MaxStreams caps the number of streams whose state is kept: a new
+	// stream beyond it releases the least recently used. Defaults to 1024
+	// (DefaultMaxStreams); 0 means no cap. Set by VCCL_MAX_STREAMS.
+	MaxStreams int
 }
 
 // DefaultConfig returns a Config for one rank with every default set.
@@ -146,6 +168,8 @@ func DefaultConfig() Config {
 		RawBelow:      DefaultRawBelow,
 		BucketBytes:   DefaultBucketBytes,
 		Timeout:       DefaultTimeout,
+		StreamIdle:    DefaultStreamIdle,
+		MaxStreams:    DefaultMaxStreams,
 	}
 }
 
@@ -197,6 +221,10 @@ func (c *Config) validate() error {
 		return bad("RawBelow", "is %d, want >= 0", c.RawBelow)
 	case c.BucketBytes < 4:
 		return bad("BucketBytes", "is %d, want >= 4 (one float32)", c.BucketBytes)
+	case c.StreamIdle < 0:
+		return bad("StreamIdle", "is %d, want >= 0 (0: never)", c.StreamIdle)
+	case c.MaxStreams < 0:
+		return bad("MaxStreams", "is %d, want >= 0 (0: no cap)", c.MaxStreams)
 	}
 	return nil
 }
@@ -206,13 +234,14 @@ func (c *Config) validate() error {
 // join addresses, secret, bind address and port, metrics address, timeouts)
 // and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
 // worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps,
-// EnvRawBelow and EnvTimeout. Unset variables keep the defaults; VCCL_RANK and
-// VCCL_WORLD_SIZE are required, unless the process is a task of a Slurm
-// step (srun) or a pod of a Kubernetes Indexed Job: then the rank, world
-// size, local rank, rendezvous and bind address come from the scheduler
-// where the VCCL_* variables are unset (worker.ConfigFromEnv has the
-// mapping), and the job secret from VCCL_SECRET or the file
-// VCCL_SECRET_FILE names. An error names the bad variable.
+// EnvRawBelow, EnvTimeout, EnvStreamIdle and EnvMaxStreams. Unset
+// variables keep the defaults; VCCL_RANK and VCCL_WORLD_SIZE are required,
+// unless the process is a task of a Slurm step (srun) or a pod of a
+// Kubernetes Indexed Job: then the rank, world size, local rank, rendezvous
+// and bind address come from the scheduler where the VCCL_* variables are
+// unset (worker.ConfigFromEnv has the mapping), and the job secret from
+// VCCL_SECRET or the file VCCL_SECRET_FILE names. An error names the bad
+// variable.
 func ConfigFromEnv() (Config, error) {
 	w, err := worker.ConfigFromEnv()
 	if err != nil {
@@ -235,7 +264,8 @@ func ConfigFromEnv() (Config, error) {
 	for _, iv := range []struct {
 		name string
 		dst  *int
-	}{{worker.EnvBucketBytes, &c.BucketBytes}, {EnvWarmupSteps, &c.WarmupSteps}, {EnvRawBelow, &c.RawBelow}} {
+	}{{worker.EnvBucketBytes, &c.BucketBytes}, {EnvWarmupSteps, &c.WarmupSteps}, {EnvRawBelow, &c.RawBelow},
+		{EnvStreamIdle, &c.StreamIdle}, {EnvMaxStreams, &c.MaxStreams}} {
 		if v, ok := get(iv.name); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {

@@ -235,6 +235,7 @@ func selfSignal(sig syscall.Signal) func() {
 //	RELY_ABSENT_RANK, RELY_ABSENT_STEP: that rank skips the allreduce of
 //	  that step: it prints "absent" and waits, alive, until its stdin is
 //	  closed, then enters the allreduce late.
+//	RELY_SHAPE_WALK=1: a new shape (so a new stream) at every step.
 //	RELY_RSS_EVERY: print RSS every that many steps.
 func childAllReduce() int {
 	rank := envInt("VCCL_RANK", -1)
@@ -249,6 +250,7 @@ func childAllReduce() int {
 	infRank := envInt("RELY_INF_RANK", -1)
 	rssEvery := envInt("RELY_RSS_EVERY", 0)
 	absentRank, absentStep := envInt("RELY_ABSENT_RANK", -1), envInt("RELY_ABSENT_STEP", -1)
+	shapeWalk := os.Getenv("RELY_SHAPE_WALK") == "1"
 	opEvery := envInt("RELY_OP_EVERY", 1)
 	maxNMSE := envFloat("RELY_MAX_NMSE", 0.5)
 	type shape struct{ r, c int }
@@ -338,6 +340,10 @@ func childAllReduce() int {
 			}
 		}
 		sh := shapes[s%len(shapes)]
+		if shapeWalk {
+			// A shape of its own at every step (period 61*67 steps).
+			sh = shape{40 + s%61, 64 + s%67}
+		}
 		n := sh.r * sh.c
 		if cap(x) < n+1 {
 			x, want = make([]float32, n+1), make([]float32, n+1)

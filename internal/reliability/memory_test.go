@@ -32,6 +32,20 @@ func mallocEnv(name, value string) string {
 // megabytes. Every 100th result is compared across ranks (bit-identical).
 // The ranks run with a glibc tuning that makes RSS meaningful (mallocEnv).
 func TestReliabilityMemoryFlat(t *testing.T) {
+	memoryFlat(t, map[string]string{"RELY_SHAPES": "64x64,96x128,128x128,64x256,160x96,128x64"})
+}
+
+// TestReliabilityMemoryFlatChangingShapes is TestReliabilityMemoryFlat with
+// a shape of its own at every step, and so a stream of its own (as default
+// stream names, which follow the shape, would give): each new stream opens
+// encoders and keeps error-feedback residuals, and only the release of idle
+// streams (Config.StreamIdle, here 16 allreduces) keeps memory flat.
+func TestReliabilityMemoryFlatChangingShapes(t *testing.T) {
+	memoryFlat(t, map[string]string{"RELY_SHAPE_WALK": "1", "VCCL_STREAM_IDLE": "16"})
+}
+
+// memoryFlat runs the memory test with extra child environment.
+func memoryFlat(t *testing.T, extra map[string]string) {
 	steps := 1000
 	if testing.Short() {
 		steps = 300
@@ -41,22 +55,20 @@ func TestReliabilityMemoryFlat(t *testing.T) {
 		lateGrowthLimitKB = 2 * 1024 // the second half: a steady leak shows here
 	)
 	start := time.Now()
-	j := startJob(t, jobSpec{
-		world: 4,
-		role:  "allreduce",
-		env: map[string]string{
-			"VCCL_CODEC":     "h264",
-			"RELY_STEPS":     strconv.Itoa(steps),
-			"RELY_SHAPES":    "64x64,96x128,128x128,64x256,160x96,128x64",
-			"RELY_RSS_EVERY": "100",
-			"RELY_OP_EVERY":  "100",
-			"RELY_MAX_NMSE":  "0.5",
-			// See mallocEnv.
-			"MALLOC_ARENA_MAX":       mallocEnv("MALLOC_ARENA_MAX", "1"),
-			"MALLOC_MMAP_THRESHOLD_": mallocEnv("MALLOC_MMAP_THRESHOLD_", "65536"),
-		},
-		peerTimeout: 10 * time.Second,
-	})
+	env := map[string]string{
+		"VCCL_CODEC":     "h264",
+		"RELY_STEPS":     strconv.Itoa(steps),
+		"RELY_RSS_EVERY": "100",
+		"RELY_OP_EVERY":  "100",
+		"RELY_MAX_NMSE":  "0.5",
+		// See mallocEnv.
+		"MALLOC_ARENA_MAX":       mallocEnv("MALLOC_ARENA_MAX", "1"),
+		"MALLOC_MMAP_THRESHOLD_": mallocEnv("MALLOC_MMAP_THRESHOLD_", "65536"),
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	j := startJob(t, jobSpec{world: 4, role: "allreduce", env: env, peerTimeout: 10 * time.Second})
 	deadline := time.Now().Add(8 * time.Minute)
 	rss := make([]map[int]int64, len(j.procs))
 	heap := make([]map[int]int64, len(j.procs))
