@@ -155,20 +155,20 @@ type runtime struct {
 func newComm(cfg Config, rt runtime) *Comm {
 	base, cancel := context.WithCancel(context.Background())
 	c := &Comm{
-		cfg:      cfg,
-		rank:     rt.rank,
-		size:     rt.size,
-		eng:      rt.eng,
-		closer:   rt.closer,
-		newCodec: rt.newCodec,
-		worker:   rt.worker,
-		base:     base,
-		cancel:   cancel,
-		loopDone: make(chan struct{}),
-		wake:     make(chan struct{}, 1),
+		cfg:       cfg,
+		rank:      rt.rank,
+		size:      rt.size,
+		eng:       rt.eng,
+		closer:    rt.closer,
+		newCodec:  rt.newCodec,
+		worker:    rt.worker,
+		base:      base,
+		cancel:    cancel,
+		loopDone:  make(chan struct{}),
+		wake:      make(chan struct{}, 1),
 		warm:      map[string]int{},
 		streamUse: map[string]uint64{},
-		codecs:   map[codecKey]ring.Codec{},
+		codecs:    map[codecKey]ring.Codec{},
 	}
 	go c.loop()
 	return c
