@@ -477,33 +477,40 @@ func addRingStats(st *Stats, rs ring.Stats) {
 	st.NetworkTime += rs.WaitTime
 }
 
+// callCodec records the call's use of its stream and returns its codec:
+// "raw" while the stream warms up (loop goroutine only).
+func (c *Comm) callCodec(o *callOptions) string {
+	if c.useStream(o.stream) < c.cfg.WarmupSteps && !o.noWarmup {
+		return "raw"
+	}
+	return o.codec
+}
+
+// openCodec opens (or finds) the codec of a call. A codec that does not
+// open here (no NVENC on this rank, an FFmpeg without libx265) fails before
+// the ring starts: a localError, so the Comm drops its links and the peers
+// fail naming this rank instead of waiting for messages that will not come.
+func (c *Comm) openCodec(name string, o *callOptions) (ring.Codec, error) {
+	var cd ring.Codec
+	var err error
+	if name == "raw" {
+		cd, err = c.rawCodec()
+	} else {
+		cd, err = c.codecFor(codecKey{codec: name, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
+	}
+	if err != nil {
+		return nil, localError{fmt.Errorf("opening codec %s: %w", name, err)}
+	}
+	return cd, nil
+}
+
 // runAllReduce runs on the loop goroutine: it applies the warm-up and raw
 // policies and runs one or two ring allreduces.
 func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions) (Stats, error) {
-	codecName := o.codec
-	steps := c.useStream(o.stream)
-	if steps < c.cfg.WarmupSteps && !o.noWarmup {
-		codecName = "raw"
-	}
+	codecName := c.callCodec(o)
 	var st Stats
 	st.Codec = codecName
-	// A codec that does not open here (no NVENC on this rank, an FFmpeg
-	// without libx265) fails before the ring starts: a localError, so the
-	// Comm drops its links and the peers fail naming this rank instead of
-	// waiting for messages that will not come.
-	coded := func() (ring.Codec, error) {
-		var cd ring.Codec
-		var err error
-		if codecName == "raw" {
-			cd, err = c.rawCodec()
-		} else {
-			cd, err = c.codecFor(codecKey{codec: codecName, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
-		}
-		if err != nil {
-			return nil, localError{fmt.Errorf("opening codec %s: %w", codecName, err)}
-		}
-		return cd, nil
-	}
+	coded := func() (ring.Codec, error) { return c.openCodec(codecName, o) }
 	run := func(buf []float32, layout []gradcodec.Shape, cd ring.Codec, stream string) error {
 		rs, err := c.eng.allReduce(ctx, buf, ringCall{op: c.op(), average: o.average, layout: layout, codec: cd, stream: stream})
 		addRingStats(&st, rs)
@@ -569,9 +576,9 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 	if err := run(c.scratchCoded, codedLay, cd, o.stream); err != nil {
 		return st, err
 	}
-	rc, err := c.rawCodec()
+	rc, err := c.openCodec("raw", o)
 	if err != nil {
-		return st, localError{fmt.Errorf("opening codec raw: %w", err)}
+		return st, err
 	}
 	if err := run(c.scratchRaw, rawLay, rc, o.stream+"/raw"); err != nil {
 		return st, err
@@ -624,11 +631,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, dst, src []float32, opts ...Op
 // runReduceScatter runs on the loop goroutine: warm-up and raw policy, then
 // one ring reduce-scatter over a copy of src.
 func (c *Comm) runReduceScatter(ctx context.Context, dst, src []float32, o *callOptions) (Stats, error) {
-	codecName := o.codec
-	steps := c.useStream(o.stream)
-	if steps < c.cfg.WarmupSteps && !o.noWarmup {
-		codecName = "raw"
-	}
+	codecName := c.callCodec(o)
 	if o.layout == nil && len(src) < *o.rawBelow {
 		codecName = "raw"
 	}
@@ -642,15 +645,9 @@ func (c *Comm) runReduceScatter(ctx context.Context, dst, src []float32, o *call
 		}
 	}
 	st := Stats{Codec: codecName}
-	var cd ring.Codec
-	var err error
-	if codecName == "raw" {
-		cd, err = c.rawCodec()
-	} else {
-		cd, err = c.codecFor(codecKey{codec: codecName, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
-	}
+	cd, err := c.openCodec(codecName, o)
 	if err != nil {
-		return st, localError{fmt.Errorf("opening codec %s: %w", codecName, err)}
+		return st, err
 	}
 	c.scratchRS = append(c.scratchRS[:0], src...)
 	rs, err := c.eng.reduceScatter(ctx, c.scratchRS, ringCall{op: c.op(), average: o.average, layout: o.layout, codec: cd, stream: o.stream})

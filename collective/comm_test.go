@@ -31,11 +31,18 @@ func fakeCodecs(opts gradcodec.Options, ef bool, rawBelow int) (ring.Codec, erro
 // memWorld returns size Comms over an in-memory ring network.
 func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Network) {
 	t.Helper()
-	return memWorldRing(t, size, mod, nil)
+	return memWorldWith(t, size, mod, nil, fakeCodecs)
 }
 
 // memWorldRing is memWorld with ringMod applied to every rank's ring.
 func memWorldRing(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring)) ([]*Comm, *ringtest.Network) {
+	t.Helper()
+	return memWorldWith(t, size, mod, ringMod, fakeCodecs)
+}
+
+// memWorldWith is memWorldRing with the codecs newCodec opens.
+func memWorldWith(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring),
+	newCodec func(opts gradcodec.Options, errorFeedback bool, rawBelow int) (ring.Codec, error)) ([]*Comm, *ringtest.Network) {
 	t.Helper()
 	net := ringtest.NewNetwork(size)
 	comms := make([]*Comm, size)
@@ -53,7 +60,7 @@ func memWorldRing(t *testing.T, size int, mod func(*Config), ringMod func(*ring.
 		if ringMod != nil {
 			ringMod(rg)
 		}
-		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: rg}, newCodec: fakeCodecs})
+		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: rg}, newCodec: newCodec})
 	}
 	t.Cleanup(func() {
 		for _, c := range comms {

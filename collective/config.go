@@ -197,14 +197,21 @@ func (c *Config) validate() error {
 		return bad("Secret", "is empty; a job secret is required when WorldSize is %d", c.WorldSize)
 	case c.BindPort < 0 || c.BindPort > 65535:
 		return bad("BindPort", "is %d, want 0..65535", c.BindPort)
-	case c.PeerTimeout < 0:
-		return bad("PeerTimeout", "is %v, want >= 0", c.PeerTimeout)
-	case c.JoinTimeout < 0:
-		return bad("JoinTimeout", "is %v, want >= 0", c.JoinTimeout)
-	case c.Timeout < 0:
-		return bad("Timeout", "is %v, want >= 0 (0 turns it off)", c.Timeout)
 	case c.Codec == "":
 		return bad("Codec", "is empty (start from DefaultConfig)")
+	}
+	// Fields that must not be negative (0 is a default or "off").
+	for _, f := range []struct {
+		name string
+		neg  bool
+		v    any
+	}{{"PeerTimeout", c.PeerTimeout < 0, c.PeerTimeout}, {"JoinTimeout", c.JoinTimeout < 0, c.JoinTimeout},
+		{"Timeout", c.Timeout < 0, c.Timeout}, {"WarmupSteps", c.WarmupSteps < 0, c.WarmupSteps},
+		{"RawBelow", c.RawBelow < 0, c.RawBelow}, {"StreamIdle", c.StreamIdle < 0, c.StreamIdle},
+		{"MaxStreams", c.MaxStreams < 0, c.MaxStreams}} {
+		if f.neg {
+			return bad(f.name, "is %v, want >= 0", f.v)
+		}
 	}
 	if err := validCodec(c.Codec); err != nil {
 		return bad("Codec", "%v", err)
@@ -215,16 +222,8 @@ func (c *Config) validate() error {
 	switch {
 	case !(c.BitsPerValue > 0 && c.BitsPerValue <= 32):
 		return bad("BitsPerValue", "is %v, want in (0, 32]", c.BitsPerValue)
-	case c.WarmupSteps < 0:
-		return bad("WarmupSteps", "is %d, want >= 0", c.WarmupSteps)
-	case c.RawBelow < 0:
-		return bad("RawBelow", "is %d, want >= 0", c.RawBelow)
 	case c.BucketBytes < 4:
 		return bad("BucketBytes", "is %d, want >= 4 (one float32)", c.BucketBytes)
-	case c.StreamIdle < 0:
-		return bad("StreamIdle", "is %d, want >= 0 (0: never)", c.StreamIdle)
-	case c.MaxStreams < 0:
-		return bad("MaxStreams", "is %d, want >= 0 (0: no cap)", c.MaxStreams)
 	}
 	return nil
 }

@@ -6,31 +6,13 @@ import (
 
 	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
-	"github.com/vccl/vccl/ring/ringtest"
 )
 
 // gradCodecWorld is memWorld with the real codecs (ring.GradCodec over
 // gradcodec, pure Go for raw and int8), so that per-stream state is real.
 func gradCodecWorld(t *testing.T, size int, mod func(*Config)) []*Comm {
 	t.Helper()
-	net := ringtest.NewNetwork(size)
-	comms := make([]*Comm, size)
-	for r := range comms {
-		cfg := DefaultConfig()
-		cfg.Rank, cfg.WorldSize, cfg.Secret = r, size, []byte("test")
-		mod(&cfg)
-		if err := cfg.validate(); err != nil {
-			t.Fatal(err)
-		}
-		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: net.Ring(r)}, newCodec: newCodec})
-	}
-	t.Cleanup(func() {
-		for _, c := range comms {
-			if err := c.Close(); err != nil {
-				t.Error(err)
-			}
-		}
-	})
+	comms, _ := memWorldWith(t, size, mod, nil, newCodec)
 	return comms
 }
 

@@ -18,11 +18,10 @@ import (
 const smallChunk = 64
 
 func randBytes(seed uint64, n int) []byte {
-	rng := rand.New(rand.NewPCG(seed, 3))
+	var key [32]byte
+	key[0], key[1] = byte(seed), byte(seed>>8)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
+	rand.NewChaCha8(key).Read(b)
 	return b
 }
 

@@ -39,40 +39,16 @@ func (r *Ring) ReduceScatter(ctx context.Context, data []float32, opts Options) 
 		pre = err
 	}
 	if r.Size == 1 {
-		if pre == nil {
-			_, pre = newTensors(len(data), opts.Layout)
-		}
 		if pre != nil {
 			return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: %w", pre))
 		}
-		st.Total = time.Since(start)
-		return st, nil
+		return st, r.alone(data, opts, start, &st)
 	}
 	if opts.Stream == "" {
 		opts.Stream = fmt.Sprintf("len%d", len(data))
 	}
 	opts.Stream += "/scatter"
-	p, err := newPlanChunks(len(data), opts.Layout, r.Size, opts.SubChunkValues, true)
-	switch {
-	case pre != nil:
-	case err != nil:
-		pre = err
-	case opts.SubChunkValues < 0:
-		pre = fmt.Errorf("ring: SubChunkValues %d is negative", opts.SubChunkValues)
-	case opts.Codec == nil && len(data) > 0:
-		pre = fmt.Errorf("ring: ReduceScatter of %d values without a Codec", len(data))
-	}
-	j := &allReduce{r: r, data: data, opts: opts, plan: p, scatterOnly: true}
-	e := &engine{r: r, op: opts.Op, total: uint64(len(data)), checkTotal: true, job: j}
-	if pre == nil {
-		j.setup(e)
-	}
-	err = e.run(ctx, pre)
-	st.WireBytes = e.sWire
-	st.RawBytes = e.sRaw
-	st.EncodeTime = j.encTime
-	st.DecodeTime = j.decTime
-	st.WaitTime = e.sWait + e.cWait
+	err := r.reduce(ctx, data, opts, true, pre, &st)
 	if err == nil && opts.Average {
 		own := data[r.Rank*n : (r.Rank+1)*n]
 		d := float32(r.Size)

@@ -3,7 +3,6 @@ package ring
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -97,28 +96,42 @@ func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Sta
 	}
 	if r.Size == 1 {
 		// Nothing to exchange, but the same checks as a larger ring.
-		if _, err := newTensors(len(data), opts.Layout); err != nil {
-			return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: %w", err))
-		}
-		for i, v := range data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: value %d is %v: %w", i, v, gradcodec.ErrNonFinite))
-			}
-		}
-		st.Total = time.Since(start)
-		return st, nil
+		return st, r.alone(data, opts, start, &st)
 	}
-	var pre error
-	p, err := newPlan(len(data), opts.Layout, r.Size, opts.SubChunkValues)
+	err := r.reduce(ctx, data, opts, false, nil, &st)
+	st.Total = time.Since(start)
+	return st, err
+}
+
+// alone runs the checks of AllReduce and ReduceScatter on a ring of one
+// rank: the layout, and NaN/Inf (on a larger ring the codec finds those).
+func (r *Ring) alone(data []float32, opts Options, start time.Time, st *Stats) error {
+	_, err := newTensors(len(data), opts.Layout)
+	if err == nil {
+		err = gradcodec.CheckFinite("rank 0", data)
+	}
+	st.Total = time.Since(start)
+	if err != nil {
+		return newLocalError(opts.Op, 0, fmt.Errorf("rank 0: %w", err))
+	}
+	return nil
+}
+
+// reduce runs AllReduce (or, with scatterOnly, ReduceScatter) on a ring of
+// more than one rank and fills st's traffic and codec figures. A non-nil
+// pre is a local failure found before any data moves.
+func (r *Ring) reduce(ctx context.Context, data []float32, opts Options, scatterOnly bool, pre error, st *Stats) error {
+	p, err := newPlanChunks(len(data), opts.Layout, r.Size, opts.SubChunkValues, scatterOnly)
 	switch {
+	case pre != nil:
 	case err != nil:
 		pre = err
 	case opts.SubChunkValues < 0:
 		pre = fmt.Errorf("ring: SubChunkValues %d is negative", opts.SubChunkValues)
 	case opts.Codec == nil && len(data) > 0:
-		pre = fmt.Errorf("ring: AllReduce of %d values without a Codec", len(data))
+		pre = fmt.Errorf("ring: reduction of %d values without a Codec", len(data))
 	}
-	j := &allReduce{r: r, data: data, opts: opts, plan: p}
+	j := &allReduce{r: r, data: data, opts: opts, plan: p, scatterOnly: scatterOnly}
 	e := &engine{r: r, op: opts.Op, total: uint64(len(data)), checkTotal: true, job: j}
 	if pre == nil {
 		j.setup(e)
@@ -129,8 +142,7 @@ func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Sta
 	st.EncodeTime = j.encTime
 	st.DecodeTime = j.decTime
 	st.WaitTime = e.sWait + e.cWait
-	st.Total = time.Since(start)
-	return st, err
+	return err
 }
 
 // allReduce is the data part of AllReduce on one rank.
