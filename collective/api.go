@@ -95,10 +95,7 @@ type Stats struct {
 // BitsPerValue returns the achieved rate: 8*WireBytes per value that fp32
 // would have sent (32 for raw, 0 when nothing was sent).
 func (s Stats) BitsPerValue() float64 {
-	if s.RawBytes == 0 {
-		return 0
-	}
-	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
+	return ring.BitsPerValue(s.WireBytes, s.RawBytes)
 }
 
 // Add returns the sum of s and o.

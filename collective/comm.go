@@ -2,7 +2,6 @@ package collective
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -670,10 +669,7 @@ func (c *Comm) Broadcast(ctx context.Context, data []float32, root int) error {
 	_, err := c.submit(ctx, "broadcast", func(ctx context.Context) (Stats, error) {
 		var payload []byte
 		if c.rank == root {
-			payload = make([]byte, 4*len(data))
-			for i, v := range data {
-				binary.LittleEndian.PutUint32(payload[4*i:], math.Float32bits(v))
-			}
+			payload = gradcodec.AppendFloat32s(make([]byte, 0, 4*len(data)), data)
 		}
 		got, err := c.eng.broadcast(ctx, c.op(), payload, root)
 		if err != nil {
@@ -686,9 +682,7 @@ func (c *Comm) Broadcast(ctx context.Context, data []float32, root int) error {
 			return Stats{}, localError{fmt.Errorf("root %d sent %d bytes, this rank expects %d values (%d bytes): %w",
 				root, len(got), len(data), 4*len(data), ErrShapeMismatch)}
 		}
-		for i := range data {
-			data[i] = math.Float32frombits(binary.LittleEndian.Uint32(got[4*i:]))
-		}
+		gradcodec.Float32sFromBytes(data, got)
 		return Stats{}, nil
 	}).Wait()
 	return err

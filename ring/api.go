@@ -122,8 +122,15 @@ type Stats struct {
 
 // BitsPerValue returns 8*WireBytes/(RawBytes/4), the achieved rate.
 func (s Stats) BitsPerValue() float64 {
-	if s.RawBytes == 0 {
+	return BitsPerValue(s.WireBytes, s.RawBytes)
+}
+
+// BitsPerValue returns the achieved rate of sending wireBytes where fp32
+// would have sent rawBytes: 8*wireBytes per rawBytes/4 values (0 when
+// rawBytes is 0). Every statistic of vccl computes its rate with it.
+func BitsPerValue(wireBytes, rawBytes int64) float64 {
+	if rawBytes == 0 {
 		return 0
 	}
-	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
+	return 8 * float64(wireBytes) / (float64(rawBytes) / 4)
 }
