@@ -376,15 +376,19 @@ func (c *Comm) AllReduceAsync(ctx context.Context, data []float32, opts ...Optio
 		return c.invalid(ctx, "allreduce", err)
 	}
 	return c.submit(ctx, "allreduce", func(ctx context.Context) (Stats, error) {
-		st, err := c.runAllReduce(ctx, data, &o)
-		if err == nil {
-			st.Calls = 1
-			c.statsMu.Lock()
-			c.total = c.total.Add(st)
-			c.statsMu.Unlock()
-		}
-		return st, err
+		return c.count(c.runAllReduce(ctx, data, &o))
 	})
+}
+
+// count adds a successful reduction's statistics to the Comm's total.
+func (c *Comm) count(st Stats, err error) (Stats, error) {
+	if err == nil {
+		st.Calls = 1
+		c.statsMu.Lock()
+		c.total = c.total.Add(st)
+		c.statsMu.Unlock()
+	}
+	return st, err
 }
 
 // checkCall validates and completes the per-call options.
@@ -616,14 +620,7 @@ func (c *Comm) ReduceScatter(ctx context.Context, dst, src []float32, opts ...Op
 		return c.invalid(ctx, "reducescatter", err).Wait()
 	}
 	return c.submit(ctx, "reducescatter", func(ctx context.Context) (Stats, error) {
-		st, err := c.runReduceScatter(ctx, dst, src, &o)
-		if err == nil {
-			st.Calls = 1
-			c.statsMu.Lock()
-			c.total = c.total.Add(st)
-			c.statsMu.Unlock()
-		}
-		return st, err
+		return c.count(c.runReduceScatter(ctx, dst, src, &o))
 	}).Wait()
 }
 

@@ -67,32 +67,6 @@ var (
 	ErrTimeout = errors.New("ring: collective timed out")
 )
 
-// TimeoutError reports a collective that did not finish within
-// Ring.Timeout; errors.Is(err, ErrTimeout). Absent is the rank that never
-// entered the collective (seen by its next rank, which got nothing of this
-// collective from it), or -1 when the rank that gave up had heard from its
-// previous rank and only knows that the collective did not finish.
-type TimeoutError struct {
-	Op     uint64
-	Absent int
-	After  time.Duration // how long the reporting rank waited (0 where it is not known)
-	Detail string        // what the reporting rank saw, e.g. the ranks whose status never came
-}
-
-func (e *TimeoutError) Error() string {
-	after := ""
-	if e.After > 0 {
-		after = fmt.Sprintf(" within %v", e.After)
-	}
-	if e.Absent >= 0 {
-		return fmt.Sprintf("ring: op %d: rank %d never entered the collective%s%s", e.Op, e.Absent, after, e.Detail)
-	}
-	return fmt.Sprintf("ring: op %d: not finished%s%s", e.Op, after, e.Detail)
-}
-
-// Is makes errors.Is(err, ErrTimeout) true.
-func (e *TimeoutError) Is(target error) bool { return target == ErrTimeout }
-
 // PeerLostError reports the rank that was lost; errors.Is(err, ErrPeerLost).
 type PeerLostError struct {
 	Rank  int

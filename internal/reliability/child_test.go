@@ -67,6 +67,14 @@ func envFloat(name string, def float64) float64 {
 	return def
 }
 
+// jobEnv reads what every role reads first: rank, world size, steps
+// (RELY_STEPS, default 3) and the tensor's rows and cols (RELY_ROWS,
+// RELY_COLS, defaults given).
+func jobEnv(defRows, defCols int) (rank, world, steps, rows, cols int) {
+	return envInt("VCCL_RANK", -1), envInt("VCCL_RELIABILITY_WORLD", 0), envInt("RELY_STEPS", 3),
+		envInt("RELY_ROWS", defRows), envInt("RELY_COLS", defCols)
+}
+
 func childMain(role string) int {
 	switch role {
 	case "allreduce":
@@ -238,10 +246,7 @@ func selfSignal(sig syscall.Signal) func() {
 //	RELY_SHAPE_WALK=1: a new shape (so a new stream) at every step.
 //	RELY_RSS_EVERY: print RSS every that many steps.
 func childAllReduce() int {
-	rank := envInt("VCCL_RANK", -1)
-	world := envInt("VCCL_RELIABILITY_WORLD", 0)
-	steps := envInt("RELY_STEPS", 3)
-	rows, cols := envInt("RELY_ROWS", 256), envInt("RELY_COLS", 256)
+	rank, world, steps, rows, cols := jobEnv(256, 256)
 	victim := envInt("RELY_VICTIM", -1)
 	killStep := envInt("RELY_KILL_STEP", -1)
 	killFrac := envFloat("RELY_KILL_FRAC", -1)
