@@ -119,35 +119,28 @@ func hashFloats(x []float32) string {
 	return fmt.Sprintf("%016x", h.Sum64())
 }
 
-// wchar returns the bytes this process has written through write(2) and
-// friends (sockets included), from /proc/self/io.
-func wchar() int64 {
-	b, err := os.ReadFile("/proc/self/io")
+// procField returns the number after prefix on a line of /proc/self/file
+// (a trailing unit such as "kB" dropped), or -1.
+func procField(file, prefix string) int64 {
+	b, err := os.ReadFile("/proc/self/" + file)
 	if err != nil {
 		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return -1
-}
-
-func rssKB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
 			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
 		}
 	}
 	return -1
 }
+
+// wchar returns the bytes this process has written through write(2) and
+// friends (sockets included), from /proc/self/io.
+func wchar() int64 { return procField("io", "wchar: ") }
+
+// rssKB returns this process's resident memory in KiB.
+func rssKB() int64 { return procField("status", "VmRSS:") }
 
 // errorEvent describes err as an "error" event.
 func errorEvent(step int, err error, elapsed time.Duration) map[string]any {
