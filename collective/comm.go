@@ -657,7 +657,8 @@ func (c *Comm) runReduceScatter(ctx context.Context, dst, src []float32, o *call
 }
 
 // Broadcast copies root's data into data on every other rank. Every rank
-// must pass the same length.
+// must pass the same length. Like BroadcastBytes and AllGather it has no size
+// limit: the payload travels in pipelined pieces of 1 MiB.
 func (c *Comm) Broadcast(ctx context.Context, data []float32, root int) error {
 	if root < 0 || root >= c.size {
 		_, err := c.invalid(ctx, "broadcast", fmt.Errorf("root %d out of range 0..%d", root, c.size-1)).Wait()
@@ -702,7 +703,7 @@ func (c *Comm) BroadcastBytes(ctx context.Context, data []byte, root int) ([]byt
 }
 
 // AllGather returns every rank's local bytes, indexed by rank. Lengths may
-// differ between ranks.
+// differ between ranks and have no limit (pipelined pieces of 1 MiB).
 func (c *Comm) AllGather(ctx context.Context, local []byte) ([][]byte, error) {
 	return submitResult(ctx, c, "allgather", func(ctx context.Context) ([][]byte, error) {
 		got, err := c.eng.allGather(ctx, c.op(), local)
