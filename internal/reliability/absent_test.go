@@ -57,8 +57,10 @@ func TestReliabilityAbsentRank(t *testing.T) {
 			!strings.Contains(e.Err, "rank 2 never entered the collective") {
 			t.Errorf("rank %d: %+v, want a timeout naming rank %d at step %d", p.rank, e, absent, step)
 		}
-		if took < timeout || took > bound {
-			t.Errorf("rank %d failed after %v, want within [%v, %v]", p.rank, took, timeout, bound)
+		// A rank that entered after the one that reports the absent rank
+		// gets the error a little before its own timeout.
+		if early := timeout - time.Second; took < early || took > bound {
+			t.Errorf("rank %d failed after %v, want within [%v, %v]", p.rank, took, early, bound)
 		}
 		// The same error on every rank, past the "collective: rank R: op
 		// N: allreduce: " prefix that names the reporting rank.
