@@ -105,7 +105,7 @@ func TestReduceScatterFaultsInMemory(t *testing.T) {
 // aborted.
 func TestAbsentRankInMemory(t *testing.T) {
 	ctx := context.Background()
-	const size, absent, timeout = 4, 2, 300 * time.Millisecond
+	const size, absent, timeout = 4, 2, time.Second
 	comms, _ := memWorld(t, size, func(c *Config) { c.Timeout = timeout; c.Codec = "raw" })
 	start := time.Now()
 	errs := each(comms, func(r int, c *Comm) error {
