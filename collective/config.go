@@ -147,7 +147,9 @@ type Config struct {
 	// releases at the same call, since every rank makes the same calls.
 	// Defaults to 1000 (DefaultStreamIdle); 0 never releases an idle
 	// stream. A job whose shapes change every step (default stream names
-	// follow the shape) keeps StreamIdle streams. Set by VCCL_STREAM_IDLE.
+	// follow the shape) keeps StreamIdle streams; with a video codec each
+	// holds an encoder (about 2 MiB for x264) per chunk this rank encodes.
+	// Set by VCCL_STREAM_IDLE.
 	StreamIdle int
 	// MaxStreams caps the number of streams whose state is kept: a new
 	// stream beyond it releases the least recently used. Defaults to 1024
