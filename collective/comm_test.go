@@ -31,6 +31,19 @@ func fakeCodecs(opts gradcodec.Options, ef bool, rawBelow int) (ring.Codec, erro
 // memWorld returns size Comms over an in-memory ring network.
 func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Network) {
 	t.Helper()
+	return memWorldWith(t, size, mod, nil, fakeCodecs)
+}
+
+// memWorldRing is memWorld with ringMod applied to every rank's ring.
+func memWorldRing(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring)) ([]*Comm, *ringtest.Network) {
+	t.Helper()
+	return memWorldWith(t, size, mod, ringMod, fakeCodecs)
+}
+
+// memWorldWith is memWorldRing with the codecs newCodec opens.
+func memWorldWith(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring),
+	newCodec func(opts gradcodec.Options, errorFeedback bool, rawBelow int) (ring.Codec, error)) ([]*Comm, *ringtest.Network) {
+	t.Helper()
 	net := ringtest.NewNetwork(size)
 	comms := make([]*Comm, size)
 	for r := range comms {
@@ -42,7 +55,12 @@ func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Net
 		if err := cfg.validate(); err != nil {
 			t.Fatal(err)
 		}
-		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: net.Ring(r)}, newCodec: fakeCodecs})
+		rg := net.Ring(r)
+		rg.Timeout = cfg.Timeout
+		if ringMod != nil {
+			ringMod(rg)
+		}
+		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: rg}, newCodec: newCodec})
 	}
 	t.Cleanup(func() {
 		for _, c := range comms {
@@ -167,6 +185,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"BindPort", func(c *Config) { c.BindPort = 70000 }},
 		{"PeerTimeout", func(c *Config) { c.PeerTimeout = -time.Second }},
 		{"JoinTimeout", func(c *Config) { c.JoinTimeout = -time.Second }},
+		{"Timeout", func(c *Config) { c.Timeout = -time.Second }},
 		{"Codec", func(c *Config) { c.Codec = "" }},
 		{"Codec", func(c *Config) { c.Codec = "vp9" }},
 		{"Backend", func(c *Config) { c.Backend = "cuda" }},
@@ -194,7 +213,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 	if err := d.validate(); err != nil {
 		t.Fatalf("DefaultConfig invalid: %v", err)
 	}
-	if !d.ErrorFeedback || d.WarmupSteps != DefaultWarmupSteps || d.RawBelow != 4096 || d.BucketBytes != 25<<20 || d.BitsPerValue != 1.4 {
+	if d.Timeout != 30*time.Minute || !d.ErrorFeedback || d.WarmupSteps != DefaultWarmupSteps || d.RawBelow != 4096 || d.BucketBytes != 25<<20 || d.BitsPerValue != 1.4 {
 		t.Fatalf("DefaultConfig = %+v", d)
 	}
 }
@@ -212,6 +231,7 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv(EnvWarmupSteps, "0")
 	t.Setenv(EnvRawBelow, "100")
 	t.Setenv(EnvErrorFeedback, "false")
+	t.Setenv(EnvTimeout, "90s")
 	c, err := ConfigFromEnv()
 	if err != nil {
 		t.Fatal(err)
@@ -220,9 +240,17 @@ func TestConfigFromEnv(t *testing.T) {
 	want.Rank, want.WorldSize = 2, 4
 	if c.Rank != 2 || c.WorldSize != 4 || len(c.Join) != 2 || c.Join[1] != "127.0.0.1:7001" ||
 		string(c.Secret) != "\x00\xff\x10" || c.Codec != lossyCodec || c.Backend != "software" || c.BitsPerValue != 2.5 ||
-		c.BucketBytes != 1<<20 || c.PeerTimeout != 3*time.Second || c.WarmupSteps != 0 || c.RawBelow != 100 || c.ErrorFeedback {
+		c.BucketBytes != 1<<20 || c.PeerTimeout != 3*time.Second || c.WarmupSteps != 0 || c.RawBelow != 100 || c.ErrorFeedback ||
+		c.Timeout != 90*time.Second {
 		t.Fatalf("ConfigFromEnv = %+v", c)
 	}
+	for val, want := range map[string]time.Duration{"2.5": 2500 * time.Millisecond, "0": 0, "30m": 30 * time.Minute} {
+		t.Setenv(EnvTimeout, val)
+		if c, err := ConfigFromEnv(); err != nil || c.Timeout != want {
+			t.Fatalf("%s=%s: Timeout %v, %v; want %v", EnvTimeout, val, c.Timeout, err, want)
+		}
+	}
+	t.Setenv(EnvTimeout, "90s")
 
 	for _, bad := range []struct{ name, val string }{
 		{worker.EnvRank, "two"},
@@ -230,6 +258,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{worker.EnvSecret, "zz"},
 		{worker.EnvPeerTimeout, "10"},
 		{EnvErrorFeedback, "maybe"},
+		{EnvTimeout, "soon"},
+		{EnvTimeout, "-5s"},
 		{worker.EnvCodec, "vp9"},
 	} {
 		t.Run(bad.name, func(t *testing.T) {

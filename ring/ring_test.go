@@ -24,7 +24,7 @@ import (
 const hangGuard = 20 * time.Second
 
 // runRanks runs f on every rank concurrently and returns each rank's error.
-func runRanks(t *testing.T, n int, f func(ctx context.Context, rank int) error) []error {
+func runRanks(t testing.TB, n int, f func(ctx context.Context, rank int) error) []error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()

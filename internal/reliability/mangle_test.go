@@ -86,10 +86,7 @@ func (l *mangler) Send(ctx context.Context, m ring.Message) error {
 // RELY_STEPS allreduces of RELY_ROWS×RELY_COLS values with codec
 // VCCL_CODEC; rank RELY_MANGLER damages one message of op RELY_MANGLE_OP.
 func childMangle() int {
-	rank := envInt("VCCL_RANK", -1)
-	world := envInt("VCCL_RELIABILITY_WORLD", 0)
-	steps := envInt("RELY_STEPS", 3)
-	rows, cols := envInt("RELY_ROWS", 128), envInt("RELY_COLS", 256)
+	rank, world, steps, rows, cols := jobEnv(128, 256)
 	manglerRank := envInt("RELY_MANGLER", -1)
 	atOp := uint64(envInt("RELY_MANGLE_OP", 2))
 	kind := ring.Kind(envInt("RELY_MANGLE_KIND", int(ring.KindReduceScatter)))
