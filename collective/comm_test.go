@@ -94,6 +94,17 @@ func noErrors(t *testing.T, errs []error) {
 	}
 }
 
+// sameOnAllRanks fails the test unless every rank's result is
+// bit-identical to rank 0's.
+func sameOnAllRanks(t testing.TB, what string, outs [][]float32) {
+	t.Helper()
+	for r := 1; r < len(outs); r++ {
+		if hashOf(outs[r]) != hashOf(outs[0]) {
+			t.Fatalf("%s: rank %d differs from rank 0", what, r)
+		}
+	}
+}
+
 func hashOf(x []float32) uint64 {
 	h := fnv.New64a()
 	b := make([]byte, 4)
@@ -369,11 +380,7 @@ func TestAllReduceInMemory(t *testing.T) {
 					return err
 				}))
 				want := exactSum(seed, size, n, average)
-				for r := 1; r < size; r++ {
-					if hashOf(outs[r]) != hashOf(outs[0]) {
-						t.Fatalf("n=%d step %d: rank %d differs from rank 0", n, step, r)
-					}
-				}
+				sameOnAllRanks(t, fmt.Sprintf("n=%d step %d", n, step), outs)
 				raw := step == 0 || n < DefaultRawBelow
 				wantCodec := lossyCodec
 				if raw {
@@ -422,11 +429,7 @@ func TestMixedLayoutSplitsRawAndCoded(t *testing.T) {
 	if e := metric.NMSE(outs[0], want); e == 0 || e > 1e-3 {
 		t.Fatalf("NMSE %g: the coded part should be lossy but close", e)
 	}
-	for r := 1; r < size; r++ {
-		if hashOf(outs[r]) != hashOf(outs[0]) {
-			t.Fatalf("rank %d differs", r)
-		}
-	}
+	sameOnAllRanks(t, "mixed layout", outs)
 	if sts[0].Codec != "int8" || sts[0].Values != int64(n) {
 		t.Fatalf("stats %+v", sts[0])
 	}
