@@ -8,12 +8,12 @@ import (
 	"math"
 	"math/rand"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 	"github.com/vccl/vccl/worker"
@@ -72,17 +72,7 @@ func memWorldWith(t *testing.T, size int, mod func(*Config), ringMod func(*ring.
 
 // each runs f on every rank concurrently and returns the errors by rank.
 func each(comms []*Comm, f func(r int, c *Comm) error) []error {
-	errs := make([]error, len(comms))
-	var wg sync.WaitGroup
-	for r, c := range comms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[r] = f(r, c)
-		}()
-	}
-	wg.Wait()
-	return errs
+	return testenv.Parallel(len(comms), func(r int) error { return f(r, comms[r]) })
 }
 
 func noErrors(t *testing.T, errs []error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -28,25 +29,10 @@ func runRanks(t testing.TB, n int, f func(ctx context.Context, rank int) error) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	errs := parallel(n, func(i int) error { return f(ctx, i) })
+	errs := testenv.Parallel(n, func(i int) error { return f(ctx, i) })
 	if ctx.Err() != nil {
 		t.Fatalf("collective hit the %v hang guard: %v", hangGuard, errs)
 	}
-	return errs
-}
-
-// parallel runs f(0..n-1) concurrently and returns their errors by index.
-func parallel(n int, f func(i int) error) []error {
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = f(i)
-		}()
-	}
-	wg.Wait()
 	return errs
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -60,7 +61,7 @@ func TestAbsentRank(t *testing.T) {
 			}
 		}
 	}
-	fails := parallel(len(cases), func(i int) error {
+	fails := testenv.Parallel(len(cases), func(i int) error {
 		c := cases[i]
 		if err := absentCase(c.name, c.size, c.absent); err != nil {
 			return fmt.Errorf("%s size %d absent %d: %w", c.name, c.size, c.absent, err)
@@ -84,7 +85,7 @@ func absentCase(name string, size, absent int) error {
 	for r := range rings {
 		rings[r] = net.Ring(r)
 	}
-	each := func(f func(r int) error) []error { return parallel(size, f) }
+	each := func(f func(r int) error) []error { return testenv.Parallel(size, f) }
 	// Op 1 works on every rank, without a timeout; rank absent skips op 2.
 	if err := errors.Join(each(func(r int) error { return collectives[name](ctx, rings[r], 1) })...); err != nil {
 		return fmt.Errorf("op 1: %w", err)
