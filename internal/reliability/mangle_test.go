@@ -95,21 +95,18 @@ func childMangle() int {
 	defer cancel()
 	cfg, err := worker.ConfigFromEnv()
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	w, err := worker.Start(ctx, cfg)
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	defer w.Close()
 	opts := gradcodec.DefaultOptions()
 	opts.Codec = os.Getenv("VCCL_CODEC")
 	codec, err := ring.NewGradCodec(opts, true)
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	defer codec.Close()
 	next := w.Next()
@@ -119,8 +116,7 @@ func childMangle() int {
 			// A frame another job would send: another codec instance, another size.
 			other, err := ring.NewGradCodec(opts, false)
 			if err != nil {
-				emit(map[string]any{"ev": "init_error", "err": err.Error()})
-				return 3
+				return initError(err)
 			}
 			src := make([]float32, 64*64)
 			for i := range src {
@@ -130,8 +126,7 @@ func childMangle() int {
 			m.foreign, err = other.Encode("other-job", src, []gradcodec.Shape{{Rows: 64, Cols: 64}}, recon)
 			other.Close()
 			if err != nil {
-				emit(map[string]any{"ev": "init_error", "err": err.Error()})
-				return 3
+				return initError(err)
 			}
 		}
 		next = m
