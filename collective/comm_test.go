@@ -84,6 +84,18 @@ func noErrors(t *testing.T, errs []error) {
 	}
 }
 
+// singleRank returns a Comm of one rank with the default configuration,
+// closed when the test ends.
+func singleRank(t testing.TB) *Comm {
+	t.Helper()
+	c, err := Init(context.Background(), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // sameOnAllRanks fails the test unless every rank's result is
 // bit-identical to rank 0's.
 func sameOnAllRanks(t testing.TB, what string, outs [][]float32) {
@@ -285,10 +297,7 @@ func TestConfigFromEnv(t *testing.T) {
 
 func TestWorldSizeOne(t *testing.T) {
 	ctx := context.Background()
-	c, err := Init(ctx, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := singleRank(t)
 	x := []float32{1, 2, 3}
 	st, err := c.AllReduce(ctx, x, WithAverage())
 	if err != nil || x[0] != 1 || x[2] != 3 || st.Values != 3 || st.Calls != 1 {
@@ -321,12 +330,8 @@ func TestWorldSizeOne(t *testing.T) {
 
 func TestBadArgumentAborts(t *testing.T) {
 	ctx := context.Background()
-	c, err := Init(ctx, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.AllReduce(ctx, make([]float32, 10), WithShape(3, 3))
+	c := singleRank(t)
+	_, err := c.AllReduce(ctx, make([]float32, 10), WithShape(3, 3))
 	if !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, ErrShapeMismatch) || !strings.Contains(err.Error(), "covers 9 values but data has 10") {
 		t.Fatalf("got %v", err)
 	}
@@ -336,14 +341,13 @@ func TestBadArgumentAborts(t *testing.T) {
 		t.Fatalf("after abort: %v", err)
 	}
 	for _, bad := range []Option{WithCodec("vp9"), WithBackend("x"), WithBitsPerValue(-1)} {
-		c2, _ := Init(ctx, DefaultConfig())
+		c2 := singleRank(t)
 		if _, err := c2.AllReduce(ctx, make([]float32, 4), bad); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("got %v", err)
 		}
 		c2.Close()
 	}
-	c3, _ := Init(ctx, DefaultConfig())
-	defer c3.Close()
+	c3 := singleRank(t)
 	if err := c3.Broadcast(ctx, nil, 1); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "root 1") {
 		t.Fatalf("bad root: %v", err)
 	}
