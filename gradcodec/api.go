@@ -33,6 +33,10 @@ type Options struct {
 	BitsPerValue float64
 	// Preset is the encoder preset; "" picks the codec's measured default.
 	Preset string
+	// Threads is how many threads a video encoder may use on one picture
+	// (libx264 sliced threads, libx265 wavefronts). 0 means 1. Ignored by
+	// non-video codecs and by NVENC.
+	Threads int
 }
 
 // Encoder compresses one stream of similar tensors (the same slot of a

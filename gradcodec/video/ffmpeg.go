@@ -58,6 +58,7 @@ type encoderConfig struct {
 	preset  string
 	w, h    int
 	qp      int
+	threads int // libx264/libx265 threads per picture
 }
 
 // openEncoder opens an intra-only constant-QP encoder context.
@@ -130,9 +131,17 @@ func probeEncoder(c encoderConfig) error {
 		return err
 	}
 	c.w, c.h, c.qp = 256, 256, 30
-	cc, err := openEncoder(c)
-	if err == nil {
-		cc.Free()
+	var err error
+	if c.hw {
+		var cc *astiav.CodecContext
+		if cc, err = openEncoder(c); err == nil {
+			cc.Free()
+		}
+	} else {
+		var n *nativeEncoder
+		if n, err = openNative(c.encName == "libx265", c.preset, c.w, c.h, 1); err == nil {
+			n.close()
+		}
 	}
 	presetCache[key] = err
 	return err

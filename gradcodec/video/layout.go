@@ -53,32 +53,82 @@ func planLayout(s gradcodec.Shape) picLayout {
 	return l
 }
 
-// fillPicture quantizes src into pix (W × FrameH·Frames) using the scales
-// and pads by replicating the last column and row.
-func fillPicture(pix []byte, src []float32, s gradcodec.Shape, l picLayout, scales []uint16) {
+// quantize computes each scale group's scale mult·min(k·RMS, max|x|)
+// (bfloat16, into scales) and writes the group's 8-bit levels into pix
+// (W × FrameH·Frames) in the same visit, while the group's values are in
+// cache: one pass over src in float32. Rows are padded by repeating their
+// last level, the picture by repeating its last row. When zmap is not nil
+// (a scale covers several rows) it receives the zero-row bitmap. It returns
+// false when src holds NaN or ±Inf (pix is then incomplete).
+func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcodec.Shape, l picLayout, k, mult float32) bool {
 	g := gradcodec.ScaleGroupRows(s)
-	for r := 0; r < s.Rows; r++ {
-		row := src[r*s.Cols : (r+1)*s.Cols]
-		off := r * l.Stride
-		out := pix[off : off+s.Cols]
-		sc := gradcodec.FromBF16(scales[r/g])
-		if sc == 0 || (g > 1 && gradcodec.IsZero(row)) {
-			for i := range out {
-				out[i] = 128
-			}
-		} else {
-			inv := 127 / sc
-			for i, v := range row {
-				// Round to nearest level in [1, 255] (128 is zero).
-				f := min(max(v*inv+128.5, 1), 255.5)
-				out[i] = byte(int32(f))
+	clear(zmap)
+	for gi := range scales {
+		r0 := gi * g
+		r1 := min(r0+g, s.Rows)
+		grp := src[r0*s.Cols : r1*s.Cols]
+		var ss0, ss1 float32
+		var hi, lo float32
+		i := 0
+		for ; i+1 < len(grp); i += 2 {
+			a, b := grp[i], grp[i+1]
+			ss0 += a * a
+			ss1 += b * b
+			hi = max(hi, a, b)
+			lo = min(lo, a, b)
+		}
+		if i < len(grp) {
+			a := grp[i]
+			ss0 += a * a
+			hi = max(hi, a)
+			lo = min(lo, a)
+		}
+		ss := ss0 + ss1
+		mx := max(hi, -lo)
+		if mx != mx || ss != ss || mx > math.MaxFloat32 {
+			return false // NaN or Inf somewhere in the group
+		}
+		var h uint16
+		if mx > 0 {
+			sc := k * float32(math.Sqrt(float64(ss)/float64(len(grp))))
+			sc = min(sc, mx) // an overflowed ss (+Inf) leaves max|x|
+			h = gradcodec.ToBF16(sc * mult)
+			if v := gradcodec.FromBF16(h); v == 0 || v > math.MaxFloat32 {
+				h = 0 // underflow below 1e-38 or overflow: zero rows
 			}
 		}
-		if l.RowMode {
-			last := out[len(out)-1]
-			pad := pix[off+s.Cols : off+l.W]
-			for i := range pad {
-				pad[i] = last
+		scales[gi] = h
+		var inv float32
+		if h != 0 {
+			inv = 127 / gradcodec.FromBF16(h)
+		}
+		for r := r0; r < r1; r++ {
+			row := src[r*s.Cols : (r+1)*s.Cols]
+			off := r * l.Stride
+			out := pix[off : off+s.Cols]
+			out = out[:len(row)]
+			zero := h == 0
+			if zmap != nil && gradcodec.IsZero(row) {
+				zero = true
+				zmap[r/8] |= 1 << (r % 8)
+			}
+			if zero {
+				for i := range out {
+					out[i] = 128
+				}
+			} else {
+				for i, v := range row {
+					// Round to nearest level in [1, 255] (128 is zero).
+					f := min(max(v*inv+128.5, 1), 255.5)
+					out[i] = byte(int32(f))
+				}
+			}
+			if l.RowMode {
+				last := out[len(out)-1]
+				pad := pix[off+s.Cols : off+l.W]
+				for i := range pad {
+					pad[i] = last
+				}
 			}
 		}
 	}
@@ -95,6 +145,79 @@ func fillPicture(pix []byte, src []float32, s gradcodec.Shape, l picLayout, scal
 	lastRow := pix[used-l.W : used]
 	for off := used; off < l.W*l.FrameH*l.Frames; off += l.W {
 		copy(pix[off:off+l.W], lastRow)
+	}
+	return true
+}
+
+// refitRecon replaces each scale by the least-squares one, 127·Σx·q/Σq²
+// over the group's decoded levels q (pix, what every decoder yields), and
+// writes into recon (when not nil) the values every decoder will produce
+// with the new scales, group by group while the group is in cache. scales
+// holds the encoded scales as bfloat16 and is updated in place; rows marked
+// in zmap are skipped and decode as zeros. A group with scale 0, or whose
+// levels are all 128, keeps its scale; one whose levels anti-correlate with
+// the input gets scale 0 (zeros beat them).
+func refitRecon(recon []float32, scales []uint16, zmap []byte, pix []byte, src []float32, s gradcodec.Shape, l picLayout) {
+	g := gradcodec.ScaleGroupRows(s)
+	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
+	for gi := range scales {
+		r0 := gi * g
+		r1 := min(r0+g, s.Rows)
+		var dot, qq float64
+		for r := r0; r < r1; r++ {
+			if zeroRow(r) {
+				continue
+			}
+			row := src[r*s.Cols : (r+1)*s.Cols]
+			in := pix[r*l.Stride : r*l.Stride+s.Cols]
+			in = in[:len(row)]
+			var d0, d1 float32
+			var q0, q1 int32
+			i := 0
+			for ; i+1 < len(row); i += 2 {
+				a := int32(in[i]) - 128
+				b := int32(in[i+1]) - 128
+				d0 += row[i] * float32(a)
+				d1 += row[i+1] * float32(b)
+				q0 += a * a
+				q1 += b * b
+			}
+			if i < len(row) {
+				a := int32(in[i]) - 128
+				d0 += row[i] * float32(a)
+				q0 += a * a
+			}
+			dot += float64(d0) + float64(d1)
+			qq += float64(q0) + float64(q1)
+		}
+		old := scales[gi]
+		var sc uint16
+		switch {
+		case old == 0 || qq == 0:
+			sc = old // nothing to fit: the group decodes as zeros either way
+		case dot > 0:
+			sc = gradcodec.ToBF16(float32(127 * dot / qq))
+			if v := gradcodec.FromBF16(sc); v > math.MaxFloat32 || v == 0 {
+				sc = old
+			}
+		}
+		scales[gi] = sc
+		if recon == nil {
+			continue
+		}
+		m := gradcodec.FromBF16(sc) / 127
+		for r := r0; r < r1; r++ {
+			row := recon[r*s.Cols : (r+1)*s.Cols]
+			if sc == 0 || zeroRow(r) {
+				clear(row)
+				continue
+			}
+			in := pix[r*l.Stride : r*l.Stride+s.Cols]
+			in = in[:len(row)]
+			for i, p := range in {
+				row[i] = float32(int32(p)-128) * m
+			}
+		}
 	}
 }
 
