@@ -312,4 +312,3 @@ func appendNAL(dst, nal []byte) []byte {
 	}
 	return append(dst, nal...)
 }
-
