@@ -180,10 +180,12 @@ func getBF16(dst []float32, b []byte) bool {
 	return bad == 0
 }
 
-// groupScale returns the bfloat16 scale mult·min(k·RMS, max|x|) of the
-// values in grp, or ok false when grp holds NaN or ±Inf. A group of zeros,
-// or one whose scale underflows, gets 0.
-func groupScale(grp []float32, k, mult float32) (h uint16, ok bool) {
+// GroupScale returns the bfloat16 scale mult·min(k·RMS, max|x|) of the
+// values in grp, computed in one float32 pass, or ok false when grp holds
+// NaN or ±Inf. A group of zeros, or one whose scale underflows or
+// overflows, gets 0. The int8 and video codecs quantise each scale group
+// with it right before writing the group's levels.
+func GroupScale(grp []float32, k, mult float32) (h uint16, ok bool) {
 	var ss0, ss1 float32
 	var m0, m1 uint32 // largest |x| as float bits: same order as the values
 	i := 0
@@ -240,7 +242,7 @@ func putInt8(b []byte, scales []uint16, zmap []byte, src []float32, s Shape) boo
 		grp := src[lo:hi]
 		out := b[lo:hi]
 		out = out[:len(grp)]
-		h, ok := groupScale(grp, Int8RMSMultiple, 1)
+		h, ok := GroupScale(grp, Int8RMSMultiple, 1)
 		if !ok {
 			return false
 		}

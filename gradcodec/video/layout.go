@@ -67,35 +67,9 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 		r0 := gi * g
 		r1 := min(r0+g, s.Rows)
 		grp := src[r0*s.Cols : r1*s.Cols]
-		var ss0, ss1 float32
-		var hi, lo float32
-		i := 0
-		for ; i+1 < len(grp); i += 2 {
-			a, b := grp[i], grp[i+1]
-			ss0 += a * a
-			ss1 += b * b
-			hi = max(hi, a, b)
-			lo = min(lo, a, b)
-		}
-		if i < len(grp) {
-			a := grp[i]
-			ss0 += a * a
-			hi = max(hi, a)
-			lo = min(lo, a)
-		}
-		ss := ss0 + ss1
-		mx := max(hi, -lo)
-		if mx != mx || ss != ss || mx > math.MaxFloat32 {
+		h, ok := gradcodec.GroupScale(grp, k, mult)
+		if !ok {
 			return false // NaN or Inf somewhere in the group
-		}
-		var h uint16
-		if mx > 0 {
-			sc := k * float32(math.Sqrt(float64(ss)/float64(len(grp))))
-			sc = min(sc, mx) // an overflowed ss (+Inf) leaves max|x|
-			h = gradcodec.ToBF16(sc * mult)
-			if v := gradcodec.FromBF16(h); v == 0 || v > math.MaxFloat32 {
-				h = 0 // underflow below 1e-38 or overflow: zero rows
-			}
 		}
 		scales[gi] = h
 		var inv float32
@@ -119,7 +93,13 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 			} else {
 				for i, v := range row {
 					// Round to nearest level in [1, 255] (128 is zero).
-					f := min(max(v*inv+128.5, 1), 255.5)
+					f := v*inv + 128.5
+					if f < 1 {
+						f = 1
+					}
+					if f > 255.5 {
+						f = 255.5
+					}
 					out[i] = byte(int32(f))
 				}
 			}

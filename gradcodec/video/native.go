@@ -294,6 +294,33 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int, rec []byte) ([]
 	return dst, nil
 }
 
+// encodeBare encodes like encode but keeps nothing: the codec's own cost,
+// for the benchmarks' baseline. It returns the access unit's size.
+func (n *nativeEncoder) encodeBare(plane []byte, qp int) (int, error) {
+	pp := (*C.uint8_t)(unsafe.Pointer(&plane[0]))
+	size := 0
+	if n.hevc {
+		var nals *C.x265_nal
+		var nn C.uint32_t
+		if r := C.vc_x265_encode(n.x265, pp, C.int(n.w), C.int(qp), &nals, &nn); r <= 0 {
+			return 0, fmt.Errorf("gradcodec: libx265 returned %d", int(r))
+		}
+		for _, nal := range unsafe.Slice(nals, int(nn)) {
+			size += int(nal.sizeBytes)
+		}
+		return size, nil
+	}
+	var nals *C.x264_nal_t
+	var nn C.int
+	if r := C.vc_x264_encode(n.x264, pp, C.int(n.w), C.int(qp), &nals, &nn); r <= 0 {
+		return 0, fmt.Errorf("gradcodec: libx264 returned %d", int(r))
+	}
+	for _, nal := range unsafe.Slice(nals, int(nn)) {
+		size += int(nal.i_payload)
+	}
+	return size, nil
+}
+
 func (n *nativeEncoder) name() string {
 	if n.hevc {
 		return "libx265"
