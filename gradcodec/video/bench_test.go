@@ -33,11 +33,12 @@ func processCPU() time.Duration {
 //     levels, the encode, refit and reconstruction, frame and checksum),
 //     error feedback update; bare = libx264/libx265 encoding the very
 //     8-bit pictures vccl made, at the QP vccl chose, nothing kept.
+//
 //   - decode: vccl = Decoder.Decode into float32 (checksum, scales,
 //     libavcodec decode, dequantisation); bare = libavcodec's decoder on
 //     the same access units, the picture left in the decoder's frame.
 //
-//	go test ./gradcodec/video -run '^$' -bench VsBare -benchtime 10x
+//     go test ./gradcodec/video -run '^$' -bench VsBare -benchtime 10x
 func BenchmarkVsBare(b *testing.B) {
 	for _, codec := range []string{"h264", "hevc"} {
 		for _, sh := range []gradcodec.Shape{{Rows: 2048, Cols: 2048}, {Rows: 256, Cols: 784}} {
