@@ -15,16 +15,22 @@ import (
 // more than it saves).
 const DefaultRawBelow = 4096
 
+// DefaultMaxEncoders is GradCodec's default MaxEncoders.
+const DefaultMaxEncoders = 16
+
 // minSide is the smallest side of a piece that is encoded with its own 2-D
 // shape; thinner pieces are re-laid out near-square first.
 const minSide = 16
 
 // GradCodec is a Codec over package gradcodec. Each chunk goes on the wire as
 // a container of pieces, each a gradcodec frame or raw float32 values, with a
-// CRC-32 trailer. It keeps one gradcodec.Encoder per stream and piece (so rate
-// control follows a slot step after step), one Decoder for Decode and a
-// second one inside Encode that computes recon from the very bytes it sends,
-// and, when enabled, an error-feedback residual per stream.
+// CRC-32 trailer. It keeps one gradcodec.Encoder per piece shape, shared by
+// every stream and sub-chunk with that shape (the video encoders keep their
+// rate control and codec contexts per shape, so a slot's rate still follows
+// step after step), at most MaxEncoders of them, the least recently used
+// closed first; one Decoder for Decode and a second one inside Encode for
+// encoders without their own reconstruction; and, when enabled, an
+// error-feedback residual per stream.
 //
 // Policy: a piece with fewer than RawBelow values goes raw (with the default
 // 4096 that covers biases and norms). Any other piece with a side under 16
@@ -38,12 +44,16 @@ type GradCodec struct {
 	// RawBelow: pieces with fewer values are sent raw. Defaults to
 	// DefaultRawBelow (set by NewGradCodec).
 	RawBelow int
+	// MaxEncoders bounds the open encoders (one per piece shape); the least
+	// recently used is closed when a new shape needs one. Defaults to
+	// DefaultMaxEncoders (set by NewGradCodec); values below 1 mean 1.
+	MaxEncoders int
 
 	opts gradcodec.Options
 	ef   *gradcodec.ErrorFeedback // nil when error feedback is off
 
 	encMu    sync.Mutex // guards the encode side and closed
-	encoders map[string]gradcodec.Encoder
+	encoders []shapeEncoder // most recently used first
 	encDec   *gradcodec.Decoder
 	x        []float32
 	frame    []byte
@@ -54,6 +64,48 @@ type GradCodec struct {
 }
 
 var _ Codec = (*GradCodec)(nil)
+
+// shapeEncoder is the encoder of one piece shape.
+type shapeEncoder struct {
+	shape gradcodec.Shape
+	enc   gradcodec.Encoder
+}
+
+// encoderFor returns the encoder for pieces of shape s, opening one (and
+// closing the least recently used beyond MaxEncoders) when there is none.
+// Callers hold encMu.
+func (c *GradCodec) encoderFor(s gradcodec.Shape) (gradcodec.Encoder, error) {
+	for i, se := range c.encoders {
+		if se.shape == s {
+			copy(c.encoders[1:i+1], c.encoders[:i])
+			c.encoders[0] = se
+			return se.enc, nil
+		}
+	}
+	enc, err := gradcodec.NewEncoder(c.opts)
+	if err != nil {
+		return nil, err
+	}
+	for len(c.encoders) >= max(c.MaxEncoders, 1) {
+		last := c.encoders[len(c.encoders)-1]
+		c.encoders = c.encoders[:len(c.encoders)-1]
+		if err := last.enc.Close(); err != nil {
+			_ = enc.Close()
+			return nil, fmt.Errorf("closing the %dx%d encoder: %w", last.shape.Rows, last.shape.Cols, err)
+		}
+	}
+	c.encoders = append(c.encoders, shapeEncoder{})
+	copy(c.encoders[1:], c.encoders)
+	c.encoders[0] = shapeEncoder{shape: s, enc: enc}
+	return enc, nil
+}
+
+// OpenEncoders returns how many encoders are open (at most MaxEncoders).
+func (c *GradCodec) OpenEncoders() int {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	return len(c.encoders)
+}
 
 // NewGradCodec returns a GradCodec for opts (see gradcodec.Options) with error
 // feedback per stream when errorFeedback is set. It fails, wrapping
@@ -74,7 +126,7 @@ func NewGradCodec(opts gradcodec.Options, errorFeedback bool) (*GradCodec, error
 		_ = encDec.Close()
 		return nil, fmt.Errorf("ring: grad codec: %w", err)
 	}
-	c := &GradCodec{RawBelow: DefaultRawBelow, opts: opts, encoders: map[string]gradcodec.Encoder{}, encDec: encDec, dec: dec}
+	c := &GradCodec{RawBelow: DefaultRawBelow, MaxEncoders: DefaultMaxEncoders, opts: opts, encDec: encDec, dec: dec}
 	if errorFeedback {
 		c.ef = gradcodec.NewErrorFeedback()
 	}
@@ -100,10 +152,10 @@ func (c *GradCodec) Close() error {
 	}
 	c.closed = true
 	var errs []error
-	for k, e := range c.encoders {
-		errs = append(errs, e.Close())
-		delete(c.encoders, k)
+	for _, se := range c.encoders {
+		errs = append(errs, se.enc.Close())
 	}
+	c.encoders = nil
 	errs = append(errs, c.encDec.Close(), c.dec.Close())
 	return errors.Join(errs...)
 }
@@ -194,14 +246,9 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			out = gradcodec.AppendFloat32s(out, seg)
 			copy(rec, seg)
 		} else {
-			key := fmt.Sprintf("%s#%d:%dx%d", stream, i, p.shape.Rows, p.shape.Cols)
-			enc := c.encoders[key]
-			if enc == nil {
-				var err error
-				if enc, err = gradcodec.NewEncoder(c.opts); err != nil {
-					return nil, fmt.Errorf("ring: grad codec: stream %s: %w", stream, err)
-				}
-				c.encoders[key] = enc
+			enc, err := c.encoderFor(p.shape)
+			if err != nil {
+				return nil, fmt.Errorf("ring: grad codec: stream %s: %w", stream, err)
 			}
 			// EncodeRecon yields exactly what a decoder of the frame
 			// produces, without decoding the frame a second time.

@@ -3,6 +3,7 @@ package ring_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 
@@ -188,5 +189,48 @@ func TestAllReduceErrorFeedback(t *testing.T) {
 	t.Logf("one step NMSE %.3g, mean of %d steps NMSE %.3g", first, steps, avg)
 	if !(avg < first/3) {
 		t.Fatalf("error feedback did not cut the bias: %.3g vs %.3g", avg, first)
+	}
+}
+
+// TestGradCodecEncoderCap: streams of many shapes share encoders by shape,
+// at most MaxEncoders stay open (least recently used closed), and every
+// frame still decodes to exactly the recon its encoder reported.
+func TestGradCodecEncoderCap(t *testing.T) {
+	for _, name := range []string{"int8", "h264"} {
+		t.Run(name, func(t *testing.T) {
+			enc := newGradCodec(t, name, true)
+			dec := newGradCodec(t, name, false)
+			enc.MaxEncoders = 3
+			for step := 0; step < 3; step++ {
+				for k := 0; k < 6; k++ {
+					sh := gradcodec.Shape{Rows: 32 + 16*k, Cols: 128}
+					src := smooth(uint64(10*step+k), sh.Rows, sh.Cols)
+					recon := make([]float32, len(src))
+					// Two sub-chunk streams of the same shape share one encoder.
+					for sub := 0; sub < 2; sub++ {
+						stream := fmt.Sprintf("b%d/c0.s%d", k, sub)
+						wire, err := enc.Encode(stream, src, []gradcodec.Shape{sh}, recon)
+						if err != nil {
+							t.Fatal(err)
+						}
+						got := make([]float32, len(src))
+						if err := dec.Decode(got, wire); err != nil {
+							t.Fatal(err)
+						}
+						for i := range got {
+							if math.Float32bits(got[i]) != math.Float32bits(recon[i]) {
+								t.Fatalf("%s %v value %d: decoded %v, recon %v", stream, sh, i, got[i], recon[i])
+							}
+						}
+					}
+					if n := enc.OpenEncoders(); n > 3 {
+						t.Fatalf("%d encoders open, cap 3", n)
+					}
+				}
+			}
+			if n := enc.OpenEncoders(); n != 3 {
+				t.Errorf("%d encoders open after 6 shapes, want the cap 3", n)
+			}
+		})
 	}
 }

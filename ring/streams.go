@@ -40,14 +40,9 @@ func (c *GradCodec) ReleaseStream(stream string) int {
 	c.encMu.Lock()
 	defer c.encMu.Unlock()
 	ours := func(name string) bool { return StreamBase(name) == stream }
+	// Encoders are shared by shape across streams and bounded by
+	// MaxEncoders; only the residuals are the stream's own.
 	n := 0
-	for key, enc := range c.encoders {
-		if i := strings.LastIndexByte(key, '#'); i >= 0 && ours(key[:i]) {
-			_ = enc.Close()
-			delete(c.encoders, key)
-			n++
-		}
-	}
 	if c.ef != nil {
 		n += c.ef.ResetMatching(ours)
 	}
