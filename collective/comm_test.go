@@ -207,6 +207,9 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"WarmupSteps", func(c *Config) { c.WarmupSteps = -1 }},
 		{"RawBelow", func(c *Config) { c.RawBelow = -1 }},
 		{"BucketBytes", func(c *Config) { c.BucketBytes = 0 }},
+		{"CodecThreads", func(c *Config) { c.CodecThreads = -1 }},
+		{"CodecThreads", func(c *Config) { c.CodecThreads = 65 }},
+		{"MaxEncoders", func(c *Config) { c.MaxEncoders = 0 }},
 	}
 	for _, tc := range cases {
 		cfg := DefaultConfig()
