@@ -1,6 +1,10 @@
 package gradcodec
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/vccl/vccl/internal/kern"
+)
 
 // ErrorFeedback keeps a residual per stream key: what the receiver did not
 // get of the last input for that stream (input minus decoded). Adding it to
@@ -31,9 +35,7 @@ func (e *ErrorFeedback) Apply(key string, x []float32) {
 	if !ok {
 		return
 	}
-	for i, v := range r {
-		x[i] += v
-	}
+	kern.AddTo(x, r)
 }
 
 // Update stores residual[key] = x - decoded. x and decoded must have the
@@ -50,9 +52,7 @@ func (e *ErrorFeedback) Update(key string, x, decoded []float32) {
 		r = make([]float32, len(x))
 	}
 	r = r[:len(x)]
-	for i := range x {
-		r[i] = x[i] - decoded[i]
-	}
+	kern.SubTo(r, x, decoded)
 	e.res[key] = r
 }
 

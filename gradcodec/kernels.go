@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math"
 	"unsafe"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // The loops of the simple codecs (raw, fp16, bf16, int8). Each is one pass
@@ -38,14 +40,11 @@ func f32bytes(v []float32) []byte {
 // reports whether every value is finite.
 func putRaw(b []byte, src []float32) bool {
 	b = b[:4*len(src)]
-	var bad uint32
 	if unalignedLE {
 		copy(b, f32bytes(src))
-		for _, v := range src {
-			bad |= nonFiniteBit(math.Float32bits(v))
-		}
-		return bad == 0
+		return kern.AllFinite(src)
 	}
+	var bad uint32
 	for i, v := range src {
 		u := math.Float32bits(v)
 		bad |= nonFiniteBit(u)
@@ -58,14 +57,11 @@ func putRaw(b []byte, src []float32) bool {
 // whether every value is finite.
 func getRaw(dst []float32, b []byte) bool {
 	b = b[:4*len(dst)]
-	var bad uint32
 	if unalignedLE {
 		copy(f32bytes(dst), b)
-		for _, v := range dst {
-			bad |= nonFiniteBit(math.Float32bits(v))
-		}
-		return bad == 0
+		return kern.AllFinite(dst)
 	}
+	var bad uint32
 	for i := range dst {
 		u := binary.LittleEndian.Uint32(b[4*i:])
 		bad |= nonFiniteBit(u)
@@ -78,27 +74,10 @@ func getRaw(dst []float32, b []byte) bool {
 // reports whether every value is finite.
 func putFP16(b []byte, src []float32) bool {
 	b = b[:2*len(src)]
-	var bad uint32
 	if unalignedLE {
-		out := u16s(b)
-		out = out[:len(src)]
-		for i, v := range src {
-			// toFP16, inlined.
-			b := math.Float32bits(v)
-			bad |= nonFiniteBit(b)
-			abs := b & 0x7fffffff
-			h := (abs - 0x38000000 + 0xfff + abs>>13&1) >> 13
-			sub := math.Float32bits(math.Float32frombits(abs)+0.5) - 0x3f000000
-			if abs < 0x38800000 {
-				h = sub
-			}
-			if abs >= 0x477ff000 {
-				h = 0x7bff
-			}
-			out[i] = uint16(b>>16&0x8000 | h)
-		}
-		return bad == 0
+		return kern.EncodeFP16(u16s(b), src)
 	}
+	var bad uint32
 	for i, v := range src {
 		bad |= nonFiniteBit(math.Float32bits(v))
 		binary.LittleEndian.PutUint16(b[2*i:], toFP16(v))
@@ -110,22 +89,10 @@ func putFP16(b []byte, src []float32) bool {
 // finite.
 func getFP16(dst []float32, b []byte) bool {
 	b = b[:2*len(dst)]
-	var bad uint32
 	if unalignedLE {
-		in := u16s(b)
-		in = in[:len(dst)]
-		for i, h := range in {
-			// fromFP16, inlined.
-			em := uint32(h) & 0x7fff
-			bad |= (em + 0x0400) & 0x8000
-			f := math.Float32bits(float32(em) * (1.0 / (1 << 24)))
-			if em >= 0x400 {
-				f = em<<13 + 0x38000000
-			}
-			dst[i] = math.Float32frombits(uint32(h&0x8000)<<16 | f)
-		}
-		return bad == 0
+		return kern.DecodeFP16(dst, u16s(b))
 	}
+	var bad uint32
 	for i := range dst {
 		h := binary.LittleEndian.Uint16(b[2*i:])
 		bad |= (uint32(h)&0x7fff + 0x0400) & 0x8000
@@ -138,17 +105,10 @@ func getFP16(dst []float32, b []byte) bool {
 // whether every value is finite.
 func putBF16(b []byte, src []float32) bool {
 	b = b[:2*len(src)]
-	var bad uint32
 	if unalignedLE {
-		out := u16s(b)
-		out = out[:len(src)]
-		for i, v := range src {
-			u := math.Float32bits(v)
-			bad |= nonFiniteBit(u)
-			out[i] = uint16((u + 0x7fff + (u>>16)&1) >> 16)
-		}
-		return bad == 0
+		return kern.EncodeBF16(u16s(b), src)
 	}
+	var bad uint32
 	for i, v := range src {
 		u := math.Float32bits(v)
 		bad |= nonFiniteBit(u)
@@ -161,17 +121,10 @@ func putBF16(b []byte, src []float32) bool {
 // value is finite.
 func getBF16(dst []float32, b []byte) bool {
 	b = b[:2*len(dst)]
-	var bad uint32
 	if unalignedLE {
-		in := u16s(b)
-		in = in[:len(dst)]
-		for i, h := range in {
-			u := uint32(h) << 16
-			bad |= nonFiniteBit(u)
-			dst[i] = math.Float32frombits(u)
-		}
-		return bad == 0
+		return kern.DecodeBF16(dst, u16s(b))
 	}
+	var bad uint32
 	for i := range dst {
 		u := uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16
 		bad |= nonFiniteBit(u)
@@ -186,29 +139,7 @@ func getBF16(dst []float32, b []byte) bool {
 // overflows, gets 0. The int8 and video codecs quantise each scale group
 // with it right before writing the group's levels.
 func GroupScale(grp []float32, k, mult float32) (h uint16, ok bool) {
-	var ss0, ss1 float32
-	var m0, m1 uint32 // largest |x| as float bits: same order as the values
-	i := 0
-	for ; i+1 < len(grp); i += 2 {
-		a, b := grp[i], grp[i+1]
-		ss0 += a * a
-		ss1 += b * b
-		if u := math.Float32bits(a) & 0x7fffffff; u > m0 {
-			m0 = u
-		}
-		if u := math.Float32bits(b) & 0x7fffffff; u > m1 {
-			m1 = u
-		}
-	}
-	if i < len(grp) {
-		a := grp[i]
-		ss0 += a * a
-		if u := math.Float32bits(a) & 0x7fffffff; u > m0 {
-			m0 = u
-		}
-	}
-	ss := ss0 + ss1
-	mb := max(m0, m1)
+	ss, mb := kern.SumSqMaxAbs(grp)
 	if mb >= 0x7f800000 {
 		return 0, false // NaN or ±Inf
 	}
@@ -258,19 +189,7 @@ func putInt8(b []byte, scales []uint16, zmap []byte, src []float32, s Shape) boo
 			clear(out)
 			continue
 		}
-		inv := 127 / FromBF16(h)
-		for i, v := range grp {
-			q := v * inv
-			if q > 127 {
-				q = 127
-			}
-			if q < -127 {
-				q = -127
-			}
-			// Round half away from zero: add ±0.5 with q's sign, truncate.
-			half := math.Float32frombits(math.Float32bits(q)&0x80000000 | 0x3f000000)
-			out[i] = byte(int32(q + half))
-		}
+		kern.QuantI8(out, grp, 127/FromBF16(h))
 	}
 	return true
 }
@@ -286,9 +205,6 @@ func getInt8(dst []float32, b []byte, scales []float32, s Shape) {
 		out := dst[lo:hi]
 		in := b[lo:hi]
 		in = in[:len(out)]
-		m := sc / 127
-		for i, p := range in {
-			out[i] = float32(int8(p)) * m
-		}
+		kern.DequantI8(out, in, sc/127)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // CheckFinite returns an error wrapping ErrNonFinite when src holds NaN or
@@ -73,36 +75,11 @@ func FromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // toFP16 converts to IEEE half precision, rounding to nearest even and
 // saturating finite values beyond ±65504 to ±65504 (NaN and ±Inf too; the
-// encoders reject them first). Branch-free: normal halves by integer
-// rounding of the bits, subnormal ones by adding 0.5, whose ulp is the
-// smallest half (2^-24), so the FPU rounds to nearest even.
-func toFP16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := b >> 16 & 0x8000
-	abs := b & 0x7fffffff
-	h := (abs - 0x38000000 + 0xfff + abs>>13&1) >> 13
-	sub := math.Float32bits(math.Float32frombits(abs)+0.5) - 0x3f000000
-	if abs < 0x38800000 {
-		h = sub
-	}
-	if abs >= 0x477ff000 { // >= 65520 rounds to Inf: saturate
-		h = 0x7bff
-	}
-	return uint16(sign | h)
-}
+// encoders reject them first).
+func toFP16(f float32) uint16 { return kern.ToFP16(f) }
 
 // fromFP16 converts IEEE half precision to float32 (exactly).
-func fromFP16(h uint16) float32 {
-	em := uint32(h) & 0x7fff
-	f := math.Float32bits(float32(em) * (1.0 / (1 << 24))) // zero and subnormals
-	if em >= 0x400 {
-		f = em<<13 + 0x38000000
-	}
-	if em >= 0x7c00 {
-		f = 0x7f800000 | em<<13
-	}
-	return math.Float32frombits(uint32(h&0x8000)<<16 | f)
-}
+func fromFP16(h uint16) float32 { return kern.FromFP16(h) }
 
 // ComputeScales fills scales (bfloat16 bits, one per scale group of
 // ScaleGroupRows(s) rows) with mult·min(k·RMS, max|x|) of each group,

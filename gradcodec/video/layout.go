@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // Picture layout limits.
@@ -91,17 +92,7 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 					out[i] = 128
 				}
 			} else {
-				for i, v := range row {
-					// Round to nearest level in [1, 255] (128 is zero).
-					f := v*inv + 128.5
-					if f < 1 {
-						f = 1
-					}
-					if f > 255.5 {
-						f = 255.5
-					}
-					out[i] = byte(int32(f))
-				}
+				kern.QuantU8(out, row, inv)
 			}
 			if l.RowMode {
 				last := out[len(out)-1]
@@ -151,24 +142,13 @@ func refitRecon(recon []float32, scales []uint16, zmap []byte, pix []byte, src [
 			row := src[r*s.Cols : (r+1)*s.Cols]
 			in := pix[r*l.Stride : r*l.Stride+s.Cols]
 			in = in[:len(row)]
-			var d0, d1 float32
-			var q0, q1 int32
-			i := 0
-			for ; i+1 < len(row); i += 2 {
-				a := int32(in[i]) - 128
-				b := int32(in[i+1]) - 128
-				d0 += row[i] * float32(a)
-				d1 += row[i+1] * float32(b)
-				q0 += a * a
-				q1 += b * b
+			for len(row) > 0 { // blocks of 64Ki values keep Σq² in int32
+				k := min(len(row), 1<<16)
+				d, q := kern.DotLevels(row[:k], in[:k])
+				dot += float64(d)
+				qq += float64(q)
+				row, in = row[k:], in[k:]
 			}
-			if i < len(row) {
-				a := int32(in[i]) - 128
-				d0 += row[i] * float32(a)
-				q0 += a * a
-			}
-			dot += float64(d0) + float64(d1)
-			qq += float64(q0) + float64(q1)
 		}
 		old := scales[gi]
 		var sc uint16
@@ -192,11 +172,7 @@ func refitRecon(recon []float32, scales []uint16, zmap []byte, pix []byte, src [
 				clear(row)
 				continue
 			}
-			in := pix[r*l.Stride : r*l.Stride+s.Cols]
-			in = in[:len(row)]
-			for i, p := range in {
-				row[i] = float32(int32(p)-128) * m
-			}
+			kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], m)
 		}
 	}
 }
@@ -211,10 +187,6 @@ func readPicture(dst []float32, pix []byte, s gradcodec.Shape, l picLayout, scal
 			clear(row)
 			continue
 		}
-		m := sc / 127
-		in := pix[r*l.Stride : r*l.Stride+s.Cols]
-		for i, p := range in {
-			row[i] = float32(int32(p)-128) * m
-		}
+		kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], sc/127)
 	}
 }
