@@ -52,7 +52,7 @@ type GradCodec struct {
 	opts gradcodec.Options
 	ef   *gradcodec.ErrorFeedback // nil when error feedback is off
 
-	encMu    sync.Mutex // guards the encode side and closed
+	encMu    sync.Mutex     // guards the encode side and closed
 	encoders []shapeEncoder // most recently used first
 	encDec   *gradcodec.Decoder
 	x        []float32
