@@ -62,3 +62,12 @@ type ReconEncoder interface {
 	Encoder
 	EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error)
 }
+
+// ResidualEncoder is implemented by every Encoder of this module: it is
+// EncodeRecon that also writes the error-feedback residual src − recon into
+// residual (len(src) values) while the reconstruction is in cache, so that
+// error feedback costs no pass of its own (see ErrorFeedback.ResidualFor).
+type ResidualEncoder interface {
+	ReconEncoder
+	EncodeResidual(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error)
+}

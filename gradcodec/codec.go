@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // Quantization constants. Scales are a multiple of each row's RMS, capped
@@ -74,7 +76,7 @@ type simpleEncoder struct {
 	closed  bool
 }
 
-var _ Encoder = (*simpleEncoder)(nil)
+var _ ResidualEncoder = (*simpleEncoder)(nil)
 
 func (e *simpleEncoder) Name() string { return e.name }
 
@@ -108,6 +110,20 @@ func (e *simpleEncoder) EncodeRecon(dst []byte, src []float32, shape Shape, reco
 		return dst, err
 	}
 	ApplyZeroMap(recon, shape, frame[zoff:zoff+h.ZeroMap])
+	return out, nil
+}
+
+// EncodeResidual is EncodeRecon that also writes src − recon into
+// residual.
+func (e *simpleEncoder) EncodeResidual(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error) {
+	if recon == nil || len(residual) != len(src) {
+		return dst, fmt.Errorf("%s: %w: EncodeResidual needs recon and a residual of %d values (has %d)", e.Name(), ErrShapeMismatch, len(src), len(residual))
+	}
+	out, err := e.EncodeRecon(dst, src, shape, recon)
+	if err != nil {
+		return out, err
+	}
+	kern.SubTo(residual, src, recon)
 	return out, nil
 }
 

@@ -38,6 +38,40 @@ func (e *ErrorFeedback) Apply(key string, x []float32) {
 	kern.AddTo(x, r)
 }
 
+// ApplyTo writes src plus the residual kept for key into dst (one pass; a
+// plain copy when there is none, or when its length differs, dropping it).
+// len(dst) must be len(src).
+func (e *ErrorFeedback) ApplyTo(key string, dst, src []float32) {
+	e.mu.Lock()
+	r, ok := e.res[key]
+	if ok && len(r) != len(src) {
+		delete(e.res, key)
+		ok = false
+	}
+	e.mu.Unlock()
+	if !ok {
+		copy(dst, src)
+		return
+	}
+	kern.AddTo2(dst, src, r)
+}
+
+// ResidualFor returns the residual slice of key with length n, for the
+// caller to overwrite entirely with the new residual (input minus decoded),
+// e.g. through ResidualEncoder: the update without a pass of its own. The
+// old contents are unspecified.
+func (e *ErrorFeedback) ResidualFor(key string, n int) []float32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.res[key]
+	if cap(r) < n {
+		r = make([]float32, n)
+	}
+	r = r[:n]
+	e.res[key] = r
+	return r
+}
+
 // Update stores residual[key] = x - decoded. x and decoded must have the
 // same length; if they do not, the residual for key is dropped.
 func (e *ErrorFeedback) Update(key string, x, decoded []float32) {

@@ -225,9 +225,20 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		c.x = make([]float32, len(src))
 	}
 	x := c.x[:len(src)]
-	copy(x, src)
+	// Error feedback without passes of its own: the residual is added in
+	// the copy, and the encoders write the new one beside recon.
+	var res []float32
 	if c.ef != nil {
-		c.ef.Apply(stream, x)
+		c.ef.ApplyTo(stream, x, src)
+		res = c.ef.ResidualFor(stream, len(x))
+	} else {
+		copy(x, src)
+	}
+	fail := func(err error) ([]byte, error) {
+		if c.ef != nil {
+			c.ef.Reset(stream) // partly overwritten
+		}
+		return nil, err
 	}
 	wp := c.wirePieces(pieces)
 	out := []byte{containerMagic, containerVersion}
@@ -238,23 +249,37 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		rec := recon[off : off+p.n]
 		if p.raw {
 			if k := gradcodec.FirstNonFinite(seg); k >= 0 {
-				return nil, fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite)
+				return fail(fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite))
 			}
 			out = append(out, pieceRaw)
 			out = binary.AppendUvarint(out, uint64(p.n))
 			out = binary.AppendUvarint(out, uint64(4*p.n))
 			out = gradcodec.AppendFloat32s(out, seg)
 			copy(rec, seg)
+			if res != nil {
+				clear(res[off : off+p.n])
+			}
 		} else {
 			enc, err := c.encoderFor(p.shape)
 			if err != nil {
-				return nil, fmt.Errorf("ring: grad codec: stream %s: %w", stream, err)
+				return fail(fmt.Errorf("ring: grad codec: stream %s: %w", stream, err))
 			}
 			// EncodeRecon yields exactly what a decoder of the frame
-			// produces, without decoding the frame a second time.
-			frame, err := gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
+			// produces, without decoding the frame a second time;
+			// EncodeResidual also the residual, in the same pass.
+			var frame []byte
+			if re, ok := enc.(gradcodec.ResidualEncoder); ok && res != nil {
+				frame, err = re.EncodeResidual(c.frame[:0], seg, p.shape, rec, res[off:off+p.n])
+			} else {
+				frame, err = gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
+				if err == nil && res != nil {
+					for k, v := range seg {
+						res[off+k] = v - rec[k]
+					}
+				}
+			}
 			if err != nil {
-				return nil, fmt.Errorf("ring: grad codec: stream %s piece %d (%dx%d): %w", stream, i, p.shape.Rows, p.shape.Cols, err)
+				return fail(fmt.Errorf("ring: grad codec: stream %s piece %d (%dx%d): %w", stream, i, p.shape.Rows, p.shape.Cols, err))
 			}
 			c.frame = frame
 			out = append(out, pieceFrame)
@@ -263,9 +288,6 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			out = append(out, frame...)
 		}
 		off += p.n
-	}
-	if c.ef != nil {
-		c.ef.Update(stream, x, recon)
 	}
 	return binary.LittleEndian.AppendUint32(out, crc32.ChecksumIEEE(out)), nil
 }

@@ -29,9 +29,9 @@ func processCPU() time.Duration {
 // speeds (per CPU-second of the process, the steady figure on a shared
 // machine) and their ratio:
 //
-//   - encode: vccl = error feedback apply, EncodeRecon (scales, 8-bit
-//     levels, the encode, refit and reconstruction, frame and checksum),
-//     error feedback update; bare = libx264/libx265 encoding the very
+//   - encode: vccl = error feedback applied in the copy of the input,
+//     EncodeResidual (scales, 8-bit levels, the encode, refit,
+//     reconstruction and the new residual, frame and checksum); bare = libx264/libx265 encoding the very
 //     8-bit pictures vccl made, at the QP vccl chose, nothing kept.
 //
 //   - decode: vccl = Decoder.Decode into float32 (checksum, scales,
@@ -58,13 +58,11 @@ func benchVsBare(b *testing.B, codec string, x []float32, sh gradcodec.Shape, de
 	recon := make([]float32, len(x))
 	var fr []byte
 	var err error
-	vccl := func() {
-		copy(in, x)
-		ef.Apply("s", in)
-		if fr, err = enc.EncodeRecon(fr[:0], in, sh, recon); err != nil {
+	vccl := func() { // as ring.GradCodec.Encode does
+		ef.ApplyTo("s", in, x)
+		if fr, err = enc.EncodeResidual(fr[:0], in, sh, recon, ef.ResidualFor("s", len(in))); err != nil {
 			b.Fatal(err)
 		}
-		ef.Update("s", in, recon)
 	}
 	for i := 0; i < 3; i++ { // first frame: rate search; then steady state
 		vccl()

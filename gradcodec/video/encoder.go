@@ -67,7 +67,7 @@ type videoEncoder struct {
 	codec  string // "h264" or "hevc"
 	id     uint8
 	auto   bool                   // backend "auto": NVENC may fall back to software
-	small  gradcodec.ReconEncoder // int8 frames for tensors under MinVideoValues
+	small  gradcodec.ResidualEncoder // int8 frames for tensors under MinVideoValues
 	preset string                 // gradcodec.Options.Preset as given
 	cfg    encoderConfig
 	target float64
@@ -94,7 +94,7 @@ type Stats struct {
 // LastStats returns statistics of the last frame.
 func (e *videoEncoder) LastStats() Stats { return e.last }
 
-var _ gradcodec.ReconEncoder = (*videoEncoder)(nil)
+var _ gradcodec.ResidualEncoder = (*videoEncoder)(nil)
 
 func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 	quietFFmpeg()
@@ -261,6 +261,19 @@ func (e *videoEncoder) Encode(dst []byte, src []float32, shape gradcodec.Shape) 
 // encoded once; only a stream's first frame of a shape, or one more than
 // 30% off the target rate, is encoded again.
 func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Shape, recon []float32) ([]byte, error) {
+	return e.encode(dst, src, shape, recon, nil)
+}
+
+// EncodeResidual is EncodeRecon that also writes src − recon into residual
+// in the pass that writes recon.
+func (e *videoEncoder) EncodeResidual(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
+	if recon == nil || len(residual) != len(src) {
+		return dst, fmt.Errorf("%s: %w: EncodeResidual needs recon and a residual of %d values (has %d)", e.codec, gradcodec.ErrShapeMismatch, len(src), len(residual))
+	}
+	return e.encode(dst, src, shape, recon, residual)
+}
+
+func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
 	if recon != nil && len(recon) != len(src) {
 		return dst, fmt.Errorf("%s: %w: recon has %d values, src %d", e.codec, gradcodec.ErrShapeMismatch, len(recon), len(src))
 	}
@@ -283,7 +296,10 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 			if err != nil {
 				return dst, err
 			}
-			e.small = enc.(gradcodec.ReconEncoder)
+			e.small = enc.(gradcodec.ResidualEncoder)
+		}
+		if residual != nil {
+			return e.small.EncodeResidual(dst, src, shape, recon, residual)
 		}
 		return e.small.EncodeRecon(dst, src, shape, recon)
 	}
@@ -354,7 +370,7 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 		}
 		pix = e.dec.pix
 	}
-	refitRecon(recon, t.scales, zmap, pix, src, shape, l)
+	refitRecon(recon, residual, t.scales, zmap, pix, src, shape, l)
 	var w gradcodec.FrameWriter
 	w.Begin(dst, e.id, shape, l.W, l.FrameH, l.Frames, t.qp)
 	w.Buf = gradcodec.PutScales(w.Buf, t.scales)

@@ -123,12 +123,13 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 // refitRecon replaces each scale by the least-squares one, 127·Σx·q/Σq²
 // over the group's decoded levels q (pix, what every decoder yields), and
 // writes into recon (when not nil) the values every decoder will produce
-// with the new scales, group by group while the group is in cache. scales
+// with the new scales, and into residual (when not nil) src − recon, group
+// by group while the group is in cache. scales
 // holds the encoded scales as bfloat16 and is updated in place; rows marked
 // in zmap are skipped and decode as zeros. A group with scale 0, or whose
 // levels are all 128, keeps its scale; one whose levels anti-correlate with
 // the input gets scale 0 (zeros beat them).
-func refitRecon(recon []float32, scales []uint16, zmap []byte, pix []byte, src []float32, s gradcodec.Shape, l picLayout) {
+func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []byte, src []float32, s gradcodec.Shape, l picLayout) {
 	g := gradcodec.ScaleGroupRows(s)
 	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
 	for gi := range scales {
@@ -170,9 +171,12 @@ func refitRecon(recon []float32, scales []uint16, zmap []byte, pix []byte, src [
 			row := recon[r*s.Cols : (r+1)*s.Cols]
 			if sc == 0 || zeroRow(r) {
 				clear(row)
-				continue
+			} else {
+				kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], m)
 			}
-			kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], m)
+			if residual != nil {
+				kern.SubTo(residual[r*s.Cols:(r+1)*s.Cols], src[r*s.Cols:(r+1)*s.Cols], row)
+			}
 		}
 	}
 }

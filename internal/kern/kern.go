@@ -95,6 +95,20 @@ func AddTo(x, r []float32) {
 	}
 }
 
+// AddTo2 writes a+b into dst (len(a), len(b) >= len(dst)).
+func AddTo2(dst, a, b []float32) {
+	a, b = a[:len(dst)], b[:len(dst)]
+	i := 0
+	if useAVX2 && len(dst) >= 8 {
+		n := len(dst) &^ 7
+		addTo2AVX2(&dst[0], &a[0], &b[0], n)
+		i = n
+	}
+	for ; i < len(dst); i++ {
+		dst[i] = a[i] + b[i]
+	}
+}
+
 // SubTo writes a−b into dst (len(a), len(b) >= len(dst)).
 func SubTo(dst, a, b []float32) {
 	a, b = a[:len(dst)], b[:len(dst)]

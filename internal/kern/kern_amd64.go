@@ -24,6 +24,9 @@ func dequantU8AVX2(dst *float32, q *byte, n int, m float32)
 func addToAVX2(x, r *float32, n int)
 
 //go:noescape
+func addTo2AVX2(dst, a, b *float32, n int)
+
+//go:noescape
 func subToAVX2(dst, a, b *float32, n int)
 
 //go:noescape

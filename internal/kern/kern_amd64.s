@@ -153,6 +153,24 @@ loop:
 	VZEROUPPER
 	RET
 
+// func addTo2AVX2(dst, a, b *float32, n int)
+TEXT ·addTo2AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+loop:
+	VMOVUPS (SI), Y0
+	VADDPS (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
 // func subToAVX2(dst, a, b *float32, n int)
 TEXT ·subToAVX2(SB), NOSPLIT, $0-32
 	MOVQ dst+0(FP), DI
