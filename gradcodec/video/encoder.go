@@ -66,9 +66,9 @@ type trial struct {
 type videoEncoder struct {
 	codec  string // "h264" or "hevc"
 	id     uint8
-	auto   bool                   // backend "auto": NVENC may fall back to software
+	auto   bool                      // backend "auto": NVENC may fall back to software
 	small  gradcodec.ResidualEncoder // int8 frames for tensors under MinVideoValues
-	preset string                 // gradcodec.Options.Preset as given
+	preset string                    // gradcodec.Options.Preset as given
 	cfg    encoderConfig
 	target float64
 
