@@ -159,3 +159,40 @@ func benchVsBare(b *testing.B, codec string, x []float32, sh gradcodec.Shape, de
 		b.ReportMetric(float64(enc.last.Trials), "encodes/frame")
 	}
 }
+
+// BenchmarkThreads encodes a 2048×2048 gradient with h264 (EncodeRecon)
+// on 1 and 2 codec threads: wall-clock Mvalues/s, the figure that threads
+// change (measure on an otherwise idle machine).
+//
+//	go test ./gradcodec/video -run '^$' -bench Threads -benchtime 10x
+func BenchmarkThreads(b *testing.B) {
+	sh := gradcodec.Shape{Rows: 2048, Cols: 2048}
+	x := codectest.GradientLike(42, sh.Rows, sh.Cols)
+	for _, codec := range []string{"h264", "hevc"} {
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/threads%d", codec, threads), func(b *testing.B) {
+				enc, err := gradcodec.NewEncoder(gradcodec.Options{Codec: codec, Backend: "software", BitsPerValue: 1.4, Threads: threads})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer enc.Close()
+				re := enc.(gradcodec.ReconEncoder)
+				recon := make([]float32, len(x))
+				var fr []byte
+				for i := 0; i < 2; i++ {
+					if fr, err = re.EncodeRecon(fr[:0], x, sh, recon); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if fr, err = re.EncodeRecon(fr[:0], x, sh, recon); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(x))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mvalues/s")
+				b.ReportMetric(8*float64(len(fr))/float64(len(x)), "bits/value")
+			})
+		}
+	}
+}
