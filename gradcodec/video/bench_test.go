@@ -41,7 +41,10 @@ func processCPU() time.Duration {
 //     go test ./gradcodec/video -run '^$' -bench VsBare -benchtime 10x
 func BenchmarkVsBare(b *testing.B) {
 	for _, codec := range []string{"h264", "hevc"} {
-		for _, sh := range []gradcodec.Shape{{Rows: 2048, Cols: 2048}, {Rows: 256, Cols: 784}} {
+		// 2048×2048: a whole large tensor; 512×512: the ring's sub-chunk
+		// (ring.DefaultSubChunkValues, 256 Ki values), the frame size of a
+		// large allreduce; 256×784: the MNIST MLP's first layer.
+		for _, sh := range []gradcodec.Shape{{Rows: 2048, Cols: 2048}, {Rows: 512, Cols: 512}, {Rows: 256, Cols: 784}} {
 			x := codectest.GradientLike(42, sh.Rows, sh.Cols)
 			name := fmt.Sprintf("%s/%dx%d", codec, sh.Rows, sh.Cols)
 			b.Run(name+"/encode", func(b *testing.B) { benchVsBare(b, codec, x, sh, false) })
