@@ -55,9 +55,10 @@ type Encoder interface {
 
 // ReconEncoder is implemented by every Encoder of this module: it encodes
 // and also writes into recon (len(src) values, or nil) exactly what any
-// Decoder yields for the returned frame. Video encoders decode their own
-// frame anyway (the scale refit of package gradcodec/video), so the
-// reconstruction is free.
+// Decoder yields for the returned frame. The video encoders take it from
+// libx264's/libx265's own reconstruction (or decode NVENC's frame), which
+// the scale refit of package gradcodec/video needs anyway, so it is nearly
+// free.
 type ReconEncoder interface {
 	Encoder
 	EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error)
