@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"sync"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -24,13 +25,14 @@ const minSide = 16
 
 // GradCodec is a Codec over package gradcodec. Each chunk goes on the wire as
 // a container of pieces, each a gradcodec frame or raw float32 values, with a
-// CRC-32 trailer. It keeps one gradcodec.Encoder per piece shape, shared by
-// every stream and sub-chunk with that shape (the video encoders keep their
-// rate control and codec contexts per shape, so a slot's rate still follows
-// step after step), at most MaxEncoders of them, the least recently used
-// closed first; one Decoder for Decode and a second one inside Encode for
-// encoders without their own reconstruction; and, when enabled, an
-// error-feedback residual per stream.
+// CRC-32 trailer. It keeps one gradcodec.Encoder per stream family (a
+// stream less its sub-chunk: "bucket/rs/c2", see streamFamily), piece and
+// shape, shared by the sub-chunks of the stream, so rate control follows a
+// slot step after step while a large allreduce opens a few encoders, not
+// one per sub-chunk; at most MaxEncoders of them, the least recently used
+// closed first. It also keeps one Decoder for Decode and a second one inside
+// Encode for encoders without their own reconstruction, and, when enabled,
+// an error-feedback residual per stream.
 //
 // Policy: a piece with fewer than RawBelow values goes raw (with the default
 // 4096 that covers biases and norms). Any other piece with a side under 16
@@ -44,8 +46,8 @@ type GradCodec struct {
 	// RawBelow: pieces with fewer values are sent raw. Defaults to
 	// DefaultRawBelow (set by NewGradCodec).
 	RawBelow int
-	// MaxEncoders bounds the open encoders (one per piece shape); the least
-	// recently used is closed when a new shape needs one. Defaults to
+	// MaxEncoders bounds the open encoders (one per stream family, piece
+	// and shape); the least recently used is closed when another is needed. Defaults to
 	// DefaultMaxEncoders (set by NewGradCodec); values below 1 mean 1.
 	MaxEncoders int
 
@@ -65,18 +67,36 @@ type GradCodec struct {
 
 var _ Codec = (*GradCodec)(nil)
 
-// shapeEncoder is the encoder of one piece shape.
-type shapeEncoder struct {
-	shape gradcodec.Shape
-	enc   gradcodec.Encoder
+// encKey names an encoder: the stream family, the piece and its shape.
+type encKey struct {
+	family string
+	piece  int
+	shape  gradcodec.Shape
 }
 
-// encoderFor returns the encoder for pieces of shape s, opening one (and
-// closing the least recently used beyond MaxEncoders) when there is none.
-// Callers hold encMu.
-func (c *GradCodec) encoderFor(s gradcodec.Shape) (gradcodec.Encoder, error) {
+// shapeEncoder is an open encoder and its key.
+type shapeEncoder struct {
+	key encKey
+	enc gradcodec.Encoder
+}
+
+// streamFamily returns stream without its sub-chunk suffix
+// (".s<sub>@<off>+<n>", see allReduce.streamName), so the sub-chunks of a
+// chunk share an encoder; other names are their own family.
+func streamFamily(stream string) string {
+	i := strings.LastIndex(stream, ".s")
+	if i < 0 || !strings.Contains(stream[i:], "@") {
+		return stream
+	}
+	return stream[:i]
+}
+
+// encoderFor returns the encoder for key, opening one (and closing the
+// least recently used beyond MaxEncoders) when there is none. Callers hold
+// encMu.
+func (c *GradCodec) encoderFor(key encKey) (gradcodec.Encoder, error) {
 	for i, se := range c.encoders {
-		if se.shape == s {
+		if se.key == key {
 			copy(c.encoders[1:i+1], c.encoders[:i])
 			c.encoders[0] = se
 			return se.enc, nil
@@ -91,12 +111,12 @@ func (c *GradCodec) encoderFor(s gradcodec.Shape) (gradcodec.Encoder, error) {
 		c.encoders = c.encoders[:len(c.encoders)-1]
 		if err := last.enc.Close(); err != nil {
 			_ = enc.Close()
-			return nil, fmt.Errorf("closing the %dx%d encoder: %w", last.shape.Rows, last.shape.Cols, err)
+			return nil, fmt.Errorf("closing the %dx%d encoder of %s: %w", last.key.shape.Rows, last.key.shape.Cols, last.key.family, err)
 		}
 	}
 	c.encoders = append(c.encoders, shapeEncoder{})
 	copy(c.encoders[1:], c.encoders)
-	c.encoders[0] = shapeEncoder{shape: s, enc: enc}
+	c.encoders[0] = shapeEncoder{key: key, enc: enc}
 	return enc, nil
 }
 
@@ -241,6 +261,7 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		return nil, err
 	}
 	wp := c.wirePieces(pieces)
+	family := streamFamily(stream)
 	out := []byte{containerMagic, containerVersion}
 	out = binary.AppendUvarint(out, uint64(len(wp)))
 	off := 0
@@ -260,7 +281,7 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 				clear(res[off : off+p.n])
 			}
 		} else {
-			enc, err := c.encoderFor(p.shape)
+			enc, err := c.encoderFor(encKey{family: family, piece: i, shape: p.shape})
 			if err != nil {
 				return fail(fmt.Errorf("ring: grad codec: stream %s: %w", stream, err))
 			}

@@ -192,9 +192,9 @@ func TestAllReduceErrorFeedback(t *testing.T) {
 	}
 }
 
-// TestGradCodecEncoderCap: streams of many shapes share encoders by shape,
-// at most MaxEncoders stay open (least recently used closed), and every
-// frame still decodes to exactly the recon its encoder reported.
+// TestGradCodecEncoderCap: the sub-chunks of a stream share an encoder, at
+// most MaxEncoders stay open (least recently used closed), and every frame
+// still decodes to exactly the recon its encoder reported.
 func TestGradCodecEncoderCap(t *testing.T) {
 	for _, name := range []string{"int8", "h264"} {
 		t.Run(name, func(t *testing.T) {
@@ -206,9 +206,9 @@ func TestGradCodecEncoderCap(t *testing.T) {
 					sh := gradcodec.Shape{Rows: 32 + 16*k, Cols: 128}
 					src := smooth(uint64(10*step+k), sh.Rows, sh.Cols)
 					recon := make([]float32, len(src))
-					// Two sub-chunk streams of the same shape share one encoder.
+					// Two sub-chunks of one stream share one encoder.
 					for sub := 0; sub < 2; sub++ {
-						stream := fmt.Sprintf("b%d/c0.s%d", k, sub)
+						stream := fmt.Sprintf("b%d/rs/c0.s%d@%d+%d", k, sub, sub*len(src), len(src))
 						wire, err := enc.Encode(stream, src, []gradcodec.Shape{sh}, recon)
 						if err != nil {
 							t.Fatal(err)
@@ -229,7 +229,18 @@ func TestGradCodecEncoderCap(t *testing.T) {
 				}
 			}
 			if n := enc.OpenEncoders(); n != 3 {
-				t.Errorf("%d encoders open after 6 shapes, want the cap 3", n)
+				t.Errorf("%d encoders open after 6 streams, want the cap 3", n)
+			}
+			enc.MaxEncoders = 100
+			for sub := 0; sub < 5; sub++ {
+				sh := gradcodec.Shape{Rows: 32, Cols: 128}
+				src := smooth(7, sh.Rows, sh.Cols)
+				if _, err := enc.Encode(fmt.Sprintf("z/rs/c1.s%d@%d+%d", sub, sub*len(src), len(src)), src, []gradcodec.Shape{sh}, make([]float32, len(src))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := enc.OpenEncoders(); n != 4 {
+				t.Errorf("5 sub-chunks of one new stream: %d encoders open, want 3+1", n)
 			}
 		})
 	}

@@ -40,9 +40,18 @@ func (c *GradCodec) ReleaseStream(stream string) int {
 	c.encMu.Lock()
 	defer c.encMu.Unlock()
 	ours := func(name string) bool { return StreamBase(name) == stream }
-	// Encoders are shared by shape across streams and bounded by
-	// MaxEncoders; only the residuals are the stream's own.
 	n := 0
+	kept := c.encoders[:0]
+	for _, se := range c.encoders {
+		if ours(se.key.family) {
+			_ = se.enc.Close()
+			n++
+			continue
+		}
+		kept = append(kept, se)
+	}
+	clear(c.encoders[len(kept):])
+	c.encoders = kept
 	if c.ef != nil {
 		n += c.ef.ResetMatching(ours)
 	}
