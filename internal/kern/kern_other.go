@@ -2,7 +2,8 @@
 
 package kern
 
-const useAVX2 = false
+// useAVX2 is false here: the pure-Go loops run.
+var useAVX2 = false
 
 func sumSqMaxAbsAVX2(x *float32, n int) (float32, uint32)       { panic("unreachable") }
 func quantU8AVX2(out *byte, x *float32, n int, inv float32)     { panic("unreachable") }
