@@ -169,13 +169,17 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 		m := gradcodec.FromBF16(sc) / 127
 		for r := r0; r < r1; r++ {
 			row := recon[r*s.Cols : (r+1)*s.Cols]
-			if sc == 0 || zeroRow(r) {
+			x := src[r*s.Cols : (r+1)*s.Cols]
+			switch {
+			case sc == 0 || zeroRow(r):
 				clear(row)
-			} else {
+				if residual != nil {
+					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
+				}
+			case residual != nil:
+				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*l.Stride:r*l.Stride+s.Cols], x, m)
+			default:
 				kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], m)
-			}
-			if residual != nil {
-				kern.SubTo(residual[r*s.Cols:(r+1)*s.Cols], src[r*s.Cols:(r+1)*s.Cols], row)
 			}
 		}
 	}

@@ -81,6 +81,23 @@ func DequantU8(dst []float32, q []byte, m float32) {
 	}
 }
 
+// DequantResidual writes (q−128)·m into recon and x − recon into res in
+// one pass (len(q), len(x), len(res) >= len(recon)).
+func DequantResidual(recon, res []float32, q []byte, x []float32, m float32) {
+	res, q, x = res[:len(recon)], q[:len(recon)], x[:len(recon)]
+	i := 0
+	if useAVX2 && len(recon) >= 8 {
+		n := len(recon) &^ 7
+		dequantResidualAVX2(&recon[0], &res[0], &q[0], &x[0], n, m)
+		i = n
+	}
+	for ; i < len(recon); i++ {
+		v := float32(int32(q[i])-128) * m
+		recon[i] = v
+		res[i] = x[i] - v
+	}
+}
+
 // AddTo adds r to x element-wise (len(r) >= len(x)).
 func AddTo(x, r []float32) {
 	r = r[:len(x)]

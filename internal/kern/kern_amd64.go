@@ -21,6 +21,9 @@ func dotLevelsAVX2(x *float32, q *byte, n int) (dot float32, qq int32)
 func dequantU8AVX2(dst *float32, q *byte, n int, m float32)
 
 //go:noescape
+func dequantResidualAVX2(recon, res *float32, q *byte, x *float32, n int, m float32)
+
+//go:noescape
 func addToAVX2(x, r *float32, n int)
 
 //go:noescape

@@ -137,6 +137,33 @@ loop:
 	VZEROUPPER
 	RET
 
+// func dequantResidualAVX2(recon, res *float32, q *byte, x *float32, n int, m float32)
+TEXT ·dequantResidualAVX2(SB), NOSPLIT, $0-44
+	MOVQ recon+0(FP), DI
+	MOVQ res+8(FP), DX
+	MOVQ q+16(FP), SI
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Y6
+	BCAST(128, Y7, X7)
+loop:
+	VPMOVZXBD (SI), Y0
+	VPSUBD Y7, Y0, Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS Y6, Y0, Y0
+	VMOVUPS Y0, (DI)
+	VMOVUPS (BX), Y1
+	VSUBPS Y0, Y1, Y1
+	VMOVUPS Y1, (DX)
+	ADDQ $8, SI
+	ADDQ $32, DI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
 // func addToAVX2(x, r *float32, n int)
 TEXT ·addToAVX2(SB), NOSPLIT, $0-24
 	MOVQ x+0(FP), DI
