@@ -13,11 +13,11 @@ import (
 // contexts were opened and closed as rate control moved the QP (through
 // libavcodec, one context per QP, and one encoder per stream), RSS grew
 // 11-17 MiB over 900 allreduces, allocator warm-up and fragmentation, not a
-// leak. Since one libx264 context per picture size takes every QP and
-// encoders are shared per shape, glibc's defaults stay within 1.1-1.7 MiB
-// (RELY_GLIBC_DEFAULT=1, 2026-11-30); the tuning still makes a leak of a
-// few KiB per allreduce stand out. One
-// arena and blocks of 64 KiB and more in their own mappings (returned to
+// leak. Since one libx264 context per picture size takes every QP and the
+// sub-chunks of a stream share an encoder, glibc's defaults grow 0.2-1.0
+// MiB in both memory tests (RELY_GLIBC_DEFAULT=1, 2026-11-30); the tuning
+// still makes a leak of a few KiB per allreduce stand out. One arena and
+// blocks of 64 KiB and more in their own mappings (returned to
 // the OS when freed) make RSS track what is really held. Each rank runs
 // about 4 encodes and 6 decodes per allreduce: leaking one frame each would
 // add tens of MiB over the run, one packet (about 1 KiB with its buffer)
