@@ -284,29 +284,29 @@ func linkHeaders(k jobKeys, from, to int) http.Header {
 
 func TestLinkUpgradeRefusesStrangers(t *testing.T) {
 	ws, logs := mustWorld(t, 3, nil)
-	target := ws[1] // its predecessor is rank 0
+	target := ws[1] // it accepts a link from its successor, rank 2
 	url := "ws://" + target.linkAddr + linkPath
 	wrong, err := deriveKeys([]byte("not the job secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	right := target.keys
-	replayed := linkHeaders(right, 0, 1)
+	replayed := linkHeaders(right, 2, 1)
 	for _, tc := range []struct {
 		name   string
 		header http.Header
 		status int
 	}{
 		{"no secret", nil, http.StatusUnauthorized},
-		{"wrong secret", linkHeaders(wrong, 0, 1), http.StatusForbidden},
+		{"wrong secret", linkHeaders(wrong, 2, 1), http.StatusForbidden},
 		{"wrong secret, right job id", func() http.Header {
-			h := linkHeaders(wrong, 0, 1)
+			h := linkHeaders(wrong, 2, 1)
 			h.Set(hdrJob, right.jobHex())
 			return h
 		}(), http.StatusForbidden},
-		{"tampered rank", func() http.Header { h := linkHeaders(right, 0, 1); h.Set(hdrFrom, "2"); return h }(), http.StatusForbidden},
-		{"not the predecessor", linkHeaders(right, 2, 1), http.StatusForbidden},
-		{"predecessor already linked", replayed, http.StatusConflict},
+		{"tampered rank", func() http.Header { h := linkHeaders(right, 2, 1); h.Set(hdrFrom, "0"); return h }(), http.StatusForbidden},
+		{"not the successor", linkHeaders(right, 0, 1), http.StatusForbidden},
+		{"successor already linked", replayed, http.StatusConflict},
 		{"replayed request", replayed, http.StatusForbidden},
 	} {
 		ws, resp, err := websocket.DefaultDialer.Dial(url, tc.header)
@@ -633,7 +633,7 @@ func TestStalledLink(t *testing.T) {
 	var proxy *stallProxy
 	var proxyErr error
 	dialHook = func(from, to int, addr string) string {
-		if from != 1 {
+		if from != 2 { // rank 2 dials rank 1 for the link from 1 to 2
 			return addr
 		}
 		mu.Lock()
@@ -680,15 +680,17 @@ func TestStalledLink(t *testing.T) {
 	wg.Wait()
 }
 
-// send queues a forged frame on l: mutate rewrites the sealed frame.
+// sendForged sends a forged frame on l: mutate rewrites the sealed frame
+// before it is written as one websocket message.
 func sendForged(t *testing.T, l *link, m ring.Message, mutate func([]byte) []byte) {
 	t.Helper()
-	f := appendFrame(nil, l.w.keys.job, m)
-	select {
-	case l.out <- outFrame{f: f, mutate: mutate}:
-	case <-time.After(10 * time.Second):
-		t.Fatal("forged frame not queued")
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	f := mutate(appendFrame(nil, l.w.keys.job, m, l.seq))
+	if err := l.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+		t.Fatalf("forged frame not sent: %v", err)
 	}
+	l.seq++
 }
 
 func TestBadFramesRejected(t *testing.T) {
