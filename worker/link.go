@@ -358,14 +358,25 @@ func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 // Recycle implements ring.Recycler: a payload Recv returned is free to
 // receive into again.
 func (l *link) Recycle(p []byte) {
-	if cap(p) == 0 {
+	if cap(p) <= smallPayload {
 		return
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	if len(l.free) < maxFree {
 		l.free = append(l.free, p[:0])
+		return
 	}
-	l.mu.Unlock()
+	// Full: keep the larger buffers, which serve every size.
+	small := 0
+	for i, b := range l.free {
+		if cap(b) < cap(l.free[small]) {
+			small = i
+		}
+	}
+	if cap(l.free[small]) < cap(p) {
+		l.free[small] = p[:0]
+	}
 }
 
 // buffer returns a payload buffer of n bytes, reusing a recycled one when
@@ -373,24 +384,34 @@ func (l *link) Recycle(p []byte) {
 // power of two) so that the slightly different sizes of sub-chunks reuse
 // each other's buffers.
 func (l *link) buffer(n int) []byte {
+	if n <= smallPayload {
+		// Status messages and tiny chunks: not worth a big buffer (the
+		// ring forwards status payloads and never hands them back).
+		return make([]byte, n)
+	}
 	l.mu.Lock()
-	for i := len(l.free) - 1; i >= 0; i-- {
-		if b := l.free[i]; cap(b) >= n {
-			l.free[i] = l.free[len(l.free)-1]
-			l.free[len(l.free)-1] = nil
-			l.free = l.free[:len(l.free)-1]
-			l.mu.Unlock()
-			return b[:n]
+	best := -1
+	for i, b := range l.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(l.free[best])) {
+			best = i
 		}
 	}
-	l.mu.Unlock()
-	c := n
-	if n > 4096 {
-		step := 1 << (bits.Len(uint(n-1)) - 3)
-		c = (n + step - 1) / step * step
+	if best >= 0 {
+		b := l.free[best]
+		l.free[best] = l.free[len(l.free)-1]
+		l.free[len(l.free)-1] = nil
+		l.free = l.free[:len(l.free)-1]
+		l.mu.Unlock()
+		return b[:n]
 	}
-	return make([]byte, n, c)
+	l.mu.Unlock()
+	step := 1 << (bits.Len(uint(n-1)) - 3)
+	return make([]byte, n, (n+step-1)/step*step)
 }
+
+// smallPayload is the size up to which received payloads get their own
+// small allocation rather than a recycled buffer.
+const smallPayload = 4 << 10
 
 // How a link failure spreads.
 const (
