@@ -591,6 +591,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	case <-l.stopOut:
 		return false, errStopped
 	}
+	l.extend() // the deadline set before the wait may long have passed
 	if fh.length > max {
 		return discard(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next (op %d %s hop %d chunk %d sub %d)",
 			gradcodec.ErrBadFrame, fh.length, max, fh.msg.Op, fh.msg.Kind, fh.msg.Hop, fh.msg.Chunk, fh.msg.Sub))

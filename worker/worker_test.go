@@ -822,3 +822,63 @@ func BenchmarkLink(b *testing.B) {
 		})
 	}
 }
+
+// TestBackpressure: a receiver that does not call Recv for longer than the
+// peer timeout slows its sender down (Send blocks: nothing is buffered on
+// the receiving side beyond the sockets) but neither side takes the other
+// for dead; once Recv is called, every frame arrives intact and in order.
+func TestBackpressure(t *testing.T) {
+	ws, _ := mustWorld(t, 2, func(_ int, c *Config) { c.PeerTimeout = 2 * time.Second })
+	ctx := context.Background()
+	const n, size = 8, 4 << 20 // 32 MiB: more than loopback sockets hold
+	sent := make(chan error, 1)
+	var sentAt time.Time
+	msgs := make([]ring.Message, n)
+	for i := range msgs {
+		msgs[i] = testMsg(0, uint64(i), size)
+	}
+	go func() {
+		for _, m := range msgs {
+			if err := ws[0].Next().Send(ctx, m); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sentAt = time.Now()
+		sent <- nil
+	}()
+	away := 3 * time.Second // 1.5 PeerTimeout
+	// Live heap after a GC: what the links hold (memberlist's garbage
+	// does not count).
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	heap0 := int64(ms.HeapAlloc)
+	time.Sleep(away)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if d := int64(ms.HeapAlloc) - heap0; d > 8<<20 {
+		t.Errorf("live heap grew by %d bytes while the receiver was away: the link buffered", d)
+	}
+	select {
+	case err := <-sent:
+		t.Fatalf("all %d MiB were sent while the receiver was away (err %v): no backpressure", n*size>>20, err)
+	default:
+	}
+	back := time.Now()
+	for i := range n {
+		m, err := ws[1].Prev().Recv(ctx)
+		if err != nil {
+			t.Fatalf("Recv %d after %v away: %v", i, away, err)
+		}
+		if err := checkMsg(m, 0, uint64(i), size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if sentAt.Before(back) {
+		t.Errorf("the sender finished before the receiver came back")
+	}
+}
