@@ -25,7 +25,7 @@ var ErrNoRecords = errors.New("results: no records")
 
 // Perf is one allreduce_perf measurement (one size of one job).
 type Perf struct {
-	Rate      string  // link rate in tc syntax ("1gbit"), added by netring.sh; "" when unshaped
+	Rate      string  // link rate in tc syntax ("1gbit"), added by netring.sh; "loopback" or "" when unshaped
 	RateBPS   float64 // Rate in bits per second; 0 when unknown
 	Delay     string  // netem delay, "0" when none
 	Hosts     int     // ranks in the ring
@@ -173,7 +173,9 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 			NMSE:  math.NaN(),
 			Wrong: -1,
 		}
-		if p.Rate != "" {
+		if p.Rate == "loopback" {
+			p.RateBPS = math.Inf(1) // unshaped: sorts first
+		} else if p.Rate != "" {
 			bps, err := ParseRate(p.Rate)
 			if err != nil {
 				return Perf{}, false, err
