@@ -22,9 +22,11 @@
 //     duplicate rank, a rank outside the world or a member that disagrees on
 //     the world size ends Start with an error naming the ranks; missing ranks
 //     are named when JoinTimeout expires.
-//  3. It dials rank+1's link (an HMAC of the secret over the job id, both
+//  3. It dials rank-1's link (an HMAC of the secret over the job id, both
 //     ranks, a timestamp and a nonce goes in the upgrade request; the server
-//     answers with its own HMAC) and accepts exactly one link from rank-1.
+//     answers with its own HMAC) and accepts exactly one link from rank+1.
+//     Data flows from the server to the client: rank r sends to rank r+1 over
+//     the connection r+1 dialled (see "Links" below for why).
 //     A request without the secret is refused with 401, a wrong one with 403;
 //     both are logged.
 //  4. While running, websocket pings with read deadlines detect a stalled or
@@ -41,12 +43,52 @@
 //     rank if there was one, so neighbours blame the right rank), leaves
 //     memberlist and waits for every goroutine.
 //
-// Links: Send copies the payload and returns once the frame is queued
-// (at most 8 frames ahead of the socket); Recv returns frames in order and
-// still delivers those that arrived before a failure. Each frame carries
-// the job id, a per-direction sequence number and a CRC-32C, so a frame of
-// another job, a replayed, dropped or corrupted frame ends Recv with an
-// error wrapping gradcodec.ErrBadFrame; the link then stays failed.
+// Links: Send writes the frame from the caller's memory and returns once the
+// socket took it (no copy, no queue); Recv returns frames in order and still
+// delivers those that arrived before a failure. Each frame carries the job
+// id, a per-direction sequence number, a CRC-32C of its header and the
+// payload's CRC-32C (ring.Message.Sum, computed once where the bytes were
+// produced), so a frame of another job, a replayed, dropped or corrupted
+// frame ends Recv with an error wrapping gradcodec.ErrBadFrame; the link
+// then stays failed.
+//
+// The data path of a link, and why it is built this way (measured with
+// collective's BenchmarkAllReduce16MiB/raw, 4 ranks on loopback; before:
+// 970 ms and 548 MB allocated per 16 MiB allreduce on a loaded 2-core
+// machine, after: 70–150 ms and 0.3 MB):
+//
+//   - Masking. RFC 6455 makes a client mask every frame it sends: a pass
+//     over the payload and a copy into gorilla/websocket's write buffer,
+//     written 64 KiB at a time. A server's frames are not masked, and
+//     gorilla writes a server's large writes straight from the caller's
+//     slice (one writev of its frame header, our 72-byte header and the
+//     payload). So the rank that sends data is the server: each rank dials
+//     its predecessor, and the HMAC-authenticated upgrade, pings and close
+//     handshake stay as they were. Taking the net.Conn over after the
+//     upgrade would save gorilla's small per-message allocations too, but
+//     would reimplement control frames and the close handshake; unmasked
+//     server frames already remove every pass over the payload that
+//     websocket added.
+//   - Receiving. The reader reads a frame's header, then waits until Recv
+//     asks for the frame, with the largest payload the caller expects
+//     (ring.LimitedLink: the ring passes the size of the sub-chunk it
+//     expects next). A longer announced payload is refused (bad frame)
+//     before anything is allocated; otherwise the payload is read straight
+//     into a recycled buffer (ring.Recycler), checked once, and handed over.
+//     Nothing is read ahead of Recv, so there is no receive queue to bound:
+//     a sender that is faster than its receiver blocks in Send (TCP flow
+//     control) instead of filling memory.
+//   - Liveness. A Send blocked on a peer that is alive but not reading (a
+//     rank that entered the collective late) is not a failure: both ends
+//     ping, and only a silent peer (no frame or ping for 4/5 of
+//     PeerTimeout) fails the link, which then closes the connection and
+//     unblocks the Send. Data writes carry no deadline of their own. Send's
+//     context is honoured by breaking off the write (the connection is then
+//     given up).
+//   - Latency. Go sets TCP_NODELAY on every TCP connection, so Nagle never
+//     holds a small frame back; a frame is two writes (header and bulk in
+//     one writev, then the last 16 KiB with the websocket FIN bit) and no
+//     timer or extra goroutine hand-off sits between Send and the socket.
 //
 // With WorldSize 1, Start needs no secret and opens no socket (unless
 // MetricsAddr is set); Next and Prev are nil.

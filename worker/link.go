@@ -35,6 +35,9 @@ const (
 	// message costs two writes (header and bulk in one writev, then the
 	// tail) rather than three.
 	writeTail = 16 << 10
+	// interruptGrace is how long a write may go on after its context ended
+	// before it is broken off.
+	interruptGrace = 500 * time.Millisecond
 )
 
 // link is one websocket connection between ring neighbours. The rank that
@@ -159,11 +162,15 @@ func (l *link) write(ctx context.Context, hdr, payload []byte) error {
 		case <-l.wtdone:
 			return l.sendErr(ctx)
 		}
-		defer func() { l.unwatch <- struct{}{} }()
 	}
 	err := l.writeFrame(hdr, payload)
-	if err == nil && l.interrupted.Load() {
-		err = ctx.Err()
+	if ctx.Done() != nil {
+		l.unwatch <- struct{}{} // the watcher is idle again after this
+	}
+	if err == nil {
+		// A break-off that came too late to stop the write did no harm:
+		// gorilla sets its own deadline before every write.
+		l.interrupted.Store(false)
 	}
 	if err != nil {
 		if l.interrupted.Load() {
@@ -227,6 +234,18 @@ func (l *link) watcher() {
 		case <-l.unwatch:
 			continue
 		case <-done:
+			// A write in progress usually ends on its own within moments;
+			// only one stuck on a peer that does not read is broken off
+			// (which gives the connection up). So a rank that fails and
+			// stops its sender still leaves a working link for the abort
+			// it passes on.
+			t := time.NewTimer(interruptGrace)
+			select {
+			case <-l.unwatch:
+				t.Stop()
+				continue
+			case <-t.C:
+			}
 		case <-l.stopOut:
 			// Closing: give the write readTimeout to finish.
 			t := time.NewTimer(l.readTimeout())

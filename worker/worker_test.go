@@ -882,3 +882,32 @@ func TestBackpressure(t *testing.T) {
 		t.Errorf("the sender finished before the receiver came back")
 	}
 }
+
+// TestSendHonoursContext: a Send blocked on a peer that does not read
+// returns soon after its context ends.
+func TestSendHonoursContext(t *testing.T) {
+	ws, _ := mustWorld(t, 2, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := testMsg(0, 0, 8<<20)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := ws[0].Next().Send(ctx, m); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // let the sockets fill up
+	cancel()
+	t0 := time.Now()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Send: %v, want context.Canceled", err)
+		}
+		t.Logf("Send returned %v after the cancel: %v", time.Since(t0).Round(time.Millisecond), err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Send still blocked 5s after its context ended")
+	}
+}
