@@ -112,7 +112,7 @@ func parseHeader(h []byte, job [8]byte) (frameHeader, error) {
 		return fh, fmt.Errorf("%w: link frame version %d, this build speaks %d", gradcodec.ErrBadFrame, h[4], frameVersion)
 	}
 	if [8]byte(h[8:16]) != job {
-		return fh, fmt.Errorf("%w: link frame of job %x, this is job %x", gradcodec.ErrBadFrame, h[8:16], job[:])
+		return fh, fmt.Errorf("%w: link frame of job %x, this is job %x", gradcodec.ErrBadFrame, h[8:16], job) // job, not job[:]: no escape
 	}
 	if c, want := crc32.Checksum(h[:64], castagnoli), binary.LittleEndian.Uint32(h[64:]); c != want {
 		return fh, fmt.Errorf("%w: link frame header checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, want)
