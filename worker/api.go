@@ -69,15 +69,17 @@
 //     would reimplement control frames and the close handshake; unmasked
 //     server frames already remove every pass over the payload that
 //     websocket added.
-//   - Receiving. The reader reads a frame's header, then waits until Recv
-//     asks for the frame, with the largest payload the caller expects
+//   - Receiving. Recv says how large a payload it expects
 //     (ring.LimitedLink: the ring passes the size of the sub-chunk it
-//     expects next). A longer announced payload is refused (bad frame)
-//     before anything is allocated; otherwise the payload is read straight
-//     into a recycled buffer (ring.Recycler), checked once, and handed over.
-//     Nothing is read ahead of Recv, so there is no receive queue to bound:
-//     a sender that is faster than its receiver blocks in Send (TCP flow
-//     control) instead of filling memory.
+//     expects next). The reader reads a frame's header; a frame within the
+//     last such bound may be read up to two frames ahead of Recv (so a dead
+//     peer is still noticed while this rank is busy), anything else waits
+//     until Recv asks for it with its bound. A longer announced payload is
+//     refused (bad frame) before anything is allocated; otherwise the
+//     payload is read straight into a recycled buffer (ring.Recycler),
+//     checked once, and handed over. The receive queue is thus two frames
+//     of at most the expected size: a sender that is faster than its
+//     receiver blocks in Send (TCP flow control) instead of filling memory.
 //   - Liveness. A Send blocked on a peer that is alive but not reading (a
 //     rank that entered the collective late) is not a failure: both ends
 //     ping, and only a silent peer (no frame or ping for 4/5 of

@@ -29,7 +29,9 @@ const (
 	// while it makes progress.
 	ioChunk = 1 << 20
 	// maxFree is how many received payload buffers a link keeps for reuse.
-	maxFree = 8
+	maxFree = 12 // the reader, readAhead, the ring's pump and controller hold up to 9
+	// readAhead is how many frames the reader may read before Recv asks.
+	readAhead = 2
 	// writeTail is the part of a large payload that goes through the
 	// websocket write buffer, so the final fragment carries data and a
 	// message costs two writes (header and bulk in one writev, then the
@@ -69,6 +71,14 @@ type link struct {
 	want chan int
 	got  chan recvResult
 	hdr  [frameHeaderSize]byte // reader only
+	// The reader may read up to readAhead frames ahead of Recv, each no
+	// larger than the bound of the last RecvLimit (lastMax, guarded by mu;
+	// 0 after a Recv without a real bound), so it keeps noticing a dead
+	// peer while this rank is busy; beyond that it waits (backpressure).
+	ahead   []ring.Message
+	lastMax int
+	notify  chan struct{} // capacity 1: a frame was queued ahead
+	drained chan struct{} // capacity 1: Recv took a frame queued ahead
 
 	stopOut chan struct{} // closed by shutdown
 	rdone   chan struct{} // closed when the reader has exited
@@ -106,6 +116,8 @@ func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 		unwatch: make(chan struct{}),
 		want:    make(chan int),
 		got:     make(chan recvResult, 1),
+		notify:  make(chan struct{}, 1),
+		drained: make(chan struct{}, 1),
 		stopOut: make(chan struct{}),
 		rdone:   make(chan struct{}),
 		pdone:   make(chan struct{}),
@@ -302,9 +314,12 @@ func (l *link) Recv(ctx context.Context) (ring.Message, error) {
 
 // RecvLimit implements ring.LimitedLink: it returns the next frame from the
 // peer, refusing one whose header announces a payload over max before
-// anything of that size is allocated or read. Frames are read from the
-// socket only on request, so nothing queues up in this process: a peer
-// that sends faster than this rank receives is slowed down by TCP. Frames
+// anything of that size is allocated or read. At most readAhead frames, each
+// within the bound of the last RecvLimit, are read before they are asked
+// for (so a dead peer is noticed while this rank is busy); beyond that the
+// reader waits for Recv, and a peer that sends faster than this rank
+// receives is slowed down by TCP. Recv without a bound reads nothing ahead.
+// Frames
 // that arrived before a failure are still returned; after them Recv fails
 // with the failure: a *ring.PeerLostError when the peer or the link is
 // lost (or any other rank of the job, as reported by memberlist), an error
@@ -315,6 +330,7 @@ func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("worker: rank %d: recv from rank %d (%s link): %w", l.w.cfg.Rank, l.peer, l.name, err)
 	}
+	bounded := max < MaxPayload
 	max = min(max, MaxPayload)
 	wait := func() (ring.Message, error) {
 		select {
@@ -340,6 +356,28 @@ func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 	}
 	for {
 		l.mu.Lock()
+		l.lastMax = 0
+		if bounded {
+			l.lastMax = max
+		}
+		if len(l.ahead) > 0 {
+			m := l.ahead[0]
+			n := copy(l.ahead, l.ahead[1:])
+			l.ahead[n] = ring.Message{}
+			l.ahead = l.ahead[:n]
+			if len(m.Payload) > max {
+				l.setBadLocked(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next", gradcodec.ErrBadFrame, len(m.Payload), max))
+				bad := l.badErr
+				l.mu.Unlock()
+				return ring.Message{}, wrap(bad)
+			}
+			l.mu.Unlock()
+			select {
+			case l.drained <- struct{}{}:
+			default:
+			}
+			return m, nil
+		}
 		bad := l.badErr
 		l.mu.Unlock()
 		if bad != nil {
@@ -366,11 +404,20 @@ func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 		select {
 		case l.want <- max:
 			return wait()
+		case <-l.notify:
 		case <-l.bad:
 		case <-l.dead:
 		case <-l.w.lostCh:
 		case <-ctx.Done():
 		}
+	}
+}
+
+// setBadLocked records the first bad frame (l.mu held).
+func (l *link) setBadLocked(err error) {
+	if l.badErr == nil {
+		l.badErr = err
+		close(l.bad)
 	}
 }
 
@@ -542,10 +589,7 @@ func (l *link) reader() {
 		}
 		l.mu.Lock()
 		first := l.badErr == nil
-		if first {
-			l.badErr = fmt.Errorf("frame %d from rank %d: %w", seq, l.peer, bad.err)
-			close(l.bad)
-		}
+		l.setBadLocked(fmt.Errorf("frame %d from rank %d: %w", seq, l.peer, bad.err))
 		badErr := l.badErr
 		l.mu.Unlock()
 		if first {
@@ -602,15 +646,35 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	if fh.seq != *seq {
 		return discard(fmt.Errorf("%w: link frame sequence %d, expected %d (replayed, dropped or reordered)", gradcodec.ErrBadFrame, fh.seq, *seq))
 	}
-	// Wait for a Recv: until then nothing of the payload is read.
-	var max int
-	select {
-	case max = <-l.want:
-		asked = true
-	case <-l.stopOut:
-		return false, errStopped
+	// Read ahead when the frame fits what the last Recv expected and there
+	// is room; otherwise wait for a Recv (and its bound): until then
+	// nothing of the payload is read.
+	l.mu.Lock()
+	max := l.lastMax
+	ahead := len(l.ahead) < readAhead && fh.length <= max
+	l.mu.Unlock()
+	if !ahead {
+		for { // frames queued ahead go first
+			l.mu.Lock()
+			n := len(l.ahead)
+			l.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-l.drained:
+			case <-l.stopOut:
+				return false, errStopped
+			}
+		}
+		select {
+		case max = <-l.want:
+			asked = true
+		case <-l.stopOut:
+			return false, errStopped
+		}
 	}
-	l.extend() // the deadline set before the wait may long have passed
+	l.extend() // the deadline set before a wait may long have passed
 	if fh.length > max {
 		return discard(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next (op %d %s hop %d chunk %d sub %d)",
 			gradcodec.ErrBadFrame, fh.length, max, fh.msg.Op, fh.msg.Kind, fh.msg.Hop, fh.msg.Chunk, fh.msg.Sub))
@@ -648,6 +712,16 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	m.Payload = payload
 	l.w.metrics.LinkRecvBytes.Add(int64(frameHeaderSize + got))
 	l.w.metrics.LinkRecvFrames.Add(1)
+	if !asked {
+		l.mu.Lock()
+		l.ahead = append(l.ahead, m)
+		l.mu.Unlock()
+		select {
+		case l.notify <- struct{}{}:
+		default:
+		}
+		return false, nil
+	}
 	l.got <- recvResult{m: m}
 	return false, nil
 }

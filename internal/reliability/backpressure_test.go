@@ -85,8 +85,8 @@ func childLate() int {
 // timeouts after its predecessor has started sending 16 MiB to it (more than
 // the sockets hold). The predecessor must wait — slowed down by the link,
 // not failed as a lost peer — and the late rank must not have buffered what
-// was sent while it was away (its live heap grows by under 2 MiB in that
-// time, against 16 MiB sent); the allreduce then completes, exact and
+// was sent while it was away (its live heap grows by under 4 MiB in that
+// time — two 1 MiB frames may be read ahead — against 16 MiB sent); the allreduce then completes, exact and
 // identical on every rank.
 func TestReliabilityBackpressure(t *testing.T) {
 	const world, late, rows, cols = 3, 1, 2048, 6144 // 48 MiB: 16 MiB per ring chunk
@@ -117,7 +117,7 @@ func TestReliabilityBackpressure(t *testing.T) {
 				t.Errorf("rank %d: %s", p.rank, e.Err)
 			case "late":
 				t.Logf("rank %d was away %v: its live heap grew by %d KiB meanwhile (in use %d KiB)", p.rank, lateFor, e.Bytes>>10, e.HeapKB)
-				if e.Bytes > 2<<20 {
+				if e.Bytes > 4<<20 { // two 1 MiB frames may be read ahead
 					t.Errorf("rank %d's live heap grew by %d bytes while it was not receiving: the link buffered what its predecessor sent", p.rank, e.Bytes)
 				}
 			case "op":
