@@ -90,11 +90,7 @@ func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Sta
 		return st, nil
 	}
 	var pre error
-	sub := opts.SubChunkValues
-	if rc, ok := opts.Codec.(RawWireCodec); ok && sub == 0 && rc.RawWire() {
-		sub = rawSubChunk(len(data), r.Size)
-	}
-	p, err := newPlan(len(data), opts.Layout, r.Size, sub)
+	p, err := newPlan(len(data), opts.Layout, r.Size, opts.SubChunkValues)
 	switch {
 	case err != nil:
 		pre = err
@@ -420,11 +416,3 @@ func (r *Ring) Barrier(ctx context.Context, op uint64) error {
 	return e.run(ctx, nil)
 }
 
-// rawSubChunk is the sub-chunk size of the raw path when the caller leaves
-// it to the ring: a quarter of a ring chunk, between 16 Ki values (64 KiB)
-// and DefaultSubChunkValues, so that mid-sized tensors (128 KiB to 4 MiB)
-// are pipelined in four messages per chunk rather than sent whole at each
-// of the 2(n-1) steps.
-func rawSubChunk(n, size int) int {
-	return min(max(n/size/4, 16<<10), DefaultSubChunkValues)
-}
