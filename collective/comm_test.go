@@ -188,7 +188,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		}
 	}
 	d := DefaultConfig()
-	if d.Codec != gradcodec.DefaultOptions().Codec || d.Backend != gradcodec.DefaultOptions().Backend || d.BitsPerValue != gradcodec.DefaultOptions().BitsPerValue {
+	if d.Codec != DefaultCodec || (gradcodec.Registered("h264") && d.Codec != gradcodec.DefaultOptions().Codec) || d.Backend != gradcodec.DefaultOptions().Backend || d.BitsPerValue != gradcodec.DefaultOptions().BitsPerValue {
 		t.Fatalf("DefaultConfig codec %s/%s/%v, gradcodec's default %+v", d.Codec, d.Backend, d.BitsPerValue, gradcodec.DefaultOptions())
 	}
 	if err := d.validate(); err != nil {
@@ -204,7 +204,7 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv(worker.EnvWorldSize, "4")
 	t.Setenv(worker.EnvJoin, "127.0.0.1:7000, 127.0.0.1:7001")
 	t.Setenv(worker.EnvSecret, "00ff10")
-	t.Setenv(worker.EnvCodec, "H264")
+	t.Setenv(worker.EnvCodec, strings.ToUpper(lossyCodec))
 	t.Setenv(worker.EnvBackend, "software")
 	t.Setenv(worker.EnvBPV, "2.5")
 	t.Setenv(worker.EnvBucketBytes, "1048576")
@@ -219,7 +219,7 @@ func TestConfigFromEnv(t *testing.T) {
 	want := DefaultConfig()
 	want.Rank, want.WorldSize = 2, 4
 	if c.Rank != 2 || c.WorldSize != 4 || len(c.Join) != 2 || c.Join[1] != "127.0.0.1:7001" ||
-		string(c.Secret) != "\x00\xff\x10" || c.Codec != "h264" || c.Backend != "software" || c.BitsPerValue != 2.5 ||
+		string(c.Secret) != "\x00\xff\x10" || c.Codec != lossyCodec || c.Backend != "software" || c.BitsPerValue != 2.5 ||
 		c.BucketBytes != 1<<20 || c.PeerTimeout != 3*time.Second || c.WarmupSteps != 0 || c.RawBelow != 100 || c.ErrorFeedback {
 		t.Fatalf("ConfigFromEnv = %+v", c)
 	}
@@ -321,7 +321,7 @@ func TestBadArgumentAborts(t *testing.T) {
 func TestAllReduceInMemory(t *testing.T) {
 	ctx := context.Background()
 	const size = 4
-	comms, _ := memWorld(t, size, func(c *Config) { c.WarmupSteps = 1; c.Codec = "h264" })
+	comms, _ := memWorld(t, size, func(c *Config) { c.WarmupSteps = 1; c.Codec = lossyCodec })
 	for _, n := range []int{0, 1, 3, 4097, 10000} {
 		for _, average := range []bool{false, true} {
 			for step := 0; step < 2; step++ { // step 0 is the warm-up (raw)
@@ -345,7 +345,7 @@ func TestAllReduceInMemory(t *testing.T) {
 					}
 				}
 				raw := step == 0 || n < DefaultRawBelow
-				wantCodec := "h264"
+				wantCodec := lossyCodec
 				if raw {
 					wantCodec = "raw"
 				}

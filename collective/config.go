@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/schedenv"
 	"github.com/vccl/vccl/worker"
 )
 
@@ -26,7 +28,6 @@ const (
 
 // Default values of Config, as DefaultConfig sets them.
 const (
-	DefaultCodec        = "h264" // gradcodec.DefaultOptions' codec: libx265 is several times slower on a CPU
 	DefaultBackend      = "auto"
 	DefaultBitsPerValue = 1.4
 	DefaultWarmupSteps  = 10
@@ -34,8 +35,18 @@ const (
 	DefaultBucketBytes  = 25 << 20
 )
 
-// knownCodecs are the codec names of gradcodec's contract.
-var knownCodecs = []string{"raw", "fp16", "bf16", "int8", "h264", "hevc"}
+// DefaultCodec is Config.Codec's default: "h264" where the FFmpeg video
+// plug-in (package gradcodec/video) is linked — every cgo build of this
+// package links it, see video.go — since libx265 is several times slower on
+// a CPU; else "int8", the best pure-Go codec registered by default.
+var DefaultCodec = defaultCodec()
+
+func defaultCodec() string {
+	if gradcodec.Registered("h264") {
+		return "h264"
+	}
+	return "int8"
+}
 
 func isVideo(codec string) bool { return codec == "h264" || codec == "hevc" }
 
@@ -74,9 +85,10 @@ type Config struct {
 	// "[vccl rank N] " prefix.
 	Logger *log.Logger
 
-	// Codec is one of "raw", "fp16", "bf16", "int8", "h264", "hevc".
-	// Defaults to "h264" (gradcodec's default; "hevc" compresses better at
-	// the same rate but its software encoder is several times slower).
+	// Codec is a registered codec (gradcodec.Codecs): "raw", "fp16",
+	// "bf16", "int8", and with cgo "h264" and "hevc". Defaults to
+	// DefaultCodec: "h264" with cgo ("hevc" compresses better at the same
+	// rate but its software encoder is several times slower), else "int8".
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else libx264/libx265),
 	// "nvenc" or "software". Defaults to "auto".
@@ -117,14 +129,7 @@ func DefaultConfig() Config {
 	}
 }
 
-func validCodec(name string) error {
-	for _, k := range knownCodecs {
-		if name == k {
-			return nil
-		}
-	}
-	return fmt.Errorf("unknown codec %q (want one of %s)", name, strings.Join(knownCodecs, ", "))
-}
+func validCodec(name string) error { return gradcodec.CheckRegistered(name) }
 
 func validBackend(name string) error {
 	switch name {
@@ -180,7 +185,12 @@ func (c *Config) validate() error {
 // and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
 // worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps and
 // EnvRawBelow. Unset variables keep the defaults; VCCL_RANK and
-// VCCL_WORLD_SIZE are required. An error names the bad variable.
+// VCCL_WORLD_SIZE are required, unless the process is a task of a Slurm
+// step (srun) or a pod of a Kubernetes Indexed Job: then the rank, world
+// size, local rank, rendezvous and bind address come from the scheduler
+// where the VCCL_* variables are unset (worker.ConfigFromEnv has the
+// mapping), and the job secret from VCCL_SECRET or the file
+// VCCL_SECRET_FILE names. An error names the bad variable.
 func ConfigFromEnv() (Config, error) {
 	w, err := worker.ConfigFromEnv()
 	if err != nil {
@@ -240,3 +250,9 @@ func ConfigFromEnv() (Config, error) {
 	}
 	return c, nil
 }
+
+// InJob reports whether the environment describes a rank of a
+// multi-process job, so that ConfigFromEnv applies: VCCL_RANK is set (the
+// launcher's ranks), or this process is a task of a Slurm step or a pod of
+// a Kubernetes Indexed Job. A program may run as a single rank otherwise.
+func InJob() bool { return schedenv.InJob(os.LookupEnv) }

@@ -55,8 +55,8 @@ var allreduceCases = []struct {
 }{
 	{"raw-odd", "raw", 1, 100003, 1e-12, false},
 	{"raw-2d", "raw", 300, 301, 1e-12, true},
-	{"h264-2d", "h264", 512, 512, 0.05, true},
-	{"h264-flat", "h264", 400, 500, 0.05, false},
+	{"lossy-2d", lossyCodec, 512, 512, 0.05, true},
+	{"lossy-flat", lossyCodec, 400, 500, 0.05, false},
 }
 
 // caseData is rank r's input of case i: Gaussian for raw, gradient-like

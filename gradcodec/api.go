@@ -1,8 +1,5 @@
 package gradcodec
 
-// This file is the contract other packages build on (ring, collective,
-// examples). Keep these names and signatures; add to them freely.
-
 import "errors"
 
 // Shape is the 2-D layout of a tensor: Rows × Cols values in row-major order.
@@ -24,7 +21,9 @@ var (
 // Options selects and tunes a codec. The zero value is not useful; start from
 // DefaultOptions.
 type Options struct {
-	// Codec is one of "raw", "fp16", "bf16", "int8", "h264", "hevc".
+	// Codec is a registered codec's name (see Codecs): "raw", "fp16",
+	// "bf16", "int8" from this package; "h264" and "hevc" once package
+	// gradcodec/video is imported.
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else software),
 	// "nvenc" or "software". Ignored by non-video codecs. Defaults to "auto".
@@ -49,35 +48,11 @@ type Encoder interface {
 	Close() error
 }
 
-// NewEncoder returns an Encoder for opts.Codec, or an error wrapping
-// ErrUnknownCodec / ErrBackendUnavailable that names what is available.
-//   func NewEncoder(opts Options) (Encoder, error)
-//
-// Decoder decodes frames of any codec (it reads the codec id from the frame
-// header), keeping decoder contexts open between calls. Not safe for
-// concurrent use.
-//   func NewDecoder(backend string) (*Decoder, error)
-//   func (d *Decoder) Decode(dst []float32, frame []byte) error // len(dst) must equal the frame's shape
-//   func (d *Decoder) Close() error
-//
-// ErrorFeedback keeps a residual per stream key (string).
-//   func NewErrorFeedback() *ErrorFeedback
-//   func (e *ErrorFeedback) Apply(key string, x []float32)            // x += residual[key]
-//   func (e *ErrorFeedback) Update(key string, x, decoded []float32)   // residual[key] = x - decoded
-//
-// Also provided: DefaultOptions() Options, Codecs() []string,
-// ShapeFor(n int) Shape (a near-square layout for 1-D data).
-//
-// Added by the implementation (see the files for details):
-//   ParseHeader(b []byte) (Header, error)   // Header.Size splits concatenated frames
-//   DecodeFrame(frame []byte) ([]float32, Header, error)
-//   EncodeRecon(e Encoder, dec *Decoder, dst, src, shape, recon) — encode and get what every decoder yields
-//   DefaultPreset(codec, backend string) string
-
-// ReconEncoder is implemented by every Encoder of this package: it encodes
+// ReconEncoder is implemented by every Encoder of this module: it encodes
 // and also writes into recon (len(src) values, or nil) exactly what any
 // Decoder yields for the returned frame. Video encoders decode their own
-// frame anyway (see doc.go, "scale refit"), so the reconstruction is free.
+// frame anyway (the scale refit of package gradcodec/video), so the
+// reconstruction is free.
 type ReconEncoder interface {
 	Encoder
 	EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error)

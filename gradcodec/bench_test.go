@@ -1,4 +1,4 @@
-package gradcodec
+package gradcodec_test
 
 import (
 	"runtime"
@@ -6,11 +6,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/codectest"
+	"github.com/vccl/vccl/internal/metric"
 )
 
 var (
-	benchTensor    = sync.OnceValue(func() []float32 { return gradientLike(42, 2048, 2048) })
-	benchMLPTensor = sync.OnceValue(func() []float32 { return gradientLike(43, 256, 784) })
+	benchTensor    = sync.OnceValue(func() []float32 { return codectest.GradientLike(42, 2048, 2048) })
+	benchMLPTensor = sync.OnceValue(func() []float32 { return codectest.GradientLike(43, 256, 784) })
 )
 
 // BenchmarkEncode measures encode throughput per codec on a 4M-value
@@ -21,14 +25,14 @@ var (
 //
 //	go test ./gradcodec -run '^$' -bench . -benchtime 5x
 func BenchmarkEncode(b *testing.B) {
-	for _, codec := range Codecs() {
+	for _, codec := range gradcodec.Codecs() {
 		b.Run(codec, func(b *testing.B) { benchCodec(b, codec, false) })
 	}
 }
 
 // BenchmarkDecode measures decode throughput per codec on the same tensor.
 func BenchmarkDecode(b *testing.B) {
-	for _, codec := range Codecs() {
+	for _, codec := range gradcodec.Codecs() {
 		b.Run(codec, func(b *testing.B) { benchCodec(b, codec, true) })
 	}
 }
@@ -37,23 +41,27 @@ func BenchmarkDecode(b *testing.B) {
 // first-layer gradient shape of the MNIST MLP, where per-call costs show.
 func BenchmarkEncodeMLP(b *testing.B) {
 	for _, codec := range []string{"int8", "h264", "hevc"} {
-		b.Run(codec, func(b *testing.B) { benchCodecOn(b, codec, false, benchMLPTensor(), Shape{256, 784}) })
+		b.Run(codec, func(b *testing.B) {
+			benchCodecOn(b, codec, false, benchMLPTensor(), gradcodec.Shape{Rows: 256, Cols: 784})
+		})
 	}
 }
 
 // BenchmarkDecodeMLP: see BenchmarkEncodeMLP.
 func BenchmarkDecodeMLP(b *testing.B) {
 	for _, codec := range []string{"int8", "h264", "hevc"} {
-		b.Run(codec, func(b *testing.B) { benchCodecOn(b, codec, true, benchMLPTensor(), Shape{256, 784}) })
+		b.Run(codec, func(b *testing.B) {
+			benchCodecOn(b, codec, true, benchMLPTensor(), gradcodec.Shape{Rows: 256, Cols: 784})
+		})
 	}
 }
 
 func benchCodec(b *testing.B, codec string, decode bool) {
-	benchCodecOn(b, codec, decode, benchTensor(), Shape{2048, 2048})
+	benchCodecOn(b, codec, decode, benchTensor(), gradcodec.Shape{Rows: 2048, Cols: 2048})
 }
 
-func benchCodecOn(b *testing.B, codec string, decode bool, x []float32, sh Shape) {
-	enc, dec := mustEncoder(b, codec, 1.4), mustDecoder(b)
+func benchCodecOn(b *testing.B, codec string, decode bool, x []float32, sh gradcodec.Shape) {
+	enc, dec := codectest.MustEncoder(b, codec, 1.4), codectest.MustDecoder(b)
 	fr, err := enc.Encode(nil, x, sh) // first frame: rate search, contexts
 	if err != nil {
 		b.Fatal(err)
@@ -89,7 +97,7 @@ func benchCodecOn(b *testing.B, codec string, decode bool, x []float32, sh Shape
 		}
 	}
 	b.ReportMetric(8*float64(len(fr))/float64(len(x)), "bits/value")
-	b.ReportMetric(nmse(x, y), "NMSE")
+	b.ReportMetric(metric.NMSE32(y, x), "NMSE")
 	b.ReportMetric(float64(len(x))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mvalues/s")
 	b.ReportMetric(float64(len(x))*float64(b.N)/cpu.Seconds()/1e6, "cpu-Mvalues/s")
 }

@@ -14,46 +14,62 @@ import (
 const (
 	// Int8RMSMultiple is k of the int8 codec's per-row scale min(k·RMS, max|x|).
 	Int8RMSMultiple = 12
-	// VideoRMSMultiple is k of the video codecs' per-row scale
-	// min(k·RMS, max|x|) before rate control stretches it by up to 2^(1/6)
-	// between integer QPs and the least-squares refit after decoding.
-	VideoRMSMultiple = 8
 )
 
 // DefaultOptions returns the defaults: h264 (libx264 ultrafast encodes about
-// ten times faster than libx265 on a CPU; see doc.go), backend auto, 1.4
-// bits per value, the codec's measured default preset.
+// ten times faster than libx265 on a CPU; see package gradcodec/video),
+// backend auto, 1.4 bits per value, the codec's measured default preset.
+// h264 needs the video plug-in: a program that does not import
+// gradcodec/video picks a registered codec itself.
 func DefaultOptions() Options {
 	return Options{Codec: "h264", Backend: "auto", BitsPerValue: 1.4}
 }
 
-// Codecs returns the codec names NewEncoder accepts, baselines first.
-func Codecs() []string {
-	return []string{"raw", "fp16", "bf16", "int8", "h264", "hevc"}
+// NewEncoder returns an Encoder for opts.Codec, or an error wrapping
+// ErrUnknownCodec (naming the registered codecs, and the package to import
+// for a known plug-in) or ErrBackendUnavailable. Empty Backend means
+// "auto"; BitsPerValue <= 0 means 1.4.
+func NewEncoder(opts Options) (Encoder, error) {
+	c, ok := lookup(opts.Codec)
+	if !ok {
+		return nil, unknownCodec(opts.Codec)
+	}
+	return c.NewEncoder(opts)
 }
 
-// NewEncoder returns an Encoder for opts.Codec, or an error wrapping
-// ErrUnknownCodec / ErrBackendUnavailable that names what is available.
-// Empty Backend means "auto"; BitsPerValue <= 0 means 1.4.
-func NewEncoder(opts Options) (Encoder, error) {
-	switch opts.Codec {
-	case "raw":
-		return &simpleEncoder{id: idRaw}, nil
-	case "fp16":
-		return &simpleEncoder{id: idFP16}, nil
-	case "bf16":
-		return &simpleEncoder{id: idBF16}, nil
-	case "int8":
-		return &simpleEncoder{id: idInt8}, nil
-	case "h264", "hevc":
-		return newVideoEncoder(opts)
+// The pure-Go codecs of this package.
+func init() {
+	for _, c := range []struct {
+		name  string
+		id    uint8
+		bytes int // payload bytes per value
+	}{{"raw", idRaw, 4}, {"fp16", idFP16, 2}, {"bf16", idBF16, 2}, {"int8", idInt8, 1}} {
+		id, name, per := c.id, c.name, c.bytes
+		Register(Codec{
+			Name:   name,
+			ID:     id,
+			Scaled: id == idInt8,
+			CheckHeader: func(h Header) error {
+				if (h.PicWidth | h.PicHeight | h.NumFrames | h.QP) != 0 {
+					return fmt.Errorf("%w: picture fields set for codec %s", ErrBadFrame, name)
+				}
+				if n := h.Shape.Len(); h.Payload != per*n {
+					return fmt.Errorf("%w: %s payload of %d bytes for %d values", ErrBadFrame, name, h.Payload, n)
+				}
+				return nil
+			},
+			NewEncoder: func(Options) (Encoder, error) { return &simpleEncoder{id: id, name: name}, nil },
+			NewPayloadDecoder: func(string) (PayloadDecoder, error) {
+				return simpleDecoder{}, nil
+			},
+		})
 	}
-	return nil, fmt.Errorf("%w %q: available codecs are %s", ErrUnknownCodec, opts.Codec, strings.Join(Codecs(), ", "))
 }
 
 // simpleEncoder implements raw, fp16, bf16 and int8.
 type simpleEncoder struct {
 	id      uint8
+	name    string
 	scales  []uint16
 	fscales []float32
 	closed  bool
@@ -61,7 +77,7 @@ type simpleEncoder struct {
 
 var _ Encoder = (*simpleEncoder)(nil)
 
-func (e *simpleEncoder) Name() string { return codecNames[e.id] }
+func (e *simpleEncoder) Name() string { return e.name }
 
 func (e *simpleEncoder) Close() error { e.closed = true; return nil }
 
@@ -89,9 +105,10 @@ func (e *simpleEncoder) EncodeRecon(dst []byte, src []float32, shape Shape, reco
 		return dst, err
 	}
 	zoff := HeaderSize + 2*h.Scales
-	if err := decodeSimple(recon, h, frame[zoff+h.ZeroMap:h.Size-TrailerSize], e.fscales, frame[zoff:zoff+h.ZeroMap]); err != nil {
+	if err := decodeSimple(recon, h, frame[zoff+h.ZeroMap:h.Size-TrailerSize], e.fscales); err != nil {
 		return dst, err
 	}
+	ApplyZeroMap(recon, shape, frame[zoff:zoff+h.ZeroMap])
 	return out, nil
 }
 
@@ -100,15 +117,15 @@ func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, 
 	if e.closed {
 		return dst, fmt.Errorf("gradcodec: %s encoder is closed", name)
 	}
-	if err := checkShape(name, src, shape); err != nil {
+	if err := CheckShape(name, src, shape); err != nil {
 		return dst, err
 	}
-	if err := checkFinite(name, src); err != nil {
+	if err := CheckFinite(name, src); err != nil {
 		return dst, err
 	}
-	var w frameWriter
-	w.begin(dst, e.id, shape, 0, 0, 0, 0)
-	b := w.buf
+	var w FrameWriter
+	w.Begin(dst, e.id, shape, 0, 0, 0, 0)
+	b := w.Buf
 	switch e.id {
 	case idRaw:
 		b = growBytes(b, 4*len(src))
@@ -123,20 +140,19 @@ func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, 
 	case idBF16:
 		b = growBytes(b, 2*len(src))
 		for _, v := range src {
-			b = binary.LittleEndian.AppendUint16(b, toBF16(v))
+			b = binary.LittleEndian.AppendUint16(b, ToBF16(v))
 		}
 	case idInt8:
-		ns := scaleCount(idInt8, shape)
-		e.scales = resize(e.scales, ns)
-		computeScales(e.scales, src, shape, Int8RMSMultiple, 1)
-		b = putScales(b, e.scales)
-		b = appendZeroMap(b, src, shape, idInt8)
+		e.scales = resize(e.scales, ScaleGroups(shape))
+		ComputeScales(e.scales, src, shape, Int8RMSMultiple, 1)
+		b = PutScales(b, e.scales)
+		b = AppendZeroMap(b, src, shape)
 		b = growBytes(b, len(src))
-		g := scaleGroupRows(shape) * shape.Cols
+		g := ScaleGroupRows(shape) * shape.Cols
 		for i, h := range e.scales {
 			lo := i * g
 			hi := min(lo+g, len(src))
-			sc := fromBF16(h)
+			sc := FromBF16(h)
 			if sc == 0 {
 				for range src[lo:hi] {
 					b = append(b, 0)
@@ -149,8 +165,8 @@ func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, 
 			}
 		}
 	}
-	w.buf = b
-	return w.finish(2*scaleCount(e.id, shape) + zeroMapBytes(e.id, shape)), nil
+	w.Buf = b
+	return w.Finish(), nil
 }
 
 // quant127 rounds v to the nearest integer in [-127, 127].
@@ -167,8 +183,18 @@ func quant127(v float32) int32 {
 	return int32(v + 0.5)
 }
 
+// simpleDecoder decodes raw, fp16, bf16 and int8 payloads; it keeps no
+// state.
+type simpleDecoder struct{}
+
+func (simpleDecoder) DecodePayload(dst []float32, h Header, payload []byte, scales []float32) error {
+	return decodeSimple(dst, h, payload, scales)
+}
+
+func (simpleDecoder) Close() error { return nil }
+
 // decodeSimple decodes the payload of raw, fp16, bf16 and int8 frames.
-func decodeSimple(dst []float32, h Header, body []byte, scales []float32, zmap []byte) error {
+func decodeSimple(dst []float32, h Header, body []byte, scales []float32) error {
 	switch h.Codec {
 	case "raw":
 		for i := range dst {
@@ -180,10 +206,10 @@ func decodeSimple(dst []float32, h Header, body []byte, scales []float32, zmap [
 		}
 	case "bf16":
 		for i := range dst {
-			dst[i] = fromBF16(binary.LittleEndian.Uint16(body[2*i:]))
+			dst[i] = FromBF16(binary.LittleEndian.Uint16(body[2*i:]))
 		}
 	case "int8":
-		g := scaleGroupRows(h.Shape) * h.Shape.Cols
+		g := ScaleGroupRows(h.Shape) * h.Shape.Cols
 		for i, sc := range scales {
 			lo := i * g
 			hi := min(lo+g, len(dst))
@@ -192,7 +218,6 @@ func decodeSimple(dst []float32, h Header, body []byte, scales []float32, zmap [
 				dst[j] = float32(int8(body[j])) * m
 			}
 		}
-		applyZeroMap(dst, h.Shape, zmap)
 	}
 	for i, v := range dst {
 		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
@@ -228,24 +253,25 @@ func availableList(names []string) string {
 	return strings.Join(s, ", ")
 }
 
-// appendZeroMap appends the zero-row bitmap of src when the frame has one.
-func appendZeroMap(dst []byte, src []float32, s Shape, id uint8) []byte {
-	n := zeroMapBytes(id, s)
+// AppendZeroMap appends the zero-row bitmap of src, for a frame of a Scaled
+// codec, when the frame has one (see ZeroMapSize).
+func AppendZeroMap(dst []byte, src []float32, s Shape) []byte {
+	n := ZeroMapSize(s)
 	if n == 0 {
 		return dst
 	}
 	at := len(dst)
 	dst = append(dst, make([]byte, n)...)
 	for r := 0; r < s.Rows; r++ {
-		if isZero(src[r*s.Cols : (r+1)*s.Cols]) {
+		if IsZero(src[r*s.Cols : (r+1)*s.Cols]) {
 			dst[at+r/8] |= 1 << (r % 8)
 		}
 	}
 	return dst
 }
 
-// applyZeroMap zeroes the rows of dst marked in zmap.
-func applyZeroMap(dst []float32, s Shape, zmap []byte) {
+// ApplyZeroMap zeroes the rows of dst marked in the zero-row bitmap zmap.
+func ApplyZeroMap(dst []float32, s Shape, zmap []byte) {
 	if len(zmap) == 0 {
 		return
 	}
@@ -256,7 +282,8 @@ func applyZeroMap(dst []float32, s Shape, zmap []byte) {
 	}
 }
 
-func isZero(v []float32) bool {
+// IsZero reports whether every value of v is zero.
+func IsZero(v []float32) bool {
 	for _, x := range v {
 		if x != 0 {
 			return false

@@ -2,35 +2,56 @@ package gradcodec
 
 import (
 	"fmt"
+	"strings"
 )
 
-// Decoder decodes frames of any codec (it reads the codec id from the frame
-// header), keeping video decoder contexts open between calls. It is not safe
-// for concurrent use; keep one per goroutine.
+// Decoder decodes frames of any registered codec (it reads the codec id
+// from the frame header), keeping each codec's payload decoder (for video,
+// its decoder contexts) open between calls. It is not safe for concurrent
+// use; keep one per goroutine.
 type Decoder struct {
 	backend string
 	scales  []float32
-	video   map[uint8]*videoDecoder
+	codecs  map[uint8]PayloadDecoder
 	closed  bool
 }
 
-// NewDecoder returns a Decoder. backend is "auto" (NVDEC through the cuvid
-// decoders when they open, else FFmpeg's software decoders), "nvenc" (NVDEC
-// only; an error wrapping ErrBackendUnavailable when it does not open) or
-// "software"; "" means "auto".
+// NewDecoder returns a Decoder. backend is "auto" (hardware decoders, such
+// as NVDEC through the cuvid decoders, when they open, else software),
+// "nvenc" (hardware only; an error wrapping ErrBackendUnavailable when no
+// registered codec has a hardware decoder here) or "software"; "" means
+// "auto".
 func NewDecoder(backend string) (*Decoder, error) {
 	switch backend {
 	case "":
 		backend = "auto"
 	case "auto", "software":
 	case "nvenc":
-		if !hwDecoderAvailable("h264") && !hwDecoderAvailable("hevc") {
-			return nil, fmt.Errorf("gradcodec: decoder backend nvenc: %w: h264_cuvid and hevc_cuvid do not open on this machine; available: software (h264, hevc)", ErrBackendUnavailable)
+		if !hardwareDecoderAvailable() {
+			return nil, fmt.Errorf("gradcodec: decoder backend nvenc: %w: no registered codec has a hardware decoder that opens on this machine (registered: %s); available: software",
+				ErrBackendUnavailable, strings.Join(Codecs(), ", "))
 		}
 	default:
 		return nil, fmt.Errorf("gradcodec: %w: backend %q, want auto, nvenc or software", ErrBackendUnavailable, backend)
 	}
-	return &Decoder{backend: backend, video: map[uint8]*videoDecoder{}}, nil
+	return &Decoder{backend: backend, codecs: map[uint8]PayloadDecoder{}}, nil
+}
+
+// hardwareDecoderAvailable reports whether some registered codec has a
+// hardware decoder that opens here.
+func hardwareDecoderAvailable() bool {
+	registry.RLock()
+	cs := make([]*Codec, 0, len(registry.byID))
+	for _, c := range registry.byID {
+		cs = append(cs, c)
+	}
+	registry.RUnlock()
+	for _, c := range cs {
+		if c.HardwareDecoder != nil && c.HardwareDecoder() {
+			return true
+		}
+	}
+	return false
 }
 
 // Decode decodes one frame into dst. len(dst) must equal the frame's shape
@@ -57,22 +78,23 @@ func (d *Decoder) Decode(dst []float32, frame []byte) error {
 		return fmt.Errorf("%w: zero-row bitmap marks rows beyond %d", ErrBadFrame, h.Shape.Rows)
 	}
 	body := frame[HeaderSize+2*h.Scales+h.ZeroMap : h.Size-TrailerSize]
-	id := codecIDs[h.Codec]
-	switch id {
-	case idH264, idHEVC:
-		vd := d.video[id]
-		if vd == nil {
-			vd = newVideoDecoder(h.Codec, d.backend)
-			d.video[id] = vd
+	id := frame[5]
+	pd := d.codecs[id]
+	if pd == nil {
+		c, ok := lookupID(id)
+		if !ok { // verifyFrame found it registered
+			return fmt.Errorf("%w: codec id %d is not registered", ErrBadFrame, id)
 		}
-		if err := vd.decode(dst, h, body, d.scales); err != nil {
-			return err
+		if pd, err = c.NewPayloadDecoder(d.backend); err != nil {
+			return fmt.Errorf("gradcodec: %s decoder: %w", c.Name, err)
 		}
-		applyZeroMap(dst, h.Shape, zmap)
-		return nil
-	default:
-		return decodeSimple(dst, h, body, d.scales, zmap)
+		d.codecs[id] = pd
 	}
+	if err := pd.DecodePayload(dst, h, body, d.scales); err != nil {
+		return err
+	}
+	ApplyZeroMap(dst, h.Shape, zmap)
+	return nil
 }
 
 // Close frees the decoder contexts. It is idempotent.
@@ -81,11 +103,14 @@ func (d *Decoder) Close() error {
 		return nil
 	}
 	d.closed = true
-	for _, vd := range d.video {
-		vd.close()
+	var first error
+	for _, pd := range d.codecs {
+		if err := pd.Close(); err != nil && first == nil {
+			first = err
+		}
 	}
-	d.video = nil
-	return nil
+	d.codecs = nil
+	return first
 }
 
 // DecodeFrame is a convenience that decodes frame with a throw-away

@@ -1,13 +1,14 @@
 // Package gradcodec turns float32 gradient tensors into compact,
-// self-describing byte frames and back, using video codecs (H.264 and HEVC
-// through FFmpeg) as tensor codecs, after "LLM.265: Video Codecs are
-// Secretly Tensor Codecs" (arXiv 2407.00467). It also provides the
-// baselines every peer offers (raw fp32, fp16, bf16, int8) and an error
-// feedback helper. It knows nothing of ranks or sockets.
+// self-describing byte frames and back. It holds the frame container, the
+// codec interface and registry, the pure-Go codecs (raw fp32, fp16, bf16,
+// int8) and an error feedback helper; the video codecs (H.264 and HEVC
+// through FFmpeg, after "LLM.265: Video Codecs are Secretly Tensor Codecs",
+// arXiv 2407.00467) plug in from package gradcodec/video. It knows nothing
+// of ranks or sockets.
 //
 // # Use
 //
-//	enc, err := gradcodec.NewEncoder(gradcodec.DefaultOptions()) // one per stream
+//	enc, err := gradcodec.NewEncoder(gradcodec.Options{Codec: "int8"}) // one per stream
 //	frame, err := enc.Encode(nil, grad, gradcodec.Shape{Rows: 256, Cols: 784})
 //	dec, err := gradcodec.NewDecoder("auto")                      // decodes any codec
 //	err = dec.Decode(out, frame)                                   // len(out) == 256*784
@@ -30,80 +31,21 @@
 // destination of the wrong length ErrShapeMismatch; NaN/Inf in an input
 // ErrNonFinite with the count and the index of the first.
 //
-// # Quantization and layout (video codecs)
+// # Codecs as plug-ins
 //
-// Each row (or row group) gets the scale min(8·RMS, max|x|); values are
-// rounded to 255 levels around 128 and clipped beyond the scale (error
-// feedback carries the clipped part). All-zero rows decode as exact zeros.
-// Rows of 32 to 4096 values become picture rows, so the codec sees the
-// tensor's own 2-D structure; other shapes are laid out flat in a
-// near-square picture. Width and height are padded to multiples of 16 by
-// repeating the last column/row. Tensors taller than one frame (4096 rows or
-// 4 Mpixels) are split into equal frames. Pictures are 8-bit gray (4:0:0)
-// written into the frames directly (no swscale); NVENC gets 4:2:0 with
-// chroma at 128. Every frame is an intra (IDR) picture with its parameter
-// sets, so any frame decodes alone; SEI NAL units are dropped.
+// Codecs register themselves by name and wire id (Register, Codec), the
+// way database/sql drivers and image formats do. This package is pure Go
+// (it builds with CGO_ENABLED=0) and registers raw, fp16, bf16 and int8.
+// The video codecs h264 and hevc need FFmpeg through cgo and register from
+// package github.com/vccl/vccl/gradcodec/video:
 //
-// # Rate control
+//	import _ "github.com/vccl/vccl/gradcodec/video"
 //
-// The caller asks for bits per value (whole frame: header, scales and
-// checksum included), never a QP. A stream's control value s acts as a
-// fractional QP: QP = floor(s) and the scales are stretched by
-// 2^((s−QP)/6), so rate and error move smoothly with s. After each frame,
-// s moves by log2(rate/target)/slope, the slope being re-estimated from
-// successive frames (about 0.2 doublings per QP near 1.4 bits/value). The
-// first frame of a stream (of each tensor shape) runs a secant search of up
-// to four encodes, so the ring's first compressed step is already on target;
-// a later frame more than 30% off is re-encoded once. Encoder contexts are
-// opened per (size, QP) and the four most recent are kept open, since x264
-// and x265 cannot change the QP of an open context. On real MNIST MLP
-// gradients every h264/hevc frame lands within 2% of 1.4 bits/value, and the
-// tests check 20-frame averages within 10%.
-//
-// # Scale refit
-//
-// After encoding, the encoder decodes its own frame and replaces each scale
-// by the least-squares one, 127·Σx·q/Σq² over the decoded levels q. The
-// scales lie outside the bitstream, so the rate does not change, the
-// decoded tensor becomes the best multiple of what the codec delivered, and
-// no scale group decodes worse than zeros (NMSE ≤ 1): on the output layer
-// of the MNIST MLP (10×128) libx265 at 1 bit/value went from NMSE 1.28 to
-// 0.94, and on the larger layers NMSE drops 1–4% (e.g. 0.0332 → 0.0318).
-// The cost is one decode per encode, which EncodeRecon turns into the
-// reconstruction the caller needs anyway.
-//
-// # Backends and presets
-//
-// Backend "auto" uses h264_nvenc/hevc_nvenc when they open (NVIDIA GPUs with
-// NVENC) and libx264/libx265 otherwise; the decoder uses h264_cuvid/
-// hevc_cuvid when they open and falls back to software for pictures they
-// refuse (e.g. 4:0:0). "nvenc" insists on the hardware and fails with
-// ErrBackendUnavailable naming what is available; "software" never tries it.
-// H.264 and HEVC decoding is bit-exact by standard, so every rank decodes
-// the same values whatever encoded them.
-//
-// Defaults, chosen from measurements on this project's 2-core machine
-// (go test ./gradcodec -bench MLP; codec_rd on MNIST MLP gradients):
-//
-//   - DefaultOptions picks h264 with x264's ultrafast preset. On the
-//     256×784 MLP gradient at 1.4 bits/value, libx264 ultrafast encodes
-//     about 40–60 Mvalues/s of CPU (scale refit included) and decodes about
-//     130; libx265 ultrafast encodes about 4.5 and decodes 33. The MNIST
-//     example allreduces ~235K values about 700 times per epoch on each of 4
-//     ranks sharing 2 cores: only x264 ultrafast fits its time budget.
-//   - x264 with CABAC (superfast and slower presets) cuts NMSE at the same
-//     rate by about 25% (geometric mean 0.085 → 0.065 on the MLP's w1/w2
-//     gradients) but costs about 3× the CPU to encode and to decode; pick
-//     Preset "superfast" or slower when bandwidth is scarcer than CPU.
-//   - hevc (x265 ultrafast) is not clearly better at the same rate on these
-//     gradients: NMSE 0.18–0.21 against x264's 0.19–0.26 on the 128×256
-//     layer, 0.031–0.042 against 0.030–0.039 on the 256×784 layer, for
-//     about ten times the CPU.
-//   - psy-rd and adaptive quantization are always off: they trade PSNR for
-//     perceived quality, which means nothing for tensors.
-//
-// FFmpeg's and x265's logging is silenced; set VCCL_FFMPEG_LOG=error (or
-// warning, info, verbose, debug) to see it.
+// Asking for a codec that is not registered gives ErrUnknownCodec naming
+// the package to import; a frame of such a codec gives ErrBadFrame saying
+// so. A plug-in builds its frames with FrameWriter, PutScales and
+// AppendZeroMap and decodes them through a PayloadDecoder; the header,
+// checksum, scales and zero-row bitmap are the container's job.
 //
 // # Concurrency
 //

@@ -11,7 +11,7 @@ import (
 //	offset size field
 //	0      4    magic "VCGC"
 //	4      1    version (FormatVersion)
-//	5      1    codec id (see codecIDs)
+//	5      1    codec id (see Codec.ID)
 //	6      2    reserved, must be 0
 //	8      4    rows
 //	12     4    cols
@@ -44,23 +44,23 @@ var frameMagic = [4]byte{'V', 'C', 'G', 'C'}
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// codec ids on the wire. Never renumber.
+// Wire ids of the codecs this package registers (see Codec.ID). Never
+// renumber.
 const (
 	idRaw  = 1
 	idFP16 = 2
 	idBF16 = 3
 	idInt8 = 4
-	idH264 = 5
-	idHEVC = 6
 )
 
-var codecNames = map[uint8]string{
-	idRaw: "raw", idFP16: "fp16", idBF16: "bf16", idInt8: "int8", idH264: "h264", idHEVC: "hevc",
-}
-
-var codecIDs = map[string]uint8{
-	"raw": idRaw, "fp16": idFP16, "bf16": idBF16, "int8": idInt8, "h264": idH264, "hevc": idHEVC,
-}
+// Wire ids of the codecs registered by other packages of this module. They
+// are reserved here so that no two plug-ins take the same id.
+const (
+	// IDH264 is the wire id of h264 (package gradcodec/video).
+	IDH264 = 5
+	// IDHEVC is the wire id of hevc (package gradcodec/video).
+	IDHEVC = 6
+)
 
 // Header is the decoded fixed part of a frame.
 type Header struct {
@@ -87,35 +87,42 @@ func (h Header) BitsPerValue() float64 {
 	return 8 * float64(h.Size) / float64(h.Shape.Len())
 }
 
-// scaleGroupRows returns how many consecutive tensor rows share one scale:
-// one per row when rows hold at least 256 values, else enough rows to make
-// about 256 values, so that scales never cost more than 1/16 bit per value.
-func scaleGroupRows(s Shape) int {
+// ScaleGroupRows returns how many consecutive tensor rows share one scale
+// in the frame of a Scaled codec: one per row when rows hold at least 256
+// values, else enough rows to make about 256 values, so that scales never
+// cost more than 1/16 bit per value.
+func ScaleGroupRows(s Shape) int {
 	if s.Cols >= 256 || s.Cols <= 0 {
 		return 1
 	}
 	return (256 + s.Cols - 1) / s.Cols
 }
 
-// scaleCount returns the number of scales of a frame of the given codec.
-func scaleCount(id uint8, s Shape) int {
-	switch id {
-	case idInt8, idH264, idHEVC:
-		if s.Rows == 0 {
-			return 0
-		}
-		g := scaleGroupRows(s)
-		return (s.Rows + g - 1) / g
+// ScaleGroups returns the number of scales in the frame of a Scaled codec.
+func ScaleGroups(s Shape) int {
+	if s.Rows <= 0 {
+		return 0
 	}
-	return 0
+	g := ScaleGroupRows(s)
+	return (s.Rows + g - 1) / g
 }
 
-// zeroMapBytes returns the size of the zero-row bitmap of a frame.
-func zeroMapBytes(id uint8, s Shape) int {
-	if scaleCount(id, s) == 0 || scaleGroupRows(s) == 1 {
+// ZeroMapSize returns the size in bytes of the zero-row bitmap in the frame
+// of a Scaled codec: present only when a scale covers several rows.
+func ZeroMapSize(s Shape) int {
+	if ScaleGroups(s) == 0 || ScaleGroupRows(s) == 1 {
 		return 0
 	}
 	return (s.Rows + 7) / 8
+}
+
+// frameExtras returns the number of scales and the zero-map bytes of a
+// frame of codec c.
+func frameExtras(c *Codec, s Shape) (scales, zeroMap int) {
+	if c == nil || !c.Scaled {
+		return 0, 0
+	}
+	return ScaleGroups(s), ZeroMapSize(s)
 }
 
 // ParseHeader reads and validates the fixed header at the start of b. It
@@ -136,11 +143,14 @@ func ParseHeader(b []byte) (Header, error) {
 		return h, fmt.Errorf("%w: format version %d, this build reads version %d", ErrBadFrame, h.Version, FormatVersion)
 	}
 	id := b[5]
-	name, ok := codecNames[id]
+	c, ok := lookupID(id)
 	if !ok {
+		if id == IDH264 || id == IDHEVC {
+			return h, fmt.Errorf("%w: codec id %d is a video codec, not registered in this program (import _ github.com/vccl/vccl/gradcodec/video, which needs cgo)", ErrBadFrame, id)
+		}
 		return h, fmt.Errorf("%w: unknown codec id %d", ErrBadFrame, id)
 	}
-	h.Codec = name
+	h.Codec = c.Name
 	if b[6] != 0 || b[7] != 0 || b[23] != 0 {
 		return h, fmt.Errorf("%w: reserved header bytes are not zero", ErrBadFrame)
 	}
@@ -158,40 +168,18 @@ func ParseHeader(b []byte) (Header, error) {
 	h.NumFrames = int(binary.LittleEndian.Uint16(b[20:]))
 	h.QP = int(b[22])
 	h.Payload = int(binary.LittleEndian.Uint32(b[24:]))
-	h.Scales = scaleCount(id, h.Shape)
-	h.ZeroMap = zeroMapBytes(id, h.Shape)
+	h.Scales, h.ZeroMap = frameExtras(c, h.Shape)
 	size := uint64(HeaderSize) + 2*uint64(h.Scales) + uint64(h.ZeroMap) + uint64(h.Payload) + TrailerSize
 	if size > uint64(len(b)) {
 		return h, fmt.Errorf("%w: frame needs %d bytes, only %d present (truncated)", ErrBadFrame, size, len(b))
 	}
 	h.Size = int(size)
-	n := h.Shape.Len()
-	switch id {
-	case idRaw:
-		if h.Payload != 4*n {
-			return h, fmt.Errorf("%w: raw payload of %d bytes for %d values", ErrBadFrame, h.Payload, n)
+	if c.CheckHeader != nil {
+		if err := c.CheckHeader(h); err != nil {
+			return h, err
 		}
-	case idFP16, idBF16:
-		if h.Payload != 2*n {
-			return h, fmt.Errorf("%w: %s payload of %d bytes for %d values", ErrBadFrame, name, h.Payload, n)
-		}
-	case idInt8:
-		if h.Payload != n {
-			return h, fmt.Errorf("%w: int8 payload of %d bytes for %d values", ErrBadFrame, h.Payload, n)
-		}
-	case idH264, idHEVC:
-		if n > 0 {
-			l := planLayout(h.Shape)
-			if l.W != h.PicWidth || l.FrameH != h.PicHeight || l.Frames != h.NumFrames {
-				return h, fmt.Errorf("%w: picture %dx%d in %d frames does not match shape %dx%d (want %dx%d in %d)",
-					ErrBadFrame, h.PicWidth, h.PicHeight, h.NumFrames, rows, cols, l.W, l.FrameH, l.Frames)
-			}
-		} else if h.Payload != 0 || h.NumFrames != 0 {
-			return h, fmt.Errorf("%w: empty tensor with %d payload bytes", ErrBadFrame, h.Payload)
-		}
-	}
-	if id != idH264 && id != idHEVC && (h.PicWidth|h.PicHeight|h.NumFrames|h.QP) != 0 {
-		return h, fmt.Errorf("%w: picture fields set for codec %s", ErrBadFrame, name)
+	} else if (h.PicWidth | h.PicHeight | h.NumFrames | h.QP) != 0 {
+		return h, fmt.Errorf("%w: picture fields set for codec %s", ErrBadFrame, c.Name)
 	}
 	return h, nil
 }
@@ -214,16 +202,25 @@ func verifyFrame(frame []byte) (Header, error) {
 	return h, nil
 }
 
-// frameWriter builds one frame appended to a destination slice.
-type frameWriter struct {
-	buf   []byte
+// FrameWriter builds one frame appended to a destination slice: Begin
+// writes the header, the codec appends its scales (PutScales), zero-row
+// bitmap (AppendZeroMap) and payload to Buf, and Finish fills in the
+// payload length and the checksum.
+type FrameWriter struct {
+	// Buf is the destination slice; append the frame's sections to it.
+	Buf   []byte
 	start int
+	pre   int // bytes of scales and zero map between header and payload
 }
 
-// begin appends the fixed header with a zero payload length and reserves
-// room for the scales; it returns the slice of scale bytes to fill.
-func (w *frameWriter) begin(dst []byte, id uint8, s Shape, pw, ph, nf, qp int) {
+// Begin appends the fixed header of a frame of codec id holding shape s
+// (with a zero payload length) to dst. pw, ph, nf and qp are the picture
+// fields of video codecs, zero for others.
+func (w *FrameWriter) Begin(dst []byte, id uint8, s Shape, pw, ph, nf, qp int) {
 	w.start = len(dst)
+	c, _ := lookupID(id)
+	ns, nz := frameExtras(c, s)
+	w.pre = 2*ns + nz
 	var hdr [HeaderSize]byte
 	copy(hdr[:], frameMagic[:])
 	hdr[4] = FormatVersion
@@ -234,21 +231,22 @@ func (w *frameWriter) begin(dst []byte, id uint8, s Shape, pw, ph, nf, qp int) {
 	binary.LittleEndian.PutUint16(hdr[18:], uint16(ph))
 	binary.LittleEndian.PutUint16(hdr[20:], uint16(nf))
 	hdr[22] = uint8(qp)
-	w.buf = append(dst, hdr[:]...)
+	w.Buf = append(dst, hdr[:]...)
 }
 
-// finish writes the payload length (everything appended after the header,
-// scales and zero map: pre bytes) and the checksum.
-func (w *frameWriter) finish(pre int) []byte {
-	payload := len(w.buf) - w.start - HeaderSize - pre
-	binary.LittleEndian.PutUint32(w.buf[w.start+24:], uint32(payload))
-	sum := crc32.Checksum(w.buf[w.start:], crcTable)
-	w.buf = binary.LittleEndian.AppendUint32(w.buf, sum)
-	return w.buf
+// Finish writes the payload length (everything appended after the header,
+// scales and zero map) and appends the checksum. It returns the extended
+// destination slice.
+func (w *FrameWriter) Finish() []byte {
+	payload := len(w.Buf) - w.start - HeaderSize - w.pre
+	binary.LittleEndian.PutUint32(w.Buf[w.start+24:], uint32(payload))
+	sum := crc32.Checksum(w.Buf[w.start:], crcTable)
+	w.Buf = binary.LittleEndian.AppendUint32(w.Buf, sum)
+	return w.Buf
 }
 
-// fixChecksumAt rewrites the checksum of the size-byte frame at the start
-// of b after its scales were edited.
-func fixChecksumAt(b []byte, size int) {
+// FixChecksum rewrites the checksum of the size-byte frame at the start of
+// b, after its scales were edited in place.
+func FixChecksum(b []byte, size int) {
 	binary.LittleEndian.PutUint32(b[size-TrailerSize:], crc32.Checksum(b[:size-TrailerSize], crcTable))
 }

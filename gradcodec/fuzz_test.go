@@ -1,15 +1,18 @@
-package gradcodec
+package gradcodec_test
 
 import (
 	"errors"
 	"math"
 	"sync"
 	"testing"
+
+	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/codectest"
 )
 
 var (
 	fuzzMu  sync.Mutex
-	fuzzDec *Decoder
+	fuzzDec *gradcodec.Decoder
 )
 
 // FuzzDecode feeds arbitrary bytes to Decoder.Decode. With fixCRC the
@@ -17,7 +20,7 @@ var (
 // (including FFmpeg's). Decode must return nil with finite values, or an
 // error wrapping ErrBadFrame or ErrShapeMismatch; never panic or hang.
 func FuzzDecode(f *testing.F) {
-	for _, fr := range smallFrames(f) {
+	for _, fr := range codectest.SmallFrames(f) {
 		f.Add(fr, false)
 		f.Add(fr, true)
 	}
@@ -26,17 +29,17 @@ func FuzzDecode(f *testing.F) {
 		fuzzMu.Lock()
 		defer fuzzMu.Unlock()
 		if fuzzDec == nil {
-			d, err := NewDecoder("software")
+			d, err := gradcodec.NewDecoder("software")
 			if err != nil {
 				t.Fatal(err)
 			}
 			fuzzDec = d
 		}
 		if fixCRC {
-			fixChecksum(b)
+			codectest.FixChecksum(b)
 		}
 		n := 1024
-		if h, err := ParseHeader(b); err == nil {
+		if h, err := gradcodec.ParseHeader(b); err == nil {
 			if h.Shape.Len() > 1<<20 {
 				return // the caller sizes dst; stay small
 			}
@@ -45,7 +48,7 @@ func FuzzDecode(f *testing.F) {
 		dst := make([]float32, n)
 		err := fuzzDec.Decode(dst, b)
 		if err != nil {
-			if !errors.Is(err, ErrBadFrame) && !errors.Is(err, ErrShapeMismatch) {
+			if !errors.Is(err, gradcodec.ErrBadFrame) && !errors.Is(err, gradcodec.ErrShapeMismatch) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return

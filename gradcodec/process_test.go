@@ -1,4 +1,4 @@
-package gradcodec
+package gradcodec_test
 
 import (
 	"encoding/binary"
@@ -7,6 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/codectest"
 )
 
 const helperEnv = "GRADCODEC_HELPER_DIR"
@@ -22,11 +25,11 @@ func TestDecodeInAnotherProcess(t *testing.T) {
 	dir := t.TempDir()
 	var wire []byte
 	var want []float32
-	dec := mustDecoder(t)
-	for _, codec := range Codecs() {
-		enc := mustEncoder(t, codec, 1.4)
-		for i, sh := range []Shape{{96, 200}, {96, 200}, {1, 3000}, {700, 10}} {
-			x := gradientLike(uint64(50+i), sh.Rows, sh.Cols)
+	dec := codectest.MustDecoder(t)
+	for _, codec := range gradcodec.Codecs() {
+		enc := codectest.MustEncoder(t, codec, 1.4)
+		for i, sh := range []gradcodec.Shape{{96, 200}, {96, 200}, {1, 3000}, {700, 10}} {
+			x := codectest.GradientLike(uint64(50+i), sh.Rows, sh.Cols)
 			fr, err := enc.Encode(nil, x, sh)
 			if err != nil {
 				t.Fatal(err)
@@ -71,14 +74,14 @@ func TestHelperProcessDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := NewDecoder("auto")
+	d, err := gradcodec.NewDecoder("auto")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
 	var out []byte
 	for len(wire) > 0 {
-		h, err := ParseHeader(wire)
+		h, err := gradcodec.ParseHeader(wire)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,9 +6,9 @@ import (
 	"math"
 )
 
-// checkFinite returns an error wrapping ErrNonFinite when src holds NaN or
+// CheckFinite returns an error wrapping ErrNonFinite when src holds NaN or
 // ±Inf, stating how many values are bad and where the first one is.
-func checkFinite(codec string, src []float32) error {
+func CheckFinite(codec string, src []float32) error {
 	first, count := -1, 0
 	for i, v := range src {
 		// NaN and ±Inf have an all-ones exponent.
@@ -26,8 +26,9 @@ func checkFinite(codec string, src []float32) error {
 		codec, ErrNonFinite, count, len(src), first, src[first])
 }
 
-// checkShape verifies that src holds shape.Len() values of a sane shape.
-func checkShape(codec string, src []float32, shape Shape) error {
+// CheckShape verifies that src holds shape.Len() values of a sane shape; the
+// error wraps ErrShapeMismatch and starts with codec.
+func CheckShape(codec string, src []float32, shape Shape) error {
 	if shape.Rows < 0 || shape.Cols < 0 || (shape.Rows == 0) != (shape.Cols == 0) {
 		return fmt.Errorf("%s: %w: invalid shape %dx%d", codec, ErrShapeMismatch, shape.Rows, shape.Cols)
 	}
@@ -58,8 +59,8 @@ func ShapeFor(n int) Shape {
 	return Shape{1, n}
 }
 
-// bf16 conversions, round to nearest even.
-func toBF16(f float32) uint16 {
+// ToBF16 converts f to bfloat16 bits, rounding to nearest even.
+func ToBF16(f float32) uint16 {
 	b := math.Float32bits(f)
 	if b&0x7fffffff > 0x7f800000 { // NaN: keep it a NaN
 		return uint16(b>>16) | 0x40
@@ -68,7 +69,8 @@ func toBF16(f float32) uint16 {
 	return uint16(b >> 16)
 }
 
-func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+// FromBF16 converts bfloat16 bits to float32 (exactly).
+func FromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // toFP16 converts to IEEE half precision, rounding to nearest even and
 // saturating finite values beyond ±65504 to ±65504.
@@ -126,12 +128,12 @@ func signF(sign uint32) float32 {
 	return 1
 }
 
-// computeScales fills scales (bfloat16 bits, one per scale group of
-// scaleGroupRows(s) rows) with mult·min(k·RMS, max|x|) of each group,
+// ComputeScales fills scales (bfloat16 bits, one per scale group of
+// ScaleGroupRows(s) rows) with mult·min(k·RMS, max|x|) of each group,
 // rounded to bfloat16. A group of zeros gets scale 0 and decodes as exact
 // zeros.
-func computeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
-	g := scaleGroupRows(s)
+func ComputeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
+	g := ScaleGroupRows(s)
 	span := g * s.Cols
 	for i := range scales {
 		lo := i * span
@@ -152,8 +154,8 @@ func computeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
 		if sc > mx {
 			sc = mx
 		}
-		h := toBF16(float32(sc * mult))
-		if fromBF16(h) == 0 || math.IsInf(float64(fromBF16(h)), 0) {
+		h := ToBF16(float32(sc * mult))
+		if FromBF16(h) == 0 || math.IsInf(float64(FromBF16(h)), 0) {
 			// Tiny groups underflow only below 1e-38; treat as zero rows.
 			h = 0
 		}
@@ -161,8 +163,8 @@ func computeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
 	}
 }
 
-// putScales appends scales to dst as little-endian uint16.
-func putScales(dst []byte, scales []uint16) []byte {
+// PutScales appends scales (bfloat16 bits) to dst as little-endian uint16.
+func PutScales(dst []byte, scales []uint16) []byte {
 	for _, h := range scales {
 		dst = binary.LittleEndian.AppendUint16(dst, h)
 	}
@@ -173,7 +175,7 @@ func putScales(dst []byte, scales []uint16) []byte {
 // and not negative.
 func readScales(dst []float32, b []byte) error {
 	for i := range dst {
-		v := fromBF16(binary.LittleEndian.Uint16(b[2*i:]))
+		v := FromBF16(binary.LittleEndian.Uint16(b[2*i:]))
 		if !(v >= 0) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("%w: scale %d is %v", ErrBadFrame, i, v)
 		}

@@ -30,4 +30,5 @@ var workerEnv = map[string]string{
 	"EnvBindPort": envBindPort, "EnvMetricsAddr": envMetricsAddr, "EnvCodec": envCodec,
 	"EnvBackend": envBackend, "EnvBPV": envBPV, "EnvBucketBytes": envBucketBytes,
 	"EnvPeerTimeout": envPeerTimeout, "EnvJoinTimeout": envJoinTimeout,
+	"EnvSecretFile": envSecretFile, "EnvRdzvPort": envRdzvPort, "EnvK8sService": envK8sService, "EnvK8sJob": envK8sJob,
 }

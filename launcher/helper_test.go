@@ -117,6 +117,15 @@ func helper(args []string) int {
 		sort.Strings(kv)
 		fmt.Println(strings.Join(kv, "\n"))
 		return 0
+	case "env-barrier": // env-barrier PATH N: as env, then wait until N ranks have printed (so that no node leaves the rendezvous before all met)
+		code := helper([]string{"env"})
+		appendLine(args[1], strconv.Itoa(myRank()))
+		n, _ := strconv.Atoi(args[2])
+		if !waitLines(args[1], n) {
+			fmt.Fprintln(os.Stderr, "helper: not all ranks arrived")
+			return 96
+		}
+		return code
 	case "exit-if-rank": // exit-if-rank R CODE: rank R exits CODE, the others 0
 		r, _ := strconv.Atoi(args[1])
 		code, _ := strconv.Atoi(args[2])
@@ -133,7 +142,7 @@ func helper(args []string) int {
 		return 0
 	case "block": // print ready and block; default signal handling
 		fmt.Println("ready")
-		select {}
+		blockForever()
 	case "crash-test": // crash-test PIDFILE CRASHRANK N: CRASHRANK dies by SIGKILL once N lines are in PIDFILE; the others start a grandchild, ignore SIGTERM and block
 		pidfile := args[1]
 		crash, _ := strconv.Atoi(args[2])
@@ -144,7 +153,7 @@ func helper(args []string) int {
 				return 96
 			}
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {}
+			blockForever()
 		}
 		signal.Ignore(syscall.SIGTERM)
 		gc := exec.Command("sleep", "300")
@@ -154,7 +163,7 @@ func helper(args []string) int {
 		}
 		appendLine(pidfile, strconv.Itoa(os.Getpid()))
 		appendLine(pidfile, strconv.Itoa(gc.Process.Pid))
-		select {}
+		blockForever()
 	case "fail-after-ready": // fail-after-ready READYFILE N RANK CODE: RANK exits CODE once N lines are in READYFILE; the others report ready and wait for a signal
 		readyfile := args[1]
 		n, _ := strconv.Atoi(args[2])
@@ -388,5 +397,14 @@ func waitGone(pids []int) []int {
 			return alive
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// blockForever sleeps until the process is killed. A select{} would do in a
+// cgo build, but a pure-Go binary (CGO_ENABLED=0) whose goroutines are all
+// blocked is a fatal deadlock to the runtime.
+func blockForever() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }

@@ -30,6 +30,17 @@
 // encrypted with a key derived from the job secret, check that they agree on
 // the job's shape, and start their ranks (node K holds global ranks
 // K*np .. K*np+np-1). A failure on any node stops every node.
+//
+// Inside a Slurm step, one task per node,
+//
+//	srun --ntasks-per-node=1 launcher -np 4 -- ./train
+//
+// takes --nnodes from SLURM_NTASKS, --node-rank from SLURM_PROCID and
+// --rdzv from the first host of the step's nodelist (port VCCL_RDZV_PORT,
+// else one derived from the job and step ids), and the job secret from
+// VCCL_SECRET_FILE or VCCL_SECRET; flags given on the command line win.
+// Without the launcher, srun of the program itself works too:
+// collective.InitFromEnv reads the same Slurm variables.
 package main
 
 import (

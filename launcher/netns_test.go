@@ -197,8 +197,8 @@ func TestMultiNodeNetns(t *testing.T) {
 		perf := allreducePerf(t)
 		prog := []string{"--", perf, "-b", "256K", "-e", "256K", "-w", "1", "-n", "2", "-c", "1", "-json"}
 		res := n.runPair(t,
-			append(append([]string{"--node-rank", "0", "--codec", "hevc"}, common...), prog...),
-			append(append([]string{"--node-rank", "1", "--codec", "hevc"}, common...), prog...),
+			append(append([]string{"--node-rank", "0", "--codec", lossyCodec}, common...), prog...),
+			append(append([]string{"--node-rank", "1", "--codec", lossyCodec}, common...), prog...),
 		)
 		for k, r := range res {
 			if r.code != 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -15,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vccl/vccl/internal/schedenv"
 )
 
 // Exit codes of the launcher itself (a failed rank's own code is passed
@@ -58,6 +59,9 @@ type options struct {
 	port        int
 	secret      string
 	secretFile  string
+	secretName  string // how the secret file was given, for messages: "--secret-file" or "VCCL_SECRET_FILE"
+	secretHex   string // VCCL_SECRET from the environment (multi-node without --secret/--secret-file)
+	sched       string // "Slurm job J step S" when the job's shape came from Slurm
 
 	codec       string
 	backend     string
@@ -114,6 +118,12 @@ Examples:
   head -c 24 /dev/urandom | base64 > job.secret   # copy it to both nodes
   launcher --nnodes 2 --node-rank 0 --rdzv 10.0.0.1:29400 --secret-file job.secret -np 2 -- ./train
   launcher --nnodes 2 --node-rank 1 --rdzv 10.0.0.1:29400 --secret-file job.secret -np 2 -- ./train
+
+  # inside a Slurm allocation: one launcher per node, each a task of one srun
+  # step; --nnodes, --node-rank and --rdzv come from Slurm (the first node of
+  # the step, port VCCL_RDZV_PORT or one derived from the job and step ids)
+  export VCCL_SECRET_FILE=$HOME/job.secret
+  srun --ntasks-per-node=1 --kill-on-bad-exit=1 launcher -np 4 -- ./train
 `
 
 // newFlagSet declares the flags into o.
@@ -168,6 +178,11 @@ func parseArgs(args []string, stdout io.Writer) (*options, error) {
 		return nil, usagef("no program given: usage: launcher [flags] -- PROGRAM [ARGS...] (launcher -h for help)")
 	}
 	o.program, o.args = rest[0], rest[1:]
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := o.fromEnv(os.LookupEnv, set); err != nil {
+		return nil, err
+	}
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
@@ -212,8 +227,11 @@ func (o *options) validate() error {
 	if o.secret != "" && o.secretFile != "" {
 		return usagef("give the secret either with --secret or with --secret-file, not both")
 	}
-	if o.nnodes > 1 && o.secret == "" && o.secretFile == "" {
-		return usagef("--nnodes %d needs a job secret shared by all nodes: --secret or --secret-file", o.nnodes)
+	if o.nnodes > 1 && o.secret == "" && o.secretFile == "" && o.secretHex == "" {
+		if o.sched != "" {
+			return usagef("%s: %d nodes need a job secret shared by all of them: --secret-file, or %s", o.sched, o.nnodes, schedenv.SecretHowTo(&schedenv.Task{Scheduler: schedenv.Slurm}))
+		}
+		return usagef("--nnodes %d needs a job secret shared by all nodes: --secret or --secret-file (or %s / %s in the environment)", o.nnodes, envSecretFile, envSecret)
 	}
 	if o.codec != "" && !slices.Contains(validCodecs, o.codec) {
 		return usagef("--codec %q: want one of %s", o.codec, strings.Join(validCodecs, ", "))
@@ -268,15 +286,18 @@ func (o *options) resolveProgram() (string, error) {
 func (o *options) jobSecret() ([]byte, error) {
 	var s string
 	switch {
+	case o.secretHex != "":
+		return hex.DecodeString(o.secretHex) // checked by fromEnv
 	case o.secretFile != "":
-		b, err := os.ReadFile(o.secretFile)
+		name := o.secretName
+		if name == "" {
+			name = "--secret-file"
+		}
+		b, err := schedenv.ReadSecretFile(o.secretFile)
 		if err != nil {
-			return nil, usagef("--secret-file: %v", err)
+			return nil, usagef("%s %v", name, err)
 		}
-		s = strings.TrimSpace(string(b))
-		if len(s) < minSecretLen {
-			return nil, usagef("--secret-file %s: the secret is %d characters long, need at least %d", o.secretFile, len(s), minSecretLen)
-		}
+		s = string(b)
 	case o.secret != "":
 		s = o.secret
 		if len(s) < minSecretLen {
@@ -294,17 +315,10 @@ func (o *options) jobSecret() ([]byte, error) {
 
 // deriveKey derives a 32-byte key for one purpose from the job secret, so
 // that the rendezvous and the workers never share a key.
-func deriveKey(secret []byte, purpose string) []byte {
-	h := sha256.New()
-	h.Write([]byte("vccl/launcher/" + purpose + "\x00"))
-	h.Write(secret)
-	return h.Sum(nil)
-}
-
-// workerSecretHex is the VCCL_SECRET every rank gets.
-func workerSecretHex(secret []byte) string {
-	return hex.EncodeToString(deriveKey(secret, "worker"))
-}
+// that the rendezvous and the workers never share a key. It is
+// schedenv.DeriveKey, which collective.InitFromEnv applies to
+// VCCL_SECRET_FILE's secret.
+func deriveKey(secret []byte, purpose string) []byte { return schedenv.DeriveKey(secret, purpose) }
 
 // codecEnv returns the codec-option variables given by flags.
 func (o *options) codecEnv() []string {

@@ -518,7 +518,7 @@ func runMulti(o *options, out *output, sigs <-chan os.Signal, path string, secre
 	layout := jobLayout{
 		nnodes: o.nnodes, nodeRank: o.nodeRank, nproc: o.nproc,
 		join: join, bindAddr: nodeAddr, rank0Port: metas[0].Port0,
-		secretHex: workerSecretHex(secret),
+		secretHex: o.workerSecretHex(secret),
 	}
 	remote := make(chan stopRequest, 1)
 	ctx, cancel := context.WithCancel(context.Background())

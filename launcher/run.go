@@ -81,7 +81,7 @@ func runSingle(o *options, out *output, sigs <-chan os.Signal, path string, secr
 			nnodes: 1, nproc: o.nproc,
 			join:     net.JoinHostPort(addr, strconv.Itoa(port)),
 			bindAddr: addr, rank0Port: port,
-			secretHex: workerSecretHex(secret),
+			secretHex: o.workerSecretHex(secret),
 		},
 	}
 	return s.run()

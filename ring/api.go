@@ -1,8 +1,5 @@
 package ring
 
-// This file is the contract other packages build on (worker, collective).
-// Keep these names and signatures; add to them freely.
-
 import (
 	"context"
 	"errors"
@@ -138,24 +135,3 @@ func (s Stats) BitsPerValue() float64 {
 	}
 	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
 }
-
-// Implemented (ring.go, gradcodec.go; see doc.go for the algorithm):
-//
-//   type Ring struct { Rank, Size int; Next, Prev Link } // Next sends to (Rank+1)%Size, Prev receives from (Rank-1+Size)%Size
-//   type Options struct {
-//       Op uint64; Average bool
-//       Layout []gradcodec.Shape // tensors of data in order; nil = one 1-D tensor
-//       Codec Codec
-//       SubChunkValues int       // pipelining granularity; 0 = DefaultSubChunkValues
-//       Stream string            // the caller's bucket name, prefix of the codec stream names
-//   }
-//   func (r *Ring) AllReduce(ctx, data []float32, opts Options) (Stats, error)
-//   func (r *Ring) AllGather(ctx, op uint64, local []byte) ([][]byte, error)
-//   func (r *Ring) Broadcast(ctx, op uint64, data []byte, root int) ([]byte, error)
-//   func (r *Ring) Barrier(ctx, op uint64) error
-//   func NewGradCodec(opts gradcodec.Options, errorFeedback bool) (*GradCodec, error) // Codec over gradcodec, EF per stream
-//       (*GradCodec).RawBelow: the raw policy; Close() frees the codec contexts
-//
-// Added: KindDone (the end-of-collective status token); *RemoteError and
-// ErrorCode (what every rank returns on failure: origin rank + cause,
-// errors.Is-compatible with the cause's sentinel); Ring.AbortGrace.

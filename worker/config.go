@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vccl/vccl/internal/schedenv"
 )
 
 // Defaults of the Config fields.
@@ -126,13 +128,33 @@ func (c Config) validate() error {
 // EnvMetricsAddr, EnvPeerTimeout and EnvJoinTimeout (Go durations) are
 // optional. An error names the bad variable. The result is not validated
 // beyond parsing; Start validates it.
+//
+// Under a scheduler the variables that are not set come from it: in a task
+// of a Slurm step (srun), the rank from SLURM_PROCID, the world size from
+// SLURM_NTASKS, the local rank from SLURM_LOCALID and the rendezvous from
+// the first host of the step's nodelist at a port derived from the job and
+// step ids (EnvRdzvPort overrides it); in a pod of a Kubernetes Indexed
+// Job, the rank from JOB_COMPLETION_INDEX and the rendezvous at index 0's
+// DNS name <job>-0.<EnvK8sService>. Rank 0 binds the rendezvous address,
+// the others a free port on their node's address. Without EnvSecret, the
+// secret is read from the file EnvSecretFile names (derived as the
+// launcher's --secret-file); a scheduler job of several ranks with neither
+// is refused with a message that says how to set one.
 func ConfigFromEnv() (Config, error) {
+	env, _, err := schedenv.Overlay(os.LookupEnv, schedenv.System)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	getenv := func(name string) string {
+		v, _ := env(name)
+		return v
+	}
 	var c Config
 	bad := func(name, val string, err error) error {
 		return fmt.Errorf("%w: %s=%q: %v", ErrConfig, name, val, err)
 	}
 	intVar := func(name string, dst *int, required bool) error {
-		v, ok := os.LookupEnv(name)
+		v, ok := env(name)
 		v = strings.TrimSpace(v)
 		if !ok || v == "" {
 			if required {
@@ -148,7 +170,7 @@ func ConfigFromEnv() (Config, error) {
 		return nil
 	}
 	durVar := func(name string, dst *time.Duration) error {
-		v := strings.TrimSpace(os.Getenv(name))
+		v := strings.TrimSpace(getenv(name))
 		if v == "" {
 			return nil
 		}
@@ -174,14 +196,14 @@ func ConfigFromEnv() (Config, error) {
 			return Config{}, err
 		}
 	}
-	if v := strings.TrimSpace(os.Getenv(EnvJoin)); v != "" {
+	if v := strings.TrimSpace(getenv(EnvJoin)); v != "" {
 		for _, a := range strings.Split(v, ",") {
 			if a = strings.TrimSpace(a); a != "" {
 				c.Join = append(c.Join, a)
 			}
 		}
 	}
-	if v := strings.TrimSpace(os.Getenv(EnvSecret)); v != "" {
+	if v := strings.TrimSpace(getenv(EnvSecret)); v != "" {
 		s, err := hex.DecodeString(v)
 		if err != nil {
 			// Do not echo the secret into logs.
@@ -189,7 +211,7 @@ func ConfigFromEnv() (Config, error) {
 		}
 		c.Secret = s
 	}
-	c.BindAddr = strings.TrimSpace(os.Getenv(EnvBindAddr))
-	c.MetricsAddr = strings.TrimSpace(os.Getenv(EnvMetricsAddr))
+	c.BindAddr = strings.TrimSpace(getenv(EnvBindAddr))
+	c.MetricsAddr = strings.TrimSpace(getenv(EnvMetricsAddr))
 	return c, nil
 }

@@ -17,4 +17,11 @@ const (
 	EnvBucketBytes = "VCCL_BUCKET_BYTES" // bucket size of the DDP-style bucketer in bytes
 	EnvPeerTimeout = "VCCL_PEER_TIMEOUT" // Go duration; failure detection bound, default 10s
 	EnvJoinTimeout = "VCCL_JOIN_TIMEOUT" // Go duration; how long to wait for the whole world, default 60s
+
+	// Read by ConfigFromEnv, never set by the launcher: the job secret from
+	// a file, and the scheduler mapping's knobs (see ConfigFromEnv).
+	EnvSecretFile = "VCCL_SECRET_FILE" // file holding the job secret (at least 16 characters); VCCL_SECRET wins
+	EnvRdzvPort   = "VCCL_RDZV_PORT"   // rendezvous port under Slurm or Kubernetes (rank 0's memberlist port)
+	EnvK8sService = "VCCL_K8S_SERVICE" // Kubernetes: the Indexed Job's headless Service (the pods' subdomain)
+	EnvK8sJob     = "VCCL_K8S_JOB"     // Kubernetes: the Job's name; default: the pod's host name without "-<index>"
 )

@@ -39,6 +39,7 @@ import (
 	"github.com/sbinet/npyio/npy"
 
 	"github.com/vccl/vccl/gradcodec"
+	_ "github.com/vccl/vccl/gradcodec/video" // h264 and hevc
 )
 
 func main() {

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/vccl/vccl/collective"
+	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/worker"
 )
 
@@ -43,7 +44,7 @@ type CodecFlags struct {
 // Register defines the flags on fs. codecWhat and backendWhat begin the
 // usage texts of -codec and -backend ("codec", "video backend").
 func (c *CodecFlags) Register(fs *flag.FlagSet, codecWhat, backendWhat string) {
-	fs.StringVar(&c.Codec, "codec", collective.DefaultCodec, codecWhat+": raw, fp16, bf16, int8, h264 or hevc (unset: $"+worker.EnvCodec+" under the launcher, else hevc)")
+	fs.StringVar(&c.Codec, "codec", collective.DefaultCodec, codecWhat+": one of "+strings.Join(gradcodec.Codecs(), ", ")+" (unset: $"+worker.EnvCodec+" under the launcher, else "+collective.DefaultCodec+")")
 	fs.StringVar(&c.Backend, "backend", collective.DefaultBackend, backendWhat+": auto, nvenc or software (unset: $"+worker.EnvBackend+" under the launcher, else auto)")
 	fs.Float64Var(&c.BPV, "bpv", collective.DefaultBitsPerValue, "target bits per value of the video codecs (unset: $"+worker.EnvBPV+" under the launcher, else 1.4)")
 }
@@ -62,12 +63,13 @@ func (c *CodecFlags) Parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// Config builds the collective's configuration: the launcher's environment
-// when there is one (a single rank otherwise), with the flags given on the
+// Config builds the collective's configuration: the job's environment
+// (the launcher's, or a Slurm step's or a Kubernetes Indexed Job's) when
+// there is one (a single rank otherwise), with the flags given on the
 // command line on top.
 func (c *CodecFlags) Config() (collective.Config, error) {
 	cfg := collective.DefaultConfig()
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
+	if collective.InJob() {
 		var err error
 		if cfg, err = collective.ConfigFromEnv(); err != nil {
 			return cfg, err

@@ -1,4 +1,4 @@
-package gradcodec
+package video
 
 import (
 	"encoding/binary"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/asticode/go-astiav"
+
+	"github.com/vccl/vccl/gradcodec"
 )
 
 // videoDecoder decodes the video payload of one codec. It keeps a software
@@ -30,7 +32,13 @@ func newVideoDecoder(codec, backend string) *videoDecoder {
 	return d
 }
 
-func (d *videoDecoder) close() {
+var _ gradcodec.PayloadDecoder = (*videoDecoder)(nil)
+
+// Close frees the decoder contexts. It is idempotent.
+func (d *videoDecoder) Close() error {
+	if d.frame == nil {
+		return nil
+	}
 	for _, cc := range []*astiav.CodecContext{d.sw, d.hw} {
 		if cc != nil {
 			cc.Free()
@@ -39,10 +47,12 @@ func (d *videoDecoder) close() {
 	d.sw, d.hw = nil, nil
 	d.frame.Free()
 	d.pkt.Free()
+	d.frame, d.pkt = nil, nil
+	return nil
 }
 
-// decode decodes a video payload (after the scales) into dst.
-func (d *videoDecoder) decode(dst []float32, h Header, body []byte, scales []float32) error {
+// DecodePayload decodes a video payload (after the scales) into dst.
+func (d *videoDecoder) DecodePayload(dst []float32, h gradcodec.Header, body []byte, scales []float32) error {
 	if h.Shape.Len() == 0 {
 		return nil
 	}
@@ -55,7 +65,7 @@ func (d *videoDecoder) decode(dst []float32, h Header, body []byte, scales []flo
 }
 
 // pixels decodes the pictures of a video payload into d.pix.
-func (d *videoDecoder) pixels(h Header, l picLayout, body []byte) error {
+func (d *videoDecoder) pixels(h gradcodec.Header, l picLayout, body []byte) error {
 	if err := packetLayoutOK(); err != nil {
 		return err
 	}
@@ -64,12 +74,12 @@ func (d *videoDecoder) pixels(h Header, l picLayout, body []byte) error {
 	rest := body
 	for f := 0; f < l.Frames; f++ {
 		if len(rest) < 4 {
-			return fmt.Errorf("%w: %s payload ends before frame %d of %d", ErrBadFrame, d.codec, f, l.Frames)
+			return fmt.Errorf("%w: %s payload ends before frame %d of %d", gradcodec.ErrBadFrame, d.codec, f, l.Frames)
 		}
 		n := binary.LittleEndian.Uint32(rest)
 		rest = rest[4:]
 		if n == 0 || uint64(n) > uint64(len(rest)) {
-			return fmt.Errorf("%w: %s frame %d claims %d bytes, %d left", ErrBadFrame, d.codec, f, n, len(rest))
+			return fmt.Errorf("%w: %s frame %d claims %d bytes, %d left", gradcodec.ErrBadFrame, d.codec, f, n, len(rest))
 		}
 		if err := d.picture(rest[:n], l.W, l.FrameH, d.pix[f*fsize:(f+1)*fsize]); err != nil {
 			return fmt.Errorf("%s frame %d of %d: %w", d.codec, f, l.Frames, err)
@@ -77,7 +87,7 @@ func (d *videoDecoder) pixels(h Header, l picLayout, body []byte) error {
 		rest = rest[n:]
 	}
 	if len(rest) != 0 {
-		return fmt.Errorf("%w: %d stray bytes after %d %s frames", ErrBadFrame, len(rest), l.Frames, d.codec)
+		return fmt.Errorf("%w: %d stray bytes after %d %s frames", gradcodec.ErrBadFrame, len(rest), l.Frames, d.codec)
 	}
 	return nil
 }
@@ -114,7 +124,7 @@ func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []
 	d.pkt.Unref()
 	if err != nil {
 		reset()
-		return fmt.Errorf("%w: %s rejected the access unit: %v", ErrBadFrame, name, err)
+		return fmt.Errorf("%w: %s rejected the access unit: %v", gradcodec.ErrBadFrame, name, err)
 	}
 	err = cc.ReceiveFrame(d.frame)
 	drained := false
@@ -126,12 +136,12 @@ func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []
 	}
 	if err != nil {
 		reset()
-		return fmt.Errorf("%w: %s produced no picture: %v", ErrBadFrame, name, err)
+		return fmt.Errorf("%w: %s produced no picture: %v", gradcodec.ErrBadFrame, name, err)
 	}
 	defer d.frame.Unref()
 	if d.frame.Width() != w || d.frame.Height() != h {
 		reset()
-		return fmt.Errorf("%w: %s picture is %dx%d, header says %dx%d", ErrBadFrame, name, d.frame.Width(), d.frame.Height(), w, h)
+		return fmt.Errorf("%w: %s picture is %dx%d, header says %dx%d", gradcodec.ErrBadFrame, name, d.frame.Width(), d.frame.Height(), w, h)
 	}
 	if err := readLuma(d.frame, pix, w, h); err != nil {
 		reset()
@@ -145,7 +155,7 @@ func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []
 	d.frame.Unref()
 	if err := cc.ReceiveFrame(d.frame); err == nil {
 		reset()
-		return fmt.Errorf("%w: %s access unit holds more than one picture", ErrBadFrame, name)
+		return fmt.Errorf("%w: %s access unit holds more than one picture", gradcodec.ErrBadFrame, name)
 	}
 	return nil
 }

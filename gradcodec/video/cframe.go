@@ -1,4 +1,4 @@
-package gradcodec
+package video
 
 // Small cgo helpers for what go-astiav v0.16.0 does not offer: writing and
 // reading the luma plane of a frame, and flushing a decoder.
@@ -56,6 +56,8 @@ import (
 	"unsafe"
 
 	"github.com/asticode/go-astiav"
+
+	"github.com/vccl/vccl/gradcodec"
 )
 
 // cPacket returns the AVPacket behind p. go-astiav v0.16.0 keeps it as the
@@ -90,7 +92,7 @@ func packetBytes(p *astiav.Packet) []byte {
 // setPacket fills p with a padded copy of b.
 func setPacket(p *astiav.Packet, b []byte) error {
 	if len(b) == 0 {
-		return fmt.Errorf("%w: empty video packet", ErrBadFrame)
+		return fmt.Errorf("%w: empty video packet", gradcodec.ErrBadFrame)
 	}
 	r := C.vc_packet_set(cPacket(p), (*C.uint8_t)(unsafe.Pointer(&b[0])), C.int(len(b)))
 	if r < 0 {
@@ -118,7 +120,7 @@ func readLuma(f *astiav.Frame, pix []byte, w, h int) error {
 	}
 	r := C.vc_read_luma((*C.AVFrame)(f.UnsafePointer()), (*C.uint8_t)(unsafe.Pointer(&pix[0])), C.int(w), C.int(h))
 	if r < 0 {
-		return fmt.Errorf("%w: decoded picture %dx%d %s has no 8-bit %dx%d luma plane", ErrBadFrame, f.Width(), f.Height(), f.PixelFormat(), w, h)
+		return fmt.Errorf("%w: decoded picture %dx%d %s has no 8-bit %dx%d luma plane", gradcodec.ErrBadFrame, f.Width(), f.Height(), f.PixelFormat(), w, h)
 	}
 	return nil
 }
