@@ -415,4 +415,3 @@ func (r *Ring) Barrier(ctx context.Context, op uint64) error {
 	e := &engine{r: r, op: op, job: &bytesJob{r: r}}
 	return e.run(ctx, nil)
 }
-
