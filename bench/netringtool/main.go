@@ -215,7 +215,7 @@ func runTag(args []string, in io.Reader, out io.Writer) error {
 
 func runTable(args []string, in io.Reader, out io.Writer) error {
 	fs := flag.NewFlagSet("table", flag.ContinueOnError)
-	codecs := fs.String("codecs", "raw,fp16,bf16,int8,h264,hevc", "codec order in the table")
+	codecs := fs.String("codecs", "gloo,nccl,raw,fp16,bf16,int8,h264,hevc", "codec order in the table")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
