@@ -238,22 +238,36 @@ func TestFramesFlushedOnClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The receiver takes the frames while the sender closes: Close waits
+	// (up to 4/5 of the peer timeout) for the peer to have read everything
+	// before it closes the socket. Frames stay in the sockets until the
+	// receiver asks for them: nothing is buffered in its process.
+	got := make(chan error, 1)
+	go func() {
+		for op := range uint64(n) {
+			m, err := ws[1].Prev().Recv(ctx)
+			if err != nil {
+				got <- fmt.Errorf("frame %d: %w", op, err)
+				return
+			}
+			if err := checkMsg(m, 0, op, 50000); err != nil {
+				got <- fmt.Errorf("frame %d: %w", op, err)
+				return
+			}
+		}
+		_, err := ws[1].Prev().Recv(ctx)
+		var pl *ring.PeerLostError
+		if !errors.As(err, &pl) || pl.Rank != 0 {
+			got <- fmt.Errorf("Recv after the peer closed: %v, want rank 0 lost", err)
+			return
+		}
+		got <- nil
+	}()
 	if err := ws[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	for op := range uint64(n) {
-		m, err := ws[1].Prev().Recv(ctx)
-		if err != nil {
-			t.Fatalf("frame %d: %v", op, err)
-		}
-		if err := checkMsg(m, 0, op, 50000); err != nil {
-			t.Fatalf("frame %d: %v", op, err)
-		}
-	}
-	_, err := ws[1].Prev().Recv(ctx)
-	var pl *ring.PeerLostError
-	if !errors.As(err, &pl) || pl.Rank != 0 {
-		t.Fatalf("Recv after the peer closed: %v, want rank 0 lost", err)
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }
 
