@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -927,5 +929,29 @@ func TestSendHonoursContext(t *testing.T) {
 		t.Logf("Send returned %v after the cancel: %v", time.Since(t0).Round(time.Millisecond), err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("Send still blocked 5s after its context ended")
+	}
+}
+
+// TestHostileLength: a frame whose header announces 512 MiB, where Recv
+// expects at most 1 MiB, is refused from the header: nothing of that size
+// is allocated and the error names the sender.
+func TestHostileLength(t *testing.T) {
+	ws, _ := mustWorld(t, 2, nil)
+	ctx := context.Background()
+	sendForged(t, ws[0].next, testMsg(0, 1, 1000), func(f []byte) []byte {
+		binary.LittleEndian.PutUint32(f[56:], 512<<20)
+		binary.LittleEndian.PutUint32(f[64:], crc32.Checksum(f[:64], castagnoli))
+		return f
+	})
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	alloc0 := ms.TotalAlloc
+	_, err := ws[1].prev.RecvLimit(ctx, 1<<20)
+	runtime.ReadMemStats(&ms)
+	if !errors.Is(err, gradcodec.ErrBadFrame) || !strings.Contains(err.Error(), "exceeds the 1048576 bytes expected") || !strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("RecvLimit: %v, want a bad frame naming rank 0 that exceeds the bound", err)
+	}
+	if d := ms.TotalAlloc - alloc0; d > 16<<20 {
+		t.Errorf("%d bytes allocated while refusing the frame", d)
 	}
 }
