@@ -197,17 +197,13 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		seg := x[off : off+p.n]
 		rec := recon[off : off+p.n]
 		if p.raw {
-			for k, v := range seg {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return nil, fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, v, gradcodec.ErrNonFinite)
-				}
+			if k := firstNonFinite(seg); k >= 0 {
+				return nil, fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite)
 			}
 			out = append(out, pieceRaw)
 			out = binary.AppendUvarint(out, uint64(p.n))
 			out = binary.AppendUvarint(out, uint64(4*p.n))
-			for _, v := range seg {
-				out = binary.LittleEndian.AppendUint32(out, math.Float32bits(v))
-			}
+			out = append(out, wireOf(seg)...) // one bulk copy
 			copy(rec, seg)
 		} else {
 			key := fmt.Sprintf("%s#%d:%dx%d", stream, i, p.shape.Rows, p.shape.Cols)
@@ -293,9 +289,7 @@ func (c *GradCodec) Decode(dst []float32, wire []byte) error {
 			if size != 4*n {
 				return bad("raw piece %d of %d bytes for %d values", i, size, n)
 			}
-			for j := range seg {
-				seg[j] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*j:]))
-			}
+			copyWire(seg, b)
 		case pieceFrame:
 			if err := c.dec.Decode(seg, b); err != nil {
 				return fmt.Errorf("ring: grad codec: piece %d: %w", i, err)
