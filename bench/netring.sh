@@ -388,8 +388,11 @@ LOAD_BEFORE=$(uptime)
 for ((sweep = 1; sweep <= SWEEPS; sweep++)); do
 	for rate in "${RATE_LIST[@]}"; do
 		[ "$LOOPBACK" = 1 ] || shape_all "$rate"
-		for codec in "${CODEC_LIST[@]}"; do
-			for size in "${SIZE_LIST[@]}"; do
+		# Sizes outside, codecs inside: the rows compared with each other
+		# run next to each other in time, so a load spike on a shared
+		# machine hits a size's baseline and vccl rows alike.
+		for size in "${SIZE_LIST[@]}"; do
+			for codec in "${CODEC_LIST[@]}"; do
 				SIZE_MIN="$size" SIZE_MAX="$size" FACTOR=2
 				echo "netring: sweep=$sweep rate=$rate delay=${DELAY:-0} codec=$codec size=$size hosts=$HOSTS iters=$ITERS" >&2
 				log="$WORK/job_${sweep}_${rate}_${codec}_${size}"
@@ -399,6 +402,8 @@ for ((sweep = 1; sweep <= SWEEPS; sweep++)); do
 					<"$log.node0.out" >>"$RESULTS" ||
 					die "no -json result in node 0's output for rate=$rate codec=$codec size=$size (see $log.node0.out)"
 			done
+		done
+		for codec in "${CODEC_LIST[@]}"; do
 			if [ "$MNIST" = 1 ] && [ "$sweep" = 1 ] && [ "$codec" != gloo ] && [ "$codec" != nccl ]; then
 				echo "netring: rate=$rate codec=$codec mnist epochs=$EPOCHS" >&2
 				log="$WORK/mnist_${rate}_${codec}"
