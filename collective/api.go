@@ -22,6 +22,10 @@ var (
 	// ErrShapeMismatch: ranks passed different lengths, or a layout does not
 	// match its data. errors.Is also matches gradcodec.ErrShapeMismatch.
 	ErrShapeMismatch = ring.ErrShapeMismatch
+	// ErrTimeout: a collective did not finish within Config.Timeout, most
+	// likely because a rank never entered it; errors.As with *TimeoutError
+	// tells which rank.
+	ErrTimeout = ring.ErrTimeout
 	// ErrNonFinite: a gradient held NaN or Inf.
 	ErrNonFinite = gradcodec.ErrNonFinite
 	// ErrBadFrame: a frame on the wire was malformed or corrupted.
@@ -38,6 +42,11 @@ var (
 
 // PeerLostError reports the rank that was lost; errors.Is(err, ErrPeerLost).
 type PeerLostError = ring.PeerLostError
+
+// TimeoutError reports a collective that timed out; Absent is the rank that
+// never entered it (-1 if the reporting rank could not tell);
+// errors.Is(err, ErrTimeout).
+type TimeoutError = ring.TimeoutError
 
 // Error is the error every collective returns: the rank that reports it, the
 // operation sequence number (0 when the failure happened outside an
@@ -86,10 +95,7 @@ type Stats struct {
 // BitsPerValue returns the achieved rate: 8*WireBytes per value that fp32
 // would have sent (32 for raw, 0 when nothing was sent).
 func (s Stats) BitsPerValue() float64 {
-	if s.RawBytes == 0 {
-		return 0
-	}
-	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
+	return ring.BitsPerValue(s.WireBytes, s.RawBytes)
 }
 
 // Add returns the sum of s and o.

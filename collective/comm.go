@@ -2,7 +2,6 @@ package collective
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +19,7 @@ import (
 // links (engine_ring.go).
 type engine interface {
 	allReduce(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error)
+	reduceScatter(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error)
 	allGather(ctx context.Context, op uint64, local []byte) ([][]byte, error)
 	broadcast(ctx context.Context, op uint64, data []byte, root int) ([]byte, error)
 	barrier(ctx context.Context, op uint64) error
@@ -70,10 +70,13 @@ type Comm struct {
 
 	// Owned by the loop goroutine.
 	nextOp       uint64
-	warm         map[string]int
+	warm         map[string]int    // warm-up count per stream (streams.go)
+	streamUse    map[string]uint64 // per stream, the value of calls at its last use
+	calls        uint64            // allreduces and reduce-scatters so far
 	codecs       map[codecKey]ring.Codec
 	scratchRaw   []float32
 	scratchCoded []float32
+	scratchRS    []float32
 
 	statsMu sync.Mutex
 	total   Stats
@@ -99,7 +102,8 @@ type Handle struct {
 
 // Wait blocks until the collective has finished and returns its statistics.
 // It always returns: a collective ends at its context's end, at a lost peer
-// (within Config.PeerTimeout) or at Close.
+// (within Config.PeerTimeout), at Config.Timeout when a rank never enters it,
+// or at Close.
 func (h *Handle) Wait() (Stats, error) {
 	<-h.done
 	return h.stats, h.err
@@ -150,19 +154,20 @@ type runtime struct {
 func newComm(cfg Config, rt runtime) *Comm {
 	base, cancel := context.WithCancel(context.Background())
 	c := &Comm{
-		cfg:      cfg,
-		rank:     rt.rank,
-		size:     rt.size,
-		eng:      rt.eng,
-		closer:   rt.closer,
-		newCodec: rt.newCodec,
-		worker:   rt.worker,
-		base:     base,
-		cancel:   cancel,
-		loopDone: make(chan struct{}),
-		wake:     make(chan struct{}, 1),
-		warm:     map[string]int{},
-		codecs:   map[codecKey]ring.Codec{},
+		cfg:       cfg,
+		rank:      rt.rank,
+		size:      rt.size,
+		eng:       rt.eng,
+		closer:    rt.closer,
+		newCodec:  rt.newCodec,
+		worker:    rt.worker,
+		base:      base,
+		cancel:    cancel,
+		loopDone:  make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		warm:      map[string]int{},
+		streamUse: map[string]uint64{},
+		codecs:    map[codecKey]ring.Codec{},
 	}
 	go c.loop()
 	return c
@@ -371,15 +376,19 @@ func (c *Comm) AllReduceAsync(ctx context.Context, data []float32, opts ...Optio
 		return c.invalid(ctx, "allreduce", err)
 	}
 	return c.submit(ctx, "allreduce", func(ctx context.Context) (Stats, error) {
-		st, err := c.runAllReduce(ctx, data, &o)
-		if err == nil {
-			st.Calls = 1
-			c.statsMu.Lock()
-			c.total = c.total.Add(st)
-			c.statsMu.Unlock()
-		}
-		return st, err
+		return c.count(c.runAllReduce(ctx, data, &o))
 	})
+}
+
+// count adds a successful reduction's statistics to the Comm's total.
+func (c *Comm) count(st Stats, err error) (Stats, error) {
+	if err == nil {
+		st.Calls = 1
+		c.statsMu.Lock()
+		c.total = c.total.Add(st)
+		c.statsMu.Unlock()
+	}
+	return st, err
 }
 
 // checkCall validates and completes the per-call options.
@@ -471,34 +480,40 @@ func addRingStats(st *Stats, rs ring.Stats) {
 	st.NetworkTime += rs.WaitTime
 }
 
+// callCodec records the call's use of its stream and returns its codec:
+// "raw" while the stream warms up (loop goroutine only).
+func (c *Comm) callCodec(o *callOptions) string {
+	if c.useStream(o.stream) < c.cfg.WarmupSteps && !o.noWarmup {
+		return "raw"
+	}
+	return o.codec
+}
+
+// openCodec opens (or finds) the codec of a call. A codec that does not
+// open here (no NVENC on this rank, an FFmpeg without libx265) fails before
+// the ring starts: a localError, so the Comm drops its links and the peers
+// fail naming this rank instead of waiting for messages that will not come.
+func (c *Comm) openCodec(name string, o *callOptions) (ring.Codec, error) {
+	var cd ring.Codec
+	var err error
+	if name == "raw" {
+		cd, err = c.rawCodec()
+	} else {
+		cd, err = c.codecFor(codecKey{codec: name, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
+	}
+	if err != nil {
+		return nil, localError{fmt.Errorf("opening codec %s: %w", name, err)}
+	}
+	return cd, nil
+}
+
 // runAllReduce runs on the loop goroutine: it applies the warm-up and raw
 // policies and runs one or two ring allreduces.
 func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions) (Stats, error) {
-	codecName := o.codec
-	steps := c.warm[o.stream]
-	c.warm[o.stream] = steps + 1
-	if steps < c.cfg.WarmupSteps && !o.noWarmup {
-		codecName = "raw"
-	}
+	codecName := c.callCodec(o)
 	var st Stats
 	st.Codec = codecName
-	// A codec that does not open here (no NVENC on this rank, an FFmpeg
-	// without libx265) fails before the ring starts: a localError, so the
-	// Comm drops its links and the peers fail naming this rank instead of
-	// waiting for messages that will not come.
-	coded := func() (ring.Codec, error) {
-		var cd ring.Codec
-		var err error
-		if codecName == "raw" {
-			cd, err = c.rawCodec()
-		} else {
-			cd, err = c.codecFor(codecKey{codec: codecName, backend: o.backend, preset: o.preset, bpv: o.bpv, ef: *o.errorFeedback, rawBelow: *o.rawBelow})
-		}
-		if err != nil {
-			return nil, localError{fmt.Errorf("opening codec %s: %w", codecName, err)}
-		}
-		return cd, nil
-	}
+	coded := func() (ring.Codec, error) { return c.openCodec(codecName, o) }
 	run := func(buf []float32, layout []gradcodec.Shape, cd ring.Codec, stream string) error {
 		rs, err := c.eng.allReduce(ctx, buf, ringCall{op: c.op(), average: o.average, layout: layout, codec: cd, stream: stream})
 		addRingStats(&st, rs)
@@ -564,9 +579,9 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 	if err := run(c.scratchCoded, codedLay, cd, o.stream); err != nil {
 		return st, err
 	}
-	rc, err := c.rawCodec()
+	rc, err := c.openCodec("raw", o)
 	if err != nil {
-		return st, localError{fmt.Errorf("opening codec raw: %w", err)}
+		return st, err
 	}
 	if err := run(c.scratchRaw, rawLay, rc, o.stream+"/raw"); err != nil {
 		return st, err
@@ -576,8 +591,74 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 	return st, nil
 }
 
+// ReduceScatter sums src over all ranks (or, WithAverage, averages it) and
+// writes this rank's slice of the result into dst, like
+// torch.distributed.reduce_scatter_tensor: with n = len(dst), src holds
+// Size()*n values on every rank, and dst receives the element-wise sum over
+// the ranks of their src[Rank()*n:(Rank()+1)*n]. src is left unchanged.
+//
+// It is compressed like AllReduce — it is the first phase of one: every
+// hop re-encodes the partial sum with the configured codec, with error
+// feedback and rate control per stream (WithStream; the default name comes
+// from the length and layout), and the first Config.WarmupSteps calls of a
+// stream travel raw. WithShape or WithLayout describe src, so the codec sees
+// its rows; pieces smaller than Config.RawBelow go raw inside the codec's
+// frames, and a src of fewer than RawBelow values travels raw. Unlike the
+// result of AllReduce, each rank's slice is its own exact sum of the decoded
+// partial sums: no two ranks hold the same values to compare. Errors are
+// those of AllReduce; every rank returns the same one.
+func (c *Comm) ReduceScatter(ctx context.Context, dst, src []float32, opts ...Option) (Stats, error) {
+	var o callOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if len(src) != c.size*len(dst) {
+		return c.invalid(ctx, "reducescatter", fmt.Errorf("src has %d values, want Size()*len(dst) = %d*%d: %w",
+			len(src), c.size, len(dst), ErrShapeMismatch)).Wait()
+	}
+	if err := c.checkCall(src, &o); err != nil {
+		return c.invalid(ctx, "reducescatter", err).Wait()
+	}
+	return c.submit(ctx, "reducescatter", func(ctx context.Context) (Stats, error) {
+		return c.count(c.runReduceScatter(ctx, dst, src, &o))
+	}).Wait()
+}
+
+// runReduceScatter runs on the loop goroutine: warm-up and raw policy, then
+// one ring reduce-scatter over a copy of src.
+func (c *Comm) runReduceScatter(ctx context.Context, dst, src []float32, o *callOptions) (Stats, error) {
+	codecName := c.callCodec(o)
+	if o.layout == nil && len(src) < *o.rawBelow {
+		codecName = "raw"
+	}
+	if o.layout != nil {
+		raw := true
+		for _, s := range o.layout {
+			raw = raw && isRawPiece(s, *o.rawBelow)
+		}
+		if raw {
+			codecName = "raw"
+		}
+	}
+	st := Stats{Codec: codecName}
+	cd, err := c.openCodec(codecName, o)
+	if err != nil {
+		return st, err
+	}
+	c.scratchRS = append(c.scratchRS[:0], src...)
+	rs, err := c.eng.reduceScatter(ctx, c.scratchRS, ringCall{op: c.op(), average: o.average, layout: o.layout, codec: cd, stream: o.stream})
+	addRingStats(&st, rs)
+	if err != nil {
+		return st, err
+	}
+	n := len(dst)
+	copy(dst, c.scratchRS[c.rank*n:(c.rank+1)*n])
+	return st, nil
+}
+
 // Broadcast copies root's data into data on every other rank. Every rank
-// must pass the same length.
+// must pass the same length. Like BroadcastBytes and AllGather it has no size
+// limit: the payload travels in pipelined pieces of 1 MiB.
 func (c *Comm) Broadcast(ctx context.Context, data []float32, root int) error {
 	if root < 0 || root >= c.size {
 		_, err := c.invalid(ctx, "broadcast", fmt.Errorf("root %d out of range 0..%d", root, c.size-1)).Wait()
@@ -586,10 +667,7 @@ func (c *Comm) Broadcast(ctx context.Context, data []float32, root int) error {
 	_, err := c.submit(ctx, "broadcast", func(ctx context.Context) (Stats, error) {
 		var payload []byte
 		if c.rank == root {
-			payload = make([]byte, 4*len(data))
-			for i, v := range data {
-				binary.LittleEndian.PutUint32(payload[4*i:], math.Float32bits(v))
-			}
+			payload = gradcodec.AppendFloat32s(make([]byte, 0, 4*len(data)), data)
 		}
 		got, err := c.eng.broadcast(ctx, c.op(), payload, root)
 		if err != nil {
@@ -602,9 +680,7 @@ func (c *Comm) Broadcast(ctx context.Context, data []float32, root int) error {
 			return Stats{}, localError{fmt.Errorf("root %d sent %d bytes, this rank expects %d values (%d bytes): %w",
 				root, len(got), len(data), 4*len(data), ErrShapeMismatch)}
 		}
-		for i := range data {
-			data[i] = math.Float32frombits(binary.LittleEndian.Uint32(got[4*i:]))
-		}
+		gradcodec.Float32sFromBytes(data, got)
 		return Stats{}, nil
 	}).Wait()
 	return err
@@ -627,7 +703,7 @@ func (c *Comm) BroadcastBytes(ctx context.Context, data []byte, root int) ([]byt
 }
 
 // AllGather returns every rank's local bytes, indexed by rank. Lengths may
-// differ between ranks.
+// differ between ranks and have no limit (pipelined pieces of 1 MiB).
 func (c *Comm) AllGather(ctx context.Context, local []byte) ([][]byte, error) {
 	return submitResult(ctx, c, "allgather", func(ctx context.Context) ([][]byte, error) {
 		got, err := c.eng.allGather(ctx, c.op(), local)

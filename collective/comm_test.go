@@ -8,12 +8,12 @@ import (
 	"math"
 	"math/rand"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 	"github.com/vccl/vccl/worker"
@@ -31,6 +31,19 @@ func fakeCodecs(opts gradcodec.Options, ef bool, rawBelow int) (ring.Codec, erro
 // memWorld returns size Comms over an in-memory ring network.
 func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Network) {
 	t.Helper()
+	return memWorldWith(t, size, mod, nil, fakeCodecs)
+}
+
+// memWorldRing is memWorld with ringMod applied to every rank's ring.
+func memWorldRing(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring)) ([]*Comm, *ringtest.Network) {
+	t.Helper()
+	return memWorldWith(t, size, mod, ringMod, fakeCodecs)
+}
+
+// memWorldWith is memWorldRing with the codecs newCodec opens.
+func memWorldWith(t *testing.T, size int, mod func(*Config), ringMod func(*ring.Ring),
+	newCodec func(opts gradcodec.Options, errorFeedback bool, rawBelow int) (ring.Codec, error)) ([]*Comm, *ringtest.Network) {
+	t.Helper()
 	net := ringtest.NewNetwork(size)
 	comms := make([]*Comm, size)
 	for r := range comms {
@@ -42,7 +55,12 @@ func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Net
 		if err := cfg.validate(); err != nil {
 			t.Fatal(err)
 		}
-		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: net.Ring(r)}, newCodec: fakeCodecs})
+		rg := net.Ring(r)
+		rg.Timeout = cfg.Timeout
+		if ringMod != nil {
+			ringMod(rg)
+		}
+		comms[r] = newComm(cfg, runtime{rank: r, size: size, eng: ringEngine{r: rg}, newCodec: newCodec})
 	}
 	t.Cleanup(func() {
 		for _, c := range comms {
@@ -54,17 +72,7 @@ func memWorld(t *testing.T, size int, mod func(*Config)) ([]*Comm, *ringtest.Net
 
 // each runs f on every rank concurrently and returns the errors by rank.
 func each(comms []*Comm, f func(r int, c *Comm) error) []error {
-	errs := make([]error, len(comms))
-	var wg sync.WaitGroup
-	for r, c := range comms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[r] = f(r, c)
-		}()
-	}
-	wg.Wait()
-	return errs
+	return testenv.Parallel(len(comms), func(r int) error { return f(r, comms[r]) })
 }
 
 func noErrors(t *testing.T, errs []error) {
@@ -72,6 +80,29 @@ func noErrors(t *testing.T, errs []error) {
 	for r, err := range errs {
 		if err != nil {
 			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+}
+
+// singleRank returns a Comm of one rank with the default configuration,
+// closed when the test ends.
+func singleRank(t testing.TB) *Comm {
+	t.Helper()
+	c, err := Init(context.Background(), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sameOnAllRanks fails the test unless every rank's result is
+// bit-identical to rank 0's.
+func sameOnAllRanks(t testing.TB, what string, outs [][]float32) {
+	t.Helper()
+	for r := 1; r < len(outs); r++ {
+		if hashOf(outs[r]) != hashOf(outs[0]) {
+			t.Fatalf("%s: rank %d differs from rank 0", what, r)
 		}
 	}
 }
@@ -167,6 +198,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"BindPort", func(c *Config) { c.BindPort = 70000 }},
 		{"PeerTimeout", func(c *Config) { c.PeerTimeout = -time.Second }},
 		{"JoinTimeout", func(c *Config) { c.JoinTimeout = -time.Second }},
+		{"Timeout", func(c *Config) { c.Timeout = -time.Second }},
 		{"Codec", func(c *Config) { c.Codec = "" }},
 		{"Codec", func(c *Config) { c.Codec = "vp9" }},
 		{"Backend", func(c *Config) { c.Backend = "cuda" }},
@@ -194,7 +226,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 	if err := d.validate(); err != nil {
 		t.Fatalf("DefaultConfig invalid: %v", err)
 	}
-	if !d.ErrorFeedback || d.WarmupSteps != DefaultWarmupSteps || d.RawBelow != 4096 || d.BucketBytes != 25<<20 || d.BitsPerValue != 1.4 {
+	if d.Timeout != 30*time.Minute || !d.ErrorFeedback || d.WarmupSteps != DefaultWarmupSteps || d.RawBelow != 4096 || d.BucketBytes != 25<<20 || d.BitsPerValue != 1.4 {
 		t.Fatalf("DefaultConfig = %+v", d)
 	}
 }
@@ -212,6 +244,7 @@ func TestConfigFromEnv(t *testing.T) {
 	t.Setenv(EnvWarmupSteps, "0")
 	t.Setenv(EnvRawBelow, "100")
 	t.Setenv(EnvErrorFeedback, "false")
+	t.Setenv(EnvTimeout, "90s")
 	c, err := ConfigFromEnv()
 	if err != nil {
 		t.Fatal(err)
@@ -220,9 +253,17 @@ func TestConfigFromEnv(t *testing.T) {
 	want.Rank, want.WorldSize = 2, 4
 	if c.Rank != 2 || c.WorldSize != 4 || len(c.Join) != 2 || c.Join[1] != "127.0.0.1:7001" ||
 		string(c.Secret) != "\x00\xff\x10" || c.Codec != lossyCodec || c.Backend != "software" || c.BitsPerValue != 2.5 ||
-		c.BucketBytes != 1<<20 || c.PeerTimeout != 3*time.Second || c.WarmupSteps != 0 || c.RawBelow != 100 || c.ErrorFeedback {
+		c.BucketBytes != 1<<20 || c.PeerTimeout != 3*time.Second || c.WarmupSteps != 0 || c.RawBelow != 100 || c.ErrorFeedback ||
+		c.Timeout != 90*time.Second {
 		t.Fatalf("ConfigFromEnv = %+v", c)
 	}
+	for val, want := range map[string]time.Duration{"2.5": 2500 * time.Millisecond, "0": 0, "30m": 30 * time.Minute} {
+		t.Setenv(EnvTimeout, val)
+		if c, err := ConfigFromEnv(); err != nil || c.Timeout != want {
+			t.Fatalf("%s=%s: Timeout %v, %v; want %v", EnvTimeout, val, c.Timeout, err, want)
+		}
+	}
+	t.Setenv(EnvTimeout, "90s")
 
 	for _, bad := range []struct{ name, val string }{
 		{worker.EnvRank, "two"},
@@ -230,6 +271,8 @@ func TestConfigFromEnv(t *testing.T) {
 		{worker.EnvSecret, "zz"},
 		{worker.EnvPeerTimeout, "10"},
 		{EnvErrorFeedback, "maybe"},
+		{EnvTimeout, "soon"},
+		{EnvTimeout, "-5s"},
 		{worker.EnvCodec, "vp9"},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
@@ -254,10 +297,7 @@ func TestConfigFromEnv(t *testing.T) {
 
 func TestWorldSizeOne(t *testing.T) {
 	ctx := context.Background()
-	c, err := Init(ctx, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := singleRank(t)
 	x := []float32{1, 2, 3}
 	st, err := c.AllReduce(ctx, x, WithAverage())
 	if err != nil || x[0] != 1 || x[2] != 3 || st.Values != 3 || st.Calls != 1 {
@@ -290,12 +330,8 @@ func TestWorldSizeOne(t *testing.T) {
 
 func TestBadArgumentAborts(t *testing.T) {
 	ctx := context.Background()
-	c, err := Init(ctx, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.AllReduce(ctx, make([]float32, 10), WithShape(3, 3))
+	c := singleRank(t)
+	_, err := c.AllReduce(ctx, make([]float32, 10), WithShape(3, 3))
 	if !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, ErrShapeMismatch) || !strings.Contains(err.Error(), "covers 9 values but data has 10") {
 		t.Fatalf("got %v", err)
 	}
@@ -305,14 +341,13 @@ func TestBadArgumentAborts(t *testing.T) {
 		t.Fatalf("after abort: %v", err)
 	}
 	for _, bad := range []Option{WithCodec("vp9"), WithBackend("x"), WithBitsPerValue(-1)} {
-		c2, _ := Init(ctx, DefaultConfig())
+		c2 := singleRank(t)
 		if _, err := c2.AllReduce(ctx, make([]float32, 4), bad); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("got %v", err)
 		}
 		c2.Close()
 	}
-	c3, _ := Init(ctx, DefaultConfig())
-	defer c3.Close()
+	c3 := singleRank(t)
 	if err := c3.Broadcast(ctx, nil, 1); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "root 1") {
 		t.Fatalf("bad root: %v", err)
 	}
@@ -339,11 +374,7 @@ func TestAllReduceInMemory(t *testing.T) {
 					return err
 				}))
 				want := exactSum(seed, size, n, average)
-				for r := 1; r < size; r++ {
-					if hashOf(outs[r]) != hashOf(outs[0]) {
-						t.Fatalf("n=%d step %d: rank %d differs from rank 0", n, step, r)
-					}
-				}
+				sameOnAllRanks(t, fmt.Sprintf("n=%d step %d", n, step), outs)
 				raw := step == 0 || n < DefaultRawBelow
 				wantCodec := lossyCodec
 				if raw {
@@ -392,11 +423,7 @@ func TestMixedLayoutSplitsRawAndCoded(t *testing.T) {
 	if e := metric.NMSE(outs[0], want); e == 0 || e > 1e-3 {
 		t.Fatalf("NMSE %g: the coded part should be lossy but close", e)
 	}
-	for r := 1; r < size; r++ {
-		if hashOf(outs[r]) != hashOf(outs[0]) {
-			t.Fatalf("rank %d differs", r)
-		}
-	}
+	sameOnAllRanks(t, "mixed layout", outs)
 	if sts[0].Codec != "int8" || sts[0].Values != int64(n) {
 		t.Fatalf("stats %+v", sts[0])
 	}

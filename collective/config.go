@@ -24,6 +24,12 @@ const (
 	EnvErrorFeedback = "VCCL_ERROR_FEEDBACK" // "1"/"0" (or true/false): error feedback on or off
 	EnvWarmupSteps   = "VCCL_WARMUP_STEPS"   // uncompressed allreduces at the start of each stream
 	EnvRawBelow      = "VCCL_RAW_BELOW"      // tensors with fewer values go raw
+	// EnvTimeout sets Config.Timeout: a Go duration ("90s", "30m") or a
+	// number of seconds; "0" turns the timeout off.
+	EnvTimeout = "VCCL_TIMEOUT"
+	// EnvStreamIdle sets Config.StreamIdle, EnvMaxStreams Config.MaxStreams.
+	EnvStreamIdle = "VCCL_STREAM_IDLE"
+	EnvMaxStreams = "VCCL_MAX_STREAMS"
 )
 
 // Default values of Config, as DefaultConfig sets them.
@@ -33,22 +39,32 @@ const (
 	DefaultWarmupSteps  = 10
 	DefaultRawBelow     = 4096
 	DefaultBucketBytes  = 25 << 20
+	// DefaultTimeout is Config.Timeout's default: 30 minutes, the default
+	// timeout of torch.distributed's Gloo process groups (its NCCL ones
+	// use 10 minutes). It is long because a collective's wait includes the
+	// other ranks' compute: the slowest rank's forward and backward pass,
+	// its data loading, a first step that opens codecs.
+	DefaultTimeout = 30 * time.Minute
+	// DefaultStreamIdle and DefaultMaxStreams are the defaults of
+	// Config.StreamIdle and Config.MaxStreams: generous enough for a model
+	// whose every parameter is its own stream, allreduced once per step.
+	DefaultStreamIdle = 1000
+	DefaultMaxStreams = 1024
 )
 
 // DefaultCodec is Config.Codec's default: "h264" where the FFmpeg video
 // plug-in (package gradcodec/video) is linked — every cgo build of this
-// package links it, see video.go — since libx265 is several times slower on
-// a CPU; else "int8", the best pure-Go codec registered by default.
+// package links it, see video.go; libx265 is several times slower on a
+// CPU — else "tensor", the pure-Go entropy-coded codec (lower error than
+// h264 at the same rate on the gradients measured; see the README).
 var DefaultCodec = defaultCodec()
 
 func defaultCodec() string {
 	if gradcodec.Registered("h264") {
 		return "h264"
 	}
-	return "int8"
+	return "tensor"
 }
-
-func isVideo(codec string) bool { return codec == "h264" || codec == "hevc" }
 
 // Config configures a Comm. Start from DefaultConfig (or ConfigFromEnv): the
 // zero value is not valid (its Codec is empty).
@@ -81,19 +97,31 @@ type Config struct {
 	// JoinTimeout bounds how long Init waits for the whole world. 0 means
 	// worker's default (60s).
 	JoinTimeout time.Duration
+	// Timeout bounds how long a collective waits for ranks that never
+	// enter it (a straggler stuck in its data loader, a rank that skipped
+	// a step): a rank that has been in a collective for Timeout without
+	// hearing that its previous rank entered fails it with an error
+	// wrapping ErrTimeout that names that rank, and every rank it can
+	// reach along the ring returns that same error (see the package doc,
+	// "Timeouts"). Defaults to DefaultTimeout (30 minutes, like
+	// torch.distributed's Gloo backend); 0 turns it off. Set by
+	// VCCL_TIMEOUT.
+	Timeout time.Duration
 	// Logger receives the worker's log lines. nil means stderr with a
 	// "[vccl rank N] " prefix.
 	Logger *log.Logger
 
 	// Codec is a registered codec (gradcodec.Codecs): "raw", "fp16",
-	// "bf16", "int8", and with cgo "h264" and "hevc". Defaults to
+	// "bf16", "int8", "tensor" (entropy-coded, pure Go), and with cgo
+	// "h264" and "hevc". Defaults to
 	// DefaultCodec: "h264" with cgo ("hevc" compresses better at the same
-	// rate but its software encoder is several times slower), else "int8".
+	// rate but its software encoder is several times slower), else "tensor".
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else libx264/libx265),
 	// "nvenc" or "software". Defaults to "auto".
 	Backend string
-	// BitsPerValue is the target rate of the video codecs. Defaults to 1.4.
+	// BitsPerValue is the target rate of the tensor and video codecs.
+	// Defaults to 1.4.
 	BitsPerValue float64
 	// Preset is the encoder preset; "" picks the codec's measured default.
 	Preset string
@@ -112,6 +140,22 @@ type Config struct {
 	// BucketBytes is the default bucket size of a Bucketer, in bytes of
 	// float32 gradient. Defaults to 25 MiB (DDP's default).
 	BucketBytes int
+	// StreamIdle bounds the state kept per stream (WithStream; a
+	// Bucketer's buckets): a stream that none of the last StreamIdle
+	// allreduces and reduce-scatters of this Comm used is released — its
+	// error-feedback residuals, codec contexts and rate control, and its
+	// warm-up count (it warms up again if it comes back). Every rank
+	// releases at the same call, since every rank makes the same calls.
+	// Defaults to 1000 (DefaultStreamIdle); 0 never releases an idle
+	// stream. A job whose shapes change every step (default stream names
+	// follow the shape) keeps StreamIdle streams; with a video codec each
+	// holds an encoder (about 2 MiB for x264) per chunk this rank encodes.
+	// Set by VCCL_STREAM_IDLE.
+	StreamIdle int
+	// MaxStreams caps the number of streams whose state is kept: a new
+	// stream beyond it releases the least recently used. Defaults to 1024
+	// (DefaultMaxStreams); 0 means no cap. Set by VCCL_MAX_STREAMS.
+	MaxStreams int
 }
 
 // DefaultConfig returns a Config for one rank with every default set.
@@ -126,6 +170,9 @@ func DefaultConfig() Config {
 		WarmupSteps:   DefaultWarmupSteps,
 		RawBelow:      DefaultRawBelow,
 		BucketBytes:   DefaultBucketBytes,
+		Timeout:       DefaultTimeout,
+		StreamIdle:    DefaultStreamIdle,
+		MaxStreams:    DefaultMaxStreams,
 	}
 }
 
@@ -153,12 +200,21 @@ func (c *Config) validate() error {
 		return bad("Secret", "is empty; a job secret is required when WorldSize is %d", c.WorldSize)
 	case c.BindPort < 0 || c.BindPort > 65535:
 		return bad("BindPort", "is %d, want 0..65535", c.BindPort)
-	case c.PeerTimeout < 0:
-		return bad("PeerTimeout", "is %v, want >= 0", c.PeerTimeout)
-	case c.JoinTimeout < 0:
-		return bad("JoinTimeout", "is %v, want >= 0", c.JoinTimeout)
 	case c.Codec == "":
 		return bad("Codec", "is empty (start from DefaultConfig)")
+	}
+	// Fields that must not be negative (0 is a default or "off").
+	for _, f := range []struct {
+		name string
+		neg  bool
+		v    any
+	}{{"PeerTimeout", c.PeerTimeout < 0, c.PeerTimeout}, {"JoinTimeout", c.JoinTimeout < 0, c.JoinTimeout},
+		{"Timeout", c.Timeout < 0, c.Timeout}, {"WarmupSteps", c.WarmupSteps < 0, c.WarmupSteps},
+		{"RawBelow", c.RawBelow < 0, c.RawBelow}, {"StreamIdle", c.StreamIdle < 0, c.StreamIdle},
+		{"MaxStreams", c.MaxStreams < 0, c.MaxStreams}} {
+		if f.neg {
+			return bad(f.name, "is %v, want >= 0", f.v)
+		}
 	}
 	if err := validCodec(c.Codec); err != nil {
 		return bad("Codec", "%v", err)
@@ -169,10 +225,6 @@ func (c *Config) validate() error {
 	switch {
 	case !(c.BitsPerValue > 0 && c.BitsPerValue <= 32):
 		return bad("BitsPerValue", "is %v, want in (0, 32]", c.BitsPerValue)
-	case c.WarmupSteps < 0:
-		return bad("WarmupSteps", "is %d, want >= 0", c.WarmupSteps)
-	case c.RawBelow < 0:
-		return bad("RawBelow", "is %d, want >= 0", c.RawBelow)
 	case c.BucketBytes < 4:
 		return bad("BucketBytes", "is %d, want >= 4 (one float32)", c.BucketBytes)
 	}
@@ -183,14 +235,15 @@ func (c *Config) validate() error {
 // variables the launcher sets: worker.ConfigFromEnv's (rank, world size,
 // join addresses, secret, bind address and port, metrics address, timeouts)
 // and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
-// worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps and
-// EnvRawBelow. Unset variables keep the defaults; VCCL_RANK and
-// VCCL_WORLD_SIZE are required, unless the process is a task of a Slurm
-// step (srun) or a pod of a Kubernetes Indexed Job: then the rank, world
-// size, local rank, rendezvous and bind address come from the scheduler
-// where the VCCL_* variables are unset (worker.ConfigFromEnv has the
-// mapping), and the job secret from VCCL_SECRET or the file
-// VCCL_SECRET_FILE names. An error names the bad variable.
+// worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps,
+// EnvRawBelow, EnvTimeout, EnvStreamIdle and EnvMaxStreams. Unset
+// variables keep the defaults; VCCL_RANK and VCCL_WORLD_SIZE are required,
+// unless the process is a task of a Slurm step (srun) or a pod of a
+// Kubernetes Indexed Job: then the rank, world size, local rank, rendezvous
+// and bind address come from the scheduler where the VCCL_* variables are
+// unset (worker.ConfigFromEnv has the mapping), and the job secret from
+// VCCL_SECRET or the file VCCL_SECRET_FILE names. An error names the bad
+// variable.
 func ConfigFromEnv() (Config, error) {
 	w, err := worker.ConfigFromEnv()
 	if err != nil {
@@ -213,7 +266,8 @@ func ConfigFromEnv() (Config, error) {
 	for _, iv := range []struct {
 		name string
 		dst  *int
-	}{{worker.EnvBucketBytes, &c.BucketBytes}, {EnvWarmupSteps, &c.WarmupSteps}, {EnvRawBelow, &c.RawBelow}} {
+	}{{worker.EnvBucketBytes, &c.BucketBytes}, {EnvWarmupSteps, &c.WarmupSteps}, {EnvRawBelow, &c.RawBelow},
+		{EnvStreamIdle, &c.StreamIdle}, {EnvMaxStreams, &c.MaxStreams}} {
 		if v, ok := get(iv.name); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {
@@ -245,6 +299,13 @@ func ConfigFromEnv() (Config, error) {
 		}
 		c.ErrorFeedback = b
 	}
+	if v, ok := get(EnvTimeout); ok {
+		d, err := parseTimeout(v)
+		if err != nil {
+			return Config{}, bad(EnvTimeout, v, err)
+		}
+		c.Timeout = d
+	}
 	if err := c.validate(); err != nil {
 		return Config{}, err
 	}
@@ -256,3 +317,21 @@ func ConfigFromEnv() (Config, error) {
 // launcher's ranks), or this process is a task of a Slurm step or a pod of
 // a Kubernetes Indexed Job. A program may run as a single rank otherwise.
 func InJob() bool { return schedenv.InJob(os.LookupEnv) }
+
+// parseTimeout reads a Go duration ("90s", "30m") or a number of seconds.
+func parseTimeout(v string) (time.Duration, error) {
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		if !(f >= 0 && f < 1e9) {
+			return 0, errors.New("want a duration >= 0")
+		}
+		return time.Duration(f * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, errors.New(`want a duration such as "90s" or "30m", or a number of seconds`)
+	}
+	if d < 0 {
+		return 0, errors.New("want a duration >= 0")
+	}
+	return d, nil
+}

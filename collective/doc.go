@@ -42,12 +42,47 @@
 // is derived from the length and layout). Error feedback keeps the
 // compression residual per stream and adds it to the next step's input.
 //
+// # Timeouts: ranks that never enter
+//
+// A rank that is alive but never calls a collective (stuck in its data
+// loader, or skipping a step by a bug) keeps its links answering, so the
+// peer timeout never fires. Config.Timeout (VCCL_TIMEOUT; 30 minutes by
+// default, like torch.distributed's Gloo backend; 0 turns it off) bounds
+// that wait. Every rank's first message of a collective says it entered; a
+// rank that has waited Timeout without hearing that its previous rank
+// entered fails the collective with an error wrapping ErrTimeout that names
+// that rank (errors.As finds a *TimeoutError with Absent set), and that
+// error travels downstream along the ring, so every rank it reaches returns
+// exactly the same error, within about Timeout of entering. With one absent
+// rank that is every other rank. A rank that did hear from its previous
+// rank waits a quarter of Timeout longer (at least the ring's abort grace,
+// 2s) for that error before it gives up itself with an ErrTimeout that names
+// no rank; that happens only when ranks entered far apart in time, or when
+// several ranks are absent (the ranks between two absent ones each name the
+// one before them). The Comm is then aborted like after any failure. The
+// absent rank, when it calls the collective late, reads the same error (or,
+// for a Barrier or Broadcast whose previous rank had already finished its
+// part, completes it; its next collective then fails).
+//
+// # Cancelling a call
+//
+// A per-call context that is cancelled or expires ends the collective on
+// this rank at once with the context's error. The other ranks cannot finish
+// it without this rank: this rank passes a fatal abort to its next rank
+// (which passes it on), and, since some ranks may not be reached by it, the
+// Comm then drops its links, so every other rank fails within its peer
+// timeout, naming this rank. Either way this Comm is aborted, like the other
+// ranks' Comms: later calls fail with ErrAborted. A deadline is therefore a
+// job-wide decision; to bound only the wait for late ranks use
+// Config.Timeout, which ends the collective on every rank with one error.
+//
 // # Errors
 //
 // Every error is an *Error ("collective: rank R: op N: ...") wrapping the
-// cause, usable with errors.Is against ErrPeerLost, ErrShapeMismatch,
-// ErrNonFinite, ErrBadFrame, ErrClosed and ErrAborted, and with errors.As
-// against *PeerLostError to learn the lost rank. A collective that fails
+// cause, usable with errors.Is against ErrPeerLost, ErrTimeout,
+// ErrShapeMismatch, ErrNonFinite, ErrBadFrame, ErrClosed and ErrAborted, and
+// with errors.As against *PeerLostError or *TimeoutError to learn the lost or
+// absent rank. A collective that fails
 // leaves the ring in an unknown state, so the Comm is then aborted: later
 // calls fail at once with ErrAborted wrapping the first error. Close the Comm
 // and Init a new one to go on.

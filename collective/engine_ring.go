@@ -8,7 +8,7 @@ import (
 )
 
 // ringEngine runs the collectives with package ring over the worker's links.
-// When metrics is set, every allreduce is counted there (the worker serves
+// When metrics is set, every allreduce and reduce-scatter is counted there (the worker serves
 // them on /metrics).
 type ringEngine struct {
 	r       *ring.Ring
@@ -18,17 +18,23 @@ type ringEngine struct {
 var _ engine = ringEngine{}
 
 func (e ringEngine) allReduce(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error) {
-	st, err := e.r.AllReduce(ctx, data, ring.Options{
-		Op:      rc.op,
-		Average: rc.average,
-		Layout:  rc.layout,
-		Codec:   rc.codec,
-		Stream:  rc.stream,
-	})
+	return e.observe(e.r.AllReduce(ctx, data, rc.options()))
+}
+
+func (e ringEngine) reduceScatter(ctx context.Context, data []float32, rc ringCall) (ring.Stats, error) {
+	return e.observe(e.r.ReduceScatter(ctx, data, rc.options()))
+}
+
+// observe counts a reduction in the worker's metrics.
+func (e ringEngine) observe(st ring.Stats, err error) (ring.Stats, error) {
 	if e.metrics != nil {
 		e.metrics.Observe(st, err)
 	}
 	return st, err
+}
+
+func (rc ringCall) options() ring.Options {
+	return ring.Options{Op: rc.op, Average: rc.average, Layout: rc.layout, Codec: rc.codec, Stream: rc.stream}
 }
 
 func (e ringEngine) allGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {

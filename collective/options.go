@@ -23,13 +23,14 @@ type callOptions struct {
 func WithAverage() Option { return func(o *callOptions) { o.average = true } }
 
 // WithCodec picks the codec for this call: "raw", "fp16", "bf16", "int8",
-// "h264" or "hevc".
+// "tensor", "h264" or "hevc".
 func WithCodec(name string) Option { return func(o *callOptions) { o.codec = name } }
 
 // WithBackend picks "auto", "nvenc" or "software" for this call.
 func WithBackend(name string) Option { return func(o *callOptions) { o.backend = name } }
 
-// WithBitsPerValue sets the target rate of a video codec for this call.
+// WithBitsPerValue sets the target rate of the tensor or a video codec for
+// this call.
 func WithBitsPerValue(bpv float64) Option { return func(o *callOptions) { o.bpv = bpv } }
 
 // WithPreset sets the encoder preset for this call.

@@ -27,7 +27,7 @@ func startRuntime(ctx context.Context, cfg Config) (runtime, error) {
 	if err != nil {
 		return runtime{}, err
 	}
-	r := &ring.Ring{Rank: w.Rank(), Size: w.Size()}
+	r := &ring.Ring{Rank: w.Rank(), Size: w.Size(), Timeout: cfg.Timeout}
 	if w.Size() > 1 {
 		r.Next, r.Prev = w.Next(), w.Prev()
 	}

@@ -22,13 +22,14 @@ var (
 // DefaultOptions.
 type Options struct {
 	// Codec is a registered codec's name (see Codecs): "raw", "fp16",
-	// "bf16", "int8" from this package; "h264" and "hevc" once package
-	// gradcodec/video is imported.
+	// "bf16", "int8", "tensor" from this package; "h264" and "hevc" once
+	// package gradcodec/video is imported.
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else software),
 	// "nvenc" or "software". Ignored by non-video codecs. Defaults to "auto".
 	Backend string
-	// BitsPerValue is the target rate for video codecs. Defaults to 1.4.
+	// BitsPerValue is the target rate of the tensor and video codecs.
+	// Defaults to 1.4.
 	BitsPerValue float64
 	// Preset is the encoder preset; "" picks the codec's measured default.
 	Preset string

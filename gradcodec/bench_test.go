@@ -40,7 +40,7 @@ func BenchmarkDecode(b *testing.B) {
 // BenchmarkEncodeMLP and BenchmarkDecodeMLP do the same on the 256×784
 // first-layer gradient shape of the MNIST MLP, where per-call costs show.
 func BenchmarkEncodeMLP(b *testing.B) {
-	for _, codec := range []string{"int8", "h264", "hevc"} {
+	for _, codec := range []string{"int8", "tensor", "h264", "hevc"} {
 		b.Run(codec, func(b *testing.B) {
 			benchCodecOn(b, codec, false, benchMLPTensor(), gradcodec.Shape{Rows: 256, Cols: 784})
 		})
@@ -49,7 +49,7 @@ func BenchmarkEncodeMLP(b *testing.B) {
 
 // BenchmarkDecodeMLP: see BenchmarkEncodeMLP.
 func BenchmarkDecodeMLP(b *testing.B) {
-	for _, codec := range []string{"int8", "h264", "hevc"} {
+	for _, codec := range []string{"int8", "tensor", "h264", "hevc"} {
 		b.Run(codec, func(b *testing.B) {
 			benchCodecOn(b, codec, true, benchMLPTensor(), gradcodec.Shape{Rows: 256, Cols: 784})
 		})

@@ -3,7 +3,6 @@ package gradcodec
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 )
@@ -128,10 +127,7 @@ func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, 
 	b := w.Buf
 	switch e.id {
 	case idRaw:
-		b = growBytes(b, 4*len(src))
-		for _, v := range src {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-		}
+		b = AppendFloat32s(growBytes(b, 4*len(src)), src)
 	case idFP16:
 		b = growBytes(b, 2*len(src))
 		for _, v := range src {
@@ -197,9 +193,7 @@ func (simpleDecoder) Close() error { return nil }
 func decodeSimple(dst []float32, h Header, body []byte, scales []float32) error {
 	switch h.Codec {
 	case "raw":
-		for i := range dst {
-			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(body[4*i:]))
-		}
+		Float32sFromBytes(dst, body)
 	case "fp16":
 		for i := range dst {
 			dst[i] = fromFP16(binary.LittleEndian.Uint16(body[2*i:]))
@@ -219,10 +213,8 @@ func decodeSimple(dst []float32, h Header, body []byte, scales []float32) error 
 			}
 		}
 	}
-	for i, v := range dst {
-		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
-			return fmt.Errorf("%w: %s value %d decodes to %v", ErrBadFrame, h.Codec, i, v)
-		}
+	if i := FirstNonFinite(dst); i >= 0 {
+		return fmt.Errorf("%w: %s value %d decodes to %v", ErrBadFrame, h.Codec, i, dst[i])
 	}
 	return nil
 }

@@ -35,7 +35,8 @@
 //
 // Codecs register themselves by name and wire id (Register, Codec), the
 // way database/sql drivers and image formats do. This package is pure Go
-// (it builds with CGO_ENABLED=0) and registers raw, fp16, bf16 and int8.
+// (it builds with CGO_ENABLED=0) and registers raw, fp16, bf16, int8 and
+// tensor.
 // The video codecs h264 and hevc need FFmpeg through cgo and register from
 // package github.com/vccl/vccl/gradcodec/video:
 //
@@ -46,6 +47,39 @@
 // so. A plug-in builds its frames with FrameWriter, PutScales and
 // AppendZeroMap and decodes them through a PayloadDecoder; the header,
 // checksum, scales and zero-row bitmap are the container's job.
+//
+// # The tensor codec
+//
+// "tensor" (tensor.go) is a pure-Go codec built for gradients rather than
+// pictures. One uniform dead-zone scalar quantiser covers the whole tensor:
+// q = sign(x)·floor(|x|/Δ + 0.4), with one step Δ for every value (an equal
+// step everywhere is what minimises the squared error at a given rate;
+// scales per row or column would spend bits on rows that matter less). What
+// rows and columns do differ in is their statistics, so they pick the
+// entropy coder's context instead: each value's class is its expected
+// magnitude relative to Δ, estimated from its row's and column's RMS in
+// half-octaves (a byte per row and per column on the wire, each map sent
+// only when the sample says it pays; with its map, an all-zero row or column
+// costs nothing). Pairs of consecutive values of a class form one symbol
+// (15×15 levels, larger values escaped as varints), coded per class in
+// blocks of 128K symbols by klauspost/compress's huff0 (Huffman, four
+// streams) or, where the commonest symbol has probability 0.6 or more, by
+// its fse (tANS), which goes below one bit per symbol. Each level decodes to
+// the mean of the values it holds in that class (three offsets per class on
+// the wire).
+//
+// Rate control: the encoder estimates the frame size from the pair
+// entropy of about 8K pairs sampled across every row and column, bisects
+// log Δ on the first frame of a stream (re-encoding once if the frame
+// misses the target by more than 5%), and on later frames takes two regula
+// falsi steps around the last Δ, corrected by the ratio of coded to
+// estimated bits it measured on the last frame. Steady-state frames are
+// encoded once. Tensors under MinTensorValues go out as int8 frames.
+//
+// Measured on the MNIST MLP's and a small transformer's recorded weight
+// gradients (examples/codec_rd), tensor's NMSE at 1.4 bits/value is a tenth
+// of h264's (median over the MLP's weights) and half of it (the
+// transformer's), at every rate from 0.5 to 3 bits/value; see the README.
 //
 // # Concurrency
 //

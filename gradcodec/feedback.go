@@ -77,3 +77,25 @@ func (e *ErrorFeedback) Reset(key string) {
 	}
 	delete(e.res, key)
 }
+
+// ResetMatching drops the residual of every key for which match returns
+// true and returns how many it dropped (match must not call e).
+func (e *ErrorFeedback) ResetMatching(match func(key string) bool) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for k := range e.res {
+		if match(k) {
+			delete(e.res, k)
+			n++
+		}
+	}
+	return n
+}
+
+// Len returns the number of keys that hold a residual.
+func (e *ErrorFeedback) Len() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.res)
+}

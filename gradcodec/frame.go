@@ -51,6 +51,8 @@ const (
 	idFP16 = 2
 	idBF16 = 3
 	idInt8 = 4
+	// idTensor is the entropy-coded tensor codec (tensor.go).
+	idTensor = 7
 )
 
 // Wire ids of the codecs registered by other packages of this module. They

@@ -9,18 +9,15 @@ import (
 // CheckFinite returns an error wrapping ErrNonFinite when src holds NaN or
 // ±Inf, stating how many values are bad and where the first one is.
 func CheckFinite(codec string, src []float32) error {
-	first, count := -1, 0
-	for i, v := range src {
-		// NaN and ±Inf have an all-ones exponent.
+	first := FirstNonFinite(src)
+	if first < 0 {
+		return nil
+	}
+	count := 0
+	for _, v := range src[first:] {
 		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
-			if first < 0 {
-				first = i
-			}
 			count++
 		}
-	}
-	if count == 0 {
-		return nil
 	}
 	return fmt.Errorf("%s: %w: %d of %d values are NaN or Inf, first at index %d (%v)",
 		codec, ErrNonFinite, count, len(src), first, src[first])
@@ -49,9 +46,11 @@ func ShapeFor(n int) Shape {
 	if n <= 0 {
 		return Shape{}
 	}
-	c := int(math.Ceil(math.Sqrt(float64(n))))
-	c = (c + 15) &^ 15
-	for ; c <= n && c <= 4096; c += 16 {
+	s, tail := NearSquare(n)
+	if tail == 0 && s.Rows > 0 && s.Cols <= 4096 {
+		return s
+	}
+	for c := s.Cols + 16; s.Cols > 0 && c <= n && c <= 4096; c += 16 {
 		if n%c == 0 {
 			return Shape{n / c, c}
 		}

@@ -31,12 +31,13 @@ const (
 	envNodeRank       = "VCCL_NODE_RANK"        // this node's index, 0..nnodes-1
 	envNNodes         = "VCCL_NNODES"           // number of nodes in the job
 	envLocalWorldSize = "VCCL_LOCAL_WORLD_SIZE" // ranks on this node (-np)
+	envCollTimeout    = "VCCL_TIMEOUT"          // collective.EnvTimeout
 )
 
 // minSecretLen is the shortest --secret the launcher accepts.
 const minSecretLen = 16
 
-var validCodecs = []string{"raw", "fp16", "bf16", "int8", "h264", "hevc"}
+var validCodecs = []string{"raw", "fp16", "bf16", "int8", "tensor", "h264", "hevc"}
 var validBackends = []string{"auto", "nvenc", "software"}
 
 // usageError marks bad input: the launcher prints it and exits with code 2.
@@ -69,6 +70,7 @@ type options struct {
 	bucketBytes string
 	peerTimeout string
 	joinTimeout string
+	collTimeout string
 	metricsPort int
 
 	timeout time.Duration
@@ -142,10 +144,11 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.secretFile, "secret-file", "", "file whose content (surrounding whitespace trimmed) is the job secret")
 	fs.StringVar(&o.codec, "codec", "", "sets VCCL_CODEC: "+strings.Join(validCodecs, "|"))
 	fs.StringVar(&o.backend, "backend", "", "sets VCCL_BACKEND: "+strings.Join(validBackends, "|"))
-	fs.StringVar(&o.bpv, "bpv", "", "sets VCCL_BPV: target bits per value of the video codecs, e.g. 1.4")
+	fs.StringVar(&o.bpv, "bpv", "", "sets VCCL_BPV: target bits per value of the tensor and video codecs, e.g. 1.4")
 	fs.StringVar(&o.bucketBytes, "bucket-bytes", "", "sets VCCL_BUCKET_BYTES: bucket size of the DDP-style bucketer in bytes")
 	fs.StringVar(&o.peerTimeout, "peer-timeout", "", "sets VCCL_PEER_TIMEOUT (Go duration): failure detection bound")
 	fs.StringVar(&o.joinTimeout, "join-timeout", "", "sets VCCL_JOIN_TIMEOUT (Go duration): how long ranks wait for the whole world")
+	fs.StringVar(&o.collTimeout, "collective-timeout", "", "sets VCCL_TIMEOUT (Go duration, 0: off): how long a collective waits for ranks\nthat never enter it before every rank fails naming them (the library's default: 30m)")
 	fs.IntVar(&o.metricsPort, "metrics-port", 0, "if set, local rank i serves /metrics on ADDR:(metrics-port+i) (VCCL_METRICS_ADDR)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "end the job after this long (0: no limit); exit code 124")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping ranks")
@@ -259,6 +262,11 @@ func (o *options) validate() error {
 			return usagef("%s %q: want a positive Go duration such as 10s", d.name, d.v)
 		}
 	}
+	if o.collTimeout != "" {
+		if v, err := time.ParseDuration(o.collTimeout); err != nil || v < 0 {
+			return usagef("--collective-timeout %q: want a Go duration such as 5m, or 0 to turn it off", o.collTimeout)
+		}
+	}
 	if o.metricsPort < 0 || o.metricsPort+o.nproc-1 > 65535 {
 		return usagef("--metrics-port %d: ports %d..%d out of range", o.metricsPort, o.metricsPort, o.metricsPort+o.nproc-1)
 	}
@@ -334,6 +342,7 @@ func (o *options) codecEnv() []string {
 	add(envBucketBytes, o.bucketBytes)
 	add(envPeerTimeout, o.peerTimeout)
 	add(envJoinTimeout, o.joinTimeout)
+	add(envCollTimeout, o.collTimeout)
 	return env
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/vccl/vccl/internal/schedenv"
 )
 
 // rdzvLabel keeps the rendezvous' memberlist apart from the workers' own.
@@ -136,37 +138,6 @@ func nodeEvent(k rdzvEventKind, n *memberlist.Node) rdzvEvent {
 	return rdzvEvent{kind: k, name: n.Name, addr: n.Address(), meta: append([]byte(nil), n.Meta...)}
 }
 
-// localAddrTowards returns the local IP the kernel would use to reach
-// hostport (no packet is sent).
-func localAddrTowards(hostport string) (string, error) {
-	c, err := net.Dial("udp", hostport)
-	if err != nil {
-		return "", err
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
-}
-
-// resolveIP resolves host to one IP address, IPv4 first.
-func resolveIP(host string) (string, error) {
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.String(), nil
-	}
-	ips, err := net.LookupIP(host)
-	if err != nil {
-		return "", err
-	}
-	for _, ip := range ips {
-		if ip.To4() != nil {
-			return ip.String(), nil
-		}
-	}
-	if len(ips) == 0 {
-		return "", fmt.Errorf("no address for %s", host)
-	}
-	return ips[0].String(), nil
-}
-
 // multiNode is the state of a multi-node job on this node.
 type multiNode struct {
 	opts   *options
@@ -184,7 +155,7 @@ func (m *multiNode) setup() (nodeAddr string, err error) {
 	o := m.opts
 	rdzvHost, rdzvPortS, _ := net.SplitHostPort(o.rdzv)
 	rdzvPort, _ := strconv.Atoi(rdzvPortS)
-	rdzvIP, err := resolveIP(rdzvHost)
+	rdzvIP, err := schedenv.System.LookupIP(rdzvHost) // IPv4 first
 	if err != nil {
 		return "", usagef("--rdzv %s: cannot resolve %q: %v", o.rdzv, rdzvHost, err)
 	}
@@ -202,7 +173,7 @@ func (m *multiNode) setup() (nodeAddr string, err error) {
 	} else {
 		nodeAddr = o.addr
 		if nodeAddr == "" {
-			a, err := localAddrTowards(net.JoinHostPort(rdzvIP, rdzvPortS))
+			a, err := schedenv.System.RouteTo(net.JoinHostPort(rdzvIP, rdzvPortS)) // the local IP towards it
 			if err != nil {
 				return "", usagef("--rdzv %s: no route to the rendezvous from this node: %v (set --addr)", o.rdzv, err)
 			}

@@ -19,6 +19,7 @@ const (
 	KindBytes                         // opaque payload of AllGather/Broadcast/Barrier
 	KindAbort                         // an error travelling around the ring
 	KindDone                          // a rank's end-of-collective status (see doc.go)
+	KindEnter                         // the first message of every collective: "this rank entered it"
 )
 
 // Message is one unit on a link. Links deliver messages in order.
@@ -99,6 +100,10 @@ var (
 	ErrPeerLost      = errors.New("ring: peer lost")
 	ErrShapeMismatch = errors.New("ring: length mismatch between ranks")
 	ErrProtocol      = errors.New("ring: unexpected message")
+	// ErrTimeout: a collective did not finish within Ring.Timeout, most
+	// likely because a rank never entered it; errors.As finds a
+	// *TimeoutError naming that rank.
+	ErrTimeout = errors.New("ring: collective timed out")
 )
 
 // PeerLostError reports the rank that was lost; errors.Is(err, ErrPeerLost).
@@ -130,8 +135,15 @@ type Stats struct {
 
 // BitsPerValue returns 8*WireBytes/(RawBytes/4), the achieved rate.
 func (s Stats) BitsPerValue() float64 {
-	if s.RawBytes == 0 {
+	return BitsPerValue(s.WireBytes, s.RawBytes)
+}
+
+// BitsPerValue returns the achieved rate of sending wireBytes where fp32
+// would have sent rawBytes: 8*wireBytes per rawBytes/4 values (0 when
+// rawBytes is 0). Every statistic of vccl computes its rate with it.
+func BitsPerValue(wireBytes, rawBytes int64) float64 {
+	if rawBytes == 0 {
 		return 0
 	}
-	return 8 * float64(s.WireBytes) / (float64(s.RawBytes) / 4)
+	return 8 * float64(wireBytes) / (float64(rawBytes) / 4)
 }

@@ -3,7 +3,6 @@ package ring_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -56,21 +55,14 @@ func BenchmarkAllReduce16MiB(b *testing.B) {
 					b.ResetTimer()
 				}
 				b.StartTimer()
-				errs := make([]error, size)
-				var wg sync.WaitGroup
-				for r := 0; r < size; r++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						s, err := net.Ring(r).AllReduce(context.Background(), work[r], ring.Options{
-							Op: uint64(i + 2), Average: true, Layout: layout, Codec: codecs[r], Stream: "bench"})
-						if r == 0 {
-							st = s
-						}
-						errs[r] = err
-					}()
-				}
-				wg.Wait()
+				errs := runRanks(b, size, func(ctx context.Context, r int) error {
+					s, err := net.Ring(r).AllReduce(ctx, work[r], ring.Options{
+						Op: uint64(i + 2), Average: true, Layout: layout, Codec: codecs[r], Stream: "bench"})
+					if r == 0 {
+						st = s
+					}
+					return err
+				})
 				if err := errors.Join(errs...); err != nil {
 					b.Fatal(err)
 				}

@@ -1,5 +1,5 @@
-// Package ring implements vccl's collectives — AllReduce, AllGather,
-// Broadcast, Barrier — as ring algorithms over an interface of links, with
+// Package ring implements vccl's collectives — AllReduce, ReduceScatter,
+// AllGather, Broadcast, Barrier — as ring algorithms over an interface of links, with
 // every chunk that crosses a hop compressed by a Codec. It does no I/O of
 // its own: the links (websockets in package worker, in-memory queues in
 // package ringtest) are supplied by the caller, which makes the algorithm
@@ -91,6 +91,25 @@
 // computes one Message.Sum per message it produces and forwards allgather
 // payloads with their Sum.
 //
+// # ReduceScatter
+//
+// ReduceScatter is the reduce-scatter phase alone, with the chunks shifted by
+// one and cut exactly into Size equal slices (only sub-chunk cuts follow
+// rows): rank r sends chunk r-s-1 and receives chunk r-s-2 at step s, so
+// after Size-1 steps it holds the full sum of chunk r, its slice of the
+// input, as torch.distributed.reduce_scatter_tensor defines it. Streams are
+// "<Stream>/scatter/rs/...". A rank's own slice never passes its own codec,
+// so it is checked for NaN/Inf before any data moves.
+//
+// # AllGather and Broadcast
+//
+// Byte payloads travel in pieces of at most Ring.ChunkBytes (1 MiB by
+// default). A first run carries piece 0 of every payload, an 8-byte length
+// then the first bytes, as before; when a payload is longer, a second run
+// under the same Op carries pieces 1, 2, ... (Sub), each forwarded by the
+// next rank as soon as it arrives, so the ring streams a payload of any size
+// and no message exceeds ChunkBytes.
+//
 // # Checks
 //
 // Every message carries Op, Kind, Hop, Chunk, Sub and Total, and the
@@ -124,6 +143,26 @@
 // ErrPeerLost, and errors.As finds a *PeerLostError with the lost rank, on
 // every rank. Everything honours the caller's context: nothing waits longer.
 //
+// # Ranks that never enter
+//
+// A rank that is alive but never calls a collective cannot be told from a
+// slow one by its links (they keep answering). The first message of every
+// collective a rank sends is KindEnter, so its next rank knows it entered.
+// With Ring.Timeout set, a rank that has been in a collective for Timeout
+// without the KindEnter of its previous rank names that rank in a fatal
+// abort (a *TimeoutError, errors.Is ErrTimeout, wrapped in the
+// *RemoteError) and passes it downstream; every rank that receives it
+// passes it on and returns it. So with one absent rank every other rank
+// returns the same error, naming it, about Timeout after entering; the
+// absent rank itself reads it when it enters late (unless its previous rank
+// had already finished its part, say of a Barrier). A rank that did hear
+// from its previous rank waits TimeoutExtra longer for that abort and then
+// gives up with a TimeoutError of its own (Absent -1, listing the ranks
+// whose status it never got): this happens when ranks enter far apart in
+// time, or when several ranks are absent — no rank between two absent ones
+// can hear from beyond them, so each stretch of ranks names the absent rank
+// before it.
+//
 // # Links
 //
 // Link.Recv and Link.Send must honour their context. Send must not keep
@@ -137,8 +176,9 @@
 // or say gradcodec.ErrBadFrame for a frame the link itself rejected). A Send
 // that fails with ErrPeerLost or a context error is fatal; any other Send
 // error (a payload over the link's limit) fails the collective like a codec
-// error, through the status round. Broadcast and AllGather send each rank's
-// bytes as one message, so they are bounded by the link's message limit.
+// error, through the status round. Broadcast and AllGather send pieces of
+// at most Ring.ChunkBytes, which must fit the link's message limit; status
+// messages are small (about 1 KiB at most).
 //
 // The ranks must agree on Op, the length, Average, Layout and
 // SubChunkValues: the op and the length are checked on every message; a

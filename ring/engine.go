@@ -95,6 +95,18 @@ func (e *engine) grace() time.Duration {
 	return DefaultAbortGrace
 }
 
+// TimeoutExtra is how long past Ring.Timeout a rank that heard from its
+// previous rank waits for the error of a rank upstream before it gives up
+// itself: a quarter of the timeout, at least the abort grace, so that ranks
+// that entered the collective at slightly different times still end with
+// the error of the rank that saw who was absent.
+func TimeoutExtra(timeout, grace time.Duration) time.Duration {
+	if grace <= 0 {
+		grace = DefaultAbortGrace
+	}
+	return max(grace, timeout/4)
+}
+
 func (e *engine) next() int { return (e.r.Rank + 1) % e.r.Size }
 func (e *engine) prev() int { return (e.r.Rank - 1 + e.r.Size) % e.r.Size }
 
@@ -136,6 +148,9 @@ func (e *engine) run(parent context.Context, pre error) error {
 		firstFail   *RemoteError // lowest-origin failure seen
 		sawStopped  bool
 		waitStarted time.Time
+		prevEntered bool // the previous rank's KindEnter arrived
+		deadline    <-chan time.Time
+		extended    bool
 	)
 	noteFail := func(re *RemoteError) {
 		if firstFail == nil || re.Origin < firstFail.Origin {
@@ -217,6 +232,36 @@ func (e *engine) run(parent context.Context, pre error) error {
 		}
 		return nil
 	}
+	var onTimeout func() error // set when Ring.Timeout is
+	if e.r.Timeout > 0 {
+		timer := time.NewTimer(e.r.Timeout)
+		defer timer.Stop()
+		deadline = timer.C
+		onTimeout = func() error {
+			if !prevEntered {
+				// Nothing of this collective came from the previous rank:
+				// it never entered (its first message is KindEnter).
+				return fatalExit(newLocalError(e.op, rank, &TimeoutError{Op: e.op, Absent: e.prev(), After: e.r.Timeout,
+					Detail: fmt.Sprintf(" (rank %d got nothing of this collective from it)", rank)}), false)
+			}
+			extra := TimeoutExtra(e.r.Timeout, e.r.AbortGrace)
+			if !extended {
+				// Wait a little longer for the error of the rank that saw
+				// the absent one: it entered at about the same time.
+				extended = true
+				timer.Reset(extra)
+				return nil
+			}
+			var missing []int
+			for q := range size {
+				if q != rank && !got[q] {
+					missing = append(missing, q)
+				}
+			}
+			return fatalExit(newLocalError(e.op, rank, &TimeoutError{Op: e.op, Absent: -1, After: e.r.Timeout + extra,
+				Detail: fmt.Sprintf(": rank %d heard from rank %d but never got the status of ranks %v", rank, e.prev(), missing)}), false)
+		}
+	}
 	if pre != nil {
 		if err := fail(fmt.Errorf("rank %d: %w", rank, pre)); err != nil {
 			return err
@@ -247,6 +292,10 @@ func (e *engine) run(parent context.Context, pre error) error {
 		select {
 		case <-ctx.Done():
 			return fatalExit(newLocalError(e.op, rank, fmt.Errorf("rank %d: %w", rank, ctx.Err())), false)
+		case <-deadline:
+			if err := onTimeout(); err != nil {
+				return err
+			}
 		case ev := <-sev:
 			if err := onEvent(ev); err != nil {
 				return err
@@ -284,6 +333,14 @@ func (e *engine) run(parent context.Context, pre error) error {
 				continue
 			}
 			switch m.Kind {
+			case KindEnter:
+				if prevEntered {
+					if err := fail(fmt.Errorf("%w: rank %d got a second enter message from rank %d in op %d",
+						ErrProtocol, rank, e.prev(), e.op)); err != nil {
+						return err
+					}
+				}
+				prevEntered = true
 			case KindDone, KindAbort:
 				t, err := decodeToken(m, size)
 				if err == nil && t.fatal && t.origin != rank {
@@ -411,6 +468,13 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 		}
 		return nil
 	}
+	// First tell the next rank that this rank entered the collective (even
+	// with a local failure to report): a rank that never gets this from its
+	// previous rank within Ring.Timeout names it as absent.
+	if err := send(Message{Op: e.op, Kind: KindEnter, Total: e.total}, 0); err != nil {
+		ev <- senderEvent{err: err, fatal: true}
+		return
+	}
 	if data {
 		var buildErr error
 	loop:
@@ -529,9 +593,11 @@ func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- st
 			if isFatalAbort(m) {
 				return
 			}
-			if m.Kind == KindDone || m.Kind == KindAbort {
+			switch m.Kind {
+			case KindDone, KindAbort:
 				tokens++
-			} else {
+			case KindEnter:
+			default:
 				data++
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/vccl/vccl/gradcodec"
 )
@@ -27,6 +28,7 @@ const (
 	CodePeerLost                            // ErrPeerLost (with the lost rank)
 	CodeCanceled                            // context.Canceled
 	CodeDeadline                            // context.DeadlineExceeded
+	CodeTimeout                             // ErrTimeout (with the absent rank)
 	numCodes
 )
 
@@ -53,6 +55,8 @@ func (c ErrorCode) sentinel() error {
 		return context.Canceled
 	case CodeDeadline:
 		return context.DeadlineExceeded
+	case CodeTimeout:
+		return ErrTimeout
 	}
 	return nil
 }
@@ -63,6 +67,10 @@ func classify(err error) (ErrorCode, int) {
 	if errors.As(err, &pl) {
 		return CodePeerLost, pl.Rank
 	}
+	var te *TimeoutError
+	if errors.As(err, &te) {
+		return CodeTimeout, te.Absent
+	}
 	for c := ErrorCode(1); c < numCodes; c++ {
 		if errors.Is(err, c.sentinel()) {
 			return c, -1
@@ -71,25 +79,53 @@ func classify(err error) (ErrorCode, int) {
 	return CodeOther, -1
 }
 
-// fatal reports whether err means the ring itself is broken (a lost peer or
-// an ended context), so that the abort cannot complete a full round.
+// fatal reports whether err means the ring itself is broken (a lost peer,
+// an ended context, a rank that never entered), so that the abort cannot
+// complete a full round.
 func fatal(err error) bool {
 	c, _ := classify(err)
-	return c == CodePeerLost || c == CodeCanceled || c == CodeDeadline
+	return c == CodePeerLost || c == CodeCanceled || c == CodeDeadline || c == CodeTimeout
 }
+
+// TimeoutError reports a collective that did not finish within
+// Ring.Timeout; errors.Is(err, ErrTimeout). Absent is the rank that never
+// entered the collective (seen by its next rank, which got nothing of this
+// collective from it), or -1 when the rank that gave up had heard from its
+// previous rank and only knows that the collective did not finish.
+type TimeoutError struct {
+	Op     uint64
+	Absent int
+	After  time.Duration // how long the reporting rank waited (0 where it is not known)
+	Detail string        // what the reporting rank saw, e.g. the ranks whose status never came
+}
+
+func (e *TimeoutError) Error() string {
+	after := ""
+	if e.After > 0 {
+		after = fmt.Sprintf(" within %v", e.After)
+	}
+	if e.Absent >= 0 {
+		return fmt.Sprintf("ring: op %d: rank %d never entered the collective%s%s", e.Op, e.Absent, after, e.Detail)
+	}
+	return fmt.Sprintf("ring: op %d: not finished%s%s", e.Op, after, e.Detail)
+}
+
+// Is makes errors.Is(err, ErrTimeout) true.
+func (e *TimeoutError) Is(target error) bool { return target == ErrTimeout }
 
 // RemoteError is what every rank returns when a collective fails: it names
 // the rank where the failure arose (Origin) and carries that rank's error
 // text. errors.Is matches the sentinel of the original error
 // (gradcodec.ErrNonFinite, gradcodec.ErrBadFrame, ErrShapeMismatch,
-// ErrProtocol, ErrPeerLost, context.Canceled, ...) on every rank, and for a
-// lost peer errors.As finds a *PeerLostError with the lost rank. On the origin
-// rank Unwrap returns the original error itself.
+// ErrProtocol, ErrPeerLost, ErrTimeout, context.Canceled, ...) on every
+// rank; for a lost peer errors.As finds a *PeerLostError with the lost rank,
+// for a timeout a *TimeoutError with the absent rank. On the origin rank
+// Unwrap returns the original error itself.
 type RemoteError struct {
 	Op     uint64    // the collective's sequence number
 	Origin int       // rank where the failure arose
 	Code   ErrorCode // class of the failure
-	Lost   int       // the lost rank when Code is CodePeerLost, else -1
+	Lost   int       // the lost rank (CodePeerLost) or the absent one (CodeTimeout, -1 if unknown), else -1
 	Msg    string    // the origin's error text
 
 	cause error // the original error; set on the origin rank only
@@ -112,8 +148,11 @@ func (e *RemoteError) Unwrap() error {
 	if e.cause != nil {
 		return e.cause
 	}
-	if e.Code == CodePeerLost {
+	switch e.Code {
+	case CodePeerLost:
 		return &PeerLostError{Rank: e.Lost, Cause: errors.New(e.Msg)}
+	case CodeTimeout:
+		return &TimeoutError{Op: e.Op, Absent: e.Lost, Detail: ": " + e.Msg}
 	}
 	return e.Code.sentinel()
 }
@@ -237,6 +276,8 @@ func kindName(k Kind) string {
 		return "abort"
 	case KindDone:
 		return "done"
+	case KindEnter:
+		return "enter"
 	}
 	return fmt.Sprintf("kind(%d)", k)
 }

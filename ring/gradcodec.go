@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"math"
 	"sync"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -138,7 +137,7 @@ func (c *GradCodec) wirePieces(pieces []gradcodec.Shape) []wirePiece {
 		case n < c.RawBelow:
 			out = append(out, wirePiece{raw: true, n: n})
 		case p.Rows < minSide || p.Cols < minSide:
-			s, tail := nearSquare(n)
+			s, tail := gradcodec.NearSquare(n)
 			if s.Len() > 0 {
 				out = append(out, wirePiece{n: s.Len(), shape: s})
 			}
@@ -150,17 +149,6 @@ func (c *GradCodec) wirePieces(pieces []gradcodec.Shape) []wirePiece {
 		}
 	}
 	return out
-}
-
-// nearSquare lays n values out as rows × cols with cols the multiple of 16
-// at or above sqrt(n), leaving tail < cols values over.
-func nearSquare(n int) (gradcodec.Shape, int) {
-	cols := (int(math.Sqrt(float64(n))) + 15) &^ 15
-	if cols == 0 || cols > n {
-		return gradcodec.Shape{}, n
-	}
-	rows := n / cols
-	return gradcodec.Shape{Rows: rows, Cols: cols}, n - rows*cols
 }
 
 // Encode implements Codec.
@@ -197,13 +185,13 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		seg := x[off : off+p.n]
 		rec := recon[off : off+p.n]
 		if p.raw {
-			if k := firstNonFinite(seg); k >= 0 {
+			if k := gradcodec.FirstNonFinite(seg); k >= 0 {
 				return nil, fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite)
 			}
 			out = append(out, pieceRaw)
 			out = binary.AppendUvarint(out, uint64(p.n))
 			out = binary.AppendUvarint(out, uint64(4*p.n))
-			out = append(out, wireOf(seg)...) // one bulk copy
+			out = gradcodec.AppendFloat32s(out, seg)
 			copy(rec, seg)
 		} else {
 			key := fmt.Sprintf("%s#%d:%dx%d", stream, i, p.shape.Rows, p.shape.Cols)
@@ -289,7 +277,7 @@ func (c *GradCodec) Decode(dst []float32, wire []byte) error {
 			if size != 4*n {
 				return bad("raw piece %d of %d bytes for %d values", i, size, n)
 			}
-			copyWire(seg, b)
+			gradcodec.Float32sFromBytes(seg, b)
 		case pieceFrame:
 			if err := c.dec.Decode(seg, b); err != nil {
 				return fmt.Errorf("ring: grad codec: piece %d: %w", i, err)

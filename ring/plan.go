@@ -61,6 +61,13 @@ func newTensors(n int, layout []gradcodec.Shape) ([]tensor, error) {
 // newPlan builds the chunking of n values laid out as layout for a ring of
 // size ranks with sub-chunks of about sub values.
 func newPlan(n int, layout []gradcodec.Shape, size, sub int) (*plan, error) {
+	return newPlanChunks(n, layout, size, sub, false)
+}
+
+// newPlanChunks is newPlan; with equal, ring chunk c is exactly values
+// [c*n/size, (c+1)*n/size) (ReduceScatter's output slices), and only the
+// sub-chunk cuts follow rows.
+func newPlanChunks(n int, layout []gradcodec.Shape, size, sub int, equal bool) (*plan, error) {
 	ts, err := newTensors(n, layout)
 	if err != nil {
 		return nil, err
@@ -70,6 +77,12 @@ func newPlan(n int, layout []gradcodec.Shape, size, sub int) (*plan, error) {
 	}
 	p := &plan{n: n, tensors: ts, chunks: make([][]segment, size)}
 	bounds := p.split(0, n, size)
+	if equal {
+		for c := range bounds {
+			bounds[c] = c * (n / size)
+		}
+		bounds[size] = n
+	}
 	for c := 0; c < size; c++ {
 		a, b := bounds[c], bounds[c+1]
 		k := (b - a + sub - 1) / sub

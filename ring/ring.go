@@ -22,6 +22,22 @@ type Ring struct {
 	// peer or an ended context). A neighbour that takes longer is reported
 	// lost. 0 means DefaultAbortGrace (2s).
 	AbortGrace time.Duration
+	// Timeout bounds how long a rank stays in one collective when some
+	// rank never enters it (see doc.go, "Ranks that never enter"). A rank
+	// that has been in a collective for Timeout without hearing that its
+	// previous rank entered fails it with a *TimeoutError naming that
+	// rank, and the error travels downstream to every rank it can reach;
+	// a rank that did hear from its previous rank waits up to
+	// TimeoutExtra(Timeout, AbortGrace) longer for that error before it
+	// gives up itself. 0 means no timeout (only the context, a lost peer
+	// or a refused status message end a collective).
+	Timeout time.Duration
+	// ChunkBytes is the largest payload of a message of AllGather and
+	// Broadcast: each rank's bytes travel as pieces of at most this size,
+	// pipelined along the ring, so a payload has no size limit of its own.
+	// It must not exceed the links' message limit. 0 means
+	// DefaultChunkBytes (1 MiB); else at least MinChunkBytes.
+	ChunkBytes int
 }
 
 // Options configure one AllReduce.
@@ -57,6 +73,9 @@ func (r *Ring) validate() error {
 	if r.Rank < 0 || r.Rank >= r.Size {
 		return fmt.Errorf("ring: rank %d out of range [0, %d)", r.Rank, r.Size)
 	}
+	if r.ChunkBytes != 0 && r.ChunkBytes < MinChunkBytes {
+		return fmt.Errorf("ring: ChunkBytes %d, want 0 (the default) or >= %d", r.ChunkBytes, MinChunkBytes)
+	}
 	if r.Size > 1 && (r.Next == nil || r.Prev == nil) {
 		return fmt.Errorf("ring: rank %d of %d needs both Next and Prev links", r.Rank, r.Size)
 	}
@@ -78,28 +97,42 @@ func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Sta
 	}
 	if r.Size == 1 {
 		// Nothing to exchange, but the same checks as a larger ring.
-		if _, err := newTensors(len(data), opts.Layout); err != nil {
-			return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: %w", err))
-		}
-		for i, v := range data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return st, newLocalError(opts.Op, 0, fmt.Errorf("rank 0: value %d is %v: %w", i, v, gradcodec.ErrNonFinite))
-			}
-		}
-		st.Total = time.Since(start)
-		return st, nil
+		return st, r.alone(data, opts, start, &st)
 	}
-	var pre error
-	p, err := newPlan(len(data), opts.Layout, r.Size, opts.SubChunkValues)
+	err := r.reduce(ctx, data, opts, false, nil, &st)
+	st.Total = time.Since(start)
+	return st, err
+}
+
+// alone runs the checks of AllReduce and ReduceScatter on a ring of one
+// rank: the layout, and NaN/Inf (on a larger ring the codec finds those).
+func (r *Ring) alone(data []float32, opts Options, start time.Time, st *Stats) error {
+	_, err := newTensors(len(data), opts.Layout)
+	if err == nil {
+		err = gradcodec.CheckFinite("rank 0", data)
+	}
+	st.Total = time.Since(start)
+	if err != nil {
+		return newLocalError(opts.Op, 0, fmt.Errorf("rank 0: %w", err))
+	}
+	return nil
+}
+
+// reduce runs AllReduce (or, with scatterOnly, ReduceScatter) on a ring of
+// more than one rank and fills st's traffic and codec figures. A non-nil
+// pre is a local failure found before any data moves.
+func (r *Ring) reduce(ctx context.Context, data []float32, opts Options, scatterOnly bool, pre error, st *Stats) error {
+	p, err := newPlanChunks(len(data), opts.Layout, r.Size, opts.SubChunkValues, scatterOnly)
 	switch {
+	case pre != nil:
 	case err != nil:
 		pre = err
 	case opts.SubChunkValues < 0:
 		pre = fmt.Errorf("ring: SubChunkValues %d is negative", opts.SubChunkValues)
 	case opts.Codec == nil && len(data) > 0:
-		pre = fmt.Errorf("ring: AllReduce of %d values without a Codec", len(data))
+		pre = fmt.Errorf("ring: reduction of %d values without a Codec", len(data))
 	}
-	j := &allReduce{r: r, data: data, opts: opts, plan: p}
+	j := &allReduce{r: r, data: data, opts: opts, plan: p, scatterOnly: scatterOnly}
 	e := &engine{r: r, op: opts.Op, total: uint64(len(data)), checkTotal: true, job: j}
 	if pre == nil {
 		j.setup(e)
@@ -110,8 +143,7 @@ func (r *Ring) AllReduce(ctx context.Context, data []float32, opts Options) (Sta
 	st.EncodeTime = j.encTime
 	st.DecodeTime = j.decTime
 	st.WaitTime = e.sWait + e.cWait
-	st.Total = time.Since(start)
-	return st, err
+	return err
 }
 
 // allReduce is the data part of AllReduce on one rank.
@@ -120,6 +152,9 @@ type allReduce struct {
 	data []float32
 	opts Options
 	plan *plan
+	// scatterOnly: the reduce-scatter phase alone, chunk r ending on rank r
+	// (ReduceScatter).
+	scatterOnly bool
 
 	stream string
 	sends  []step
@@ -151,11 +186,17 @@ func (j *allReduce) setup(e *engine) {
 		}
 		return list
 	}
-	for s := 0; s < n-1; s++ {
-		j.sends = add(j.sends, KindReduceScatter, s, mod(r-s), s > 0)
-		j.recvs = add(j.recvs, KindReduceScatter, s, mod(r-s-1), false)
+	// ReduceScatter alone shifts the chunks by one so that rank r ends
+	// holding chunk r (reducescatter.go).
+	shift := 0
+	if j.scatterOnly {
+		shift = 1
 	}
 	for s := 0; s < n-1; s++ {
+		j.sends = add(j.sends, KindReduceScatter, s, mod(r-s-shift), s > 0)
+		j.recvs = add(j.recvs, KindReduceScatter, s, mod(r-s-1-shift), false)
+	}
+	for s := 0; s < n-1 && !j.scatterOnly; s++ {
 		j.sends = add(j.sends, KindAllGather, s, mod(r+1-s), true)
 		j.recvs = add(j.recvs, KindAllGather, s, mod(r-s), false)
 	}
@@ -315,94 +356,6 @@ func (j *allReduce) consumeRaw(s step, x []float32, p []byte, from int) error {
 	return nil
 }
 
-// AllGather collects one byte slice from every rank: out[i] is rank i's
-// local. Slices may differ in length.
-func (r *Ring) AllGather(ctx context.Context, op uint64, local []byte) ([][]byte, error) {
-	if err := r.validate(); err != nil {
-		return nil, err
-	}
-	out := make([][]byte, r.Size)
-	out[r.Rank] = append([]byte(nil), local...)
-	if r.Size == 1 {
-		return out, nil
-	}
-	n, rk := r.Size, r.Rank
-	j := &bytesJob{r: r, out: out, local: local}
-	for s := 0; s < n-1; s++ {
-		j.sends = append(j.sends, step{kind: KindBytes, hop: uint32(s), chunk: uint32((rk - s + n) % n), wait: s > 0})
-		j.recvs = append(j.recvs, step{kind: KindBytes, hop: uint32(s), chunk: uint32((rk - s - 1 + n) % n)})
-	}
-	e := &engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}
-	if err := e.run(ctx, nil); err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-// bytesJob moves opaque byte slices: the first send is local, later sends
-// forward what was received; a received slice is stored in out[chunk].
-type bytesJob struct {
-	r            *Ring
-	out          [][]byte
-	local        []byte
-	sends, recvs []step
-	result       []byte
-}
-
-func (j *bytesJob) build(i int, in []byte, inSum uint32) ([]byte, uint32, error) {
-	if j.sends[i].wait {
-		return in, inSum, nil
-	}
-	return j.local, 0, nil
-}
-
-func (j *bytesJob) consume(i int, m Message) (bool, error) {
-	if j.out != nil {
-		j.out[j.recvs[i].chunk] = m.Payload
-	} else {
-		j.result = m.Payload
-	}
-	return true, nil // returned to the caller
-}
-
-// Broadcast sends root's data to every rank and returns it (on root, data
-// itself). The payload travels the ring from root to root-1 as one message.
-func (r *Ring) Broadcast(ctx context.Context, op uint64, data []byte, root int) ([]byte, error) {
-	if err := r.validate(); err != nil {
-		return nil, err
-	}
-	var pre error
-	if root < 0 || root >= r.Size {
-		pre = fmt.Errorf("ring: broadcast root %d out of range [0, %d)", root, r.Size)
-	}
-	if r.Size == 1 {
-		if pre != nil {
-			return nil, fmt.Errorf("rank 0: %w", pre)
-		}
-		return data, nil
-	}
-	j := &bytesJob{r: r, local: data}
-	if pre == nil {
-		last := (root - 1 + r.Size) % r.Size
-		b := step{kind: KindBytes, chunk: uint32(root)}
-		if r.Rank != root {
-			j.recvs = []step{b}
-		}
-		if r.Rank != last {
-			b.wait = r.Rank != root
-			j.sends = []step{b}
-		}
-	}
-	e := &engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}
-	if err := e.run(ctx, pre); err != nil {
-		return nil, err
-	}
-	if r.Rank == root {
-		return data, nil
-	}
-	return j.result, nil
-}
-
 // Barrier returns once every rank has entered it: it is the token round
 // alone (each rank's status travels once around the ring).
 func (r *Ring) Barrier(ctx context.Context, op uint64) error {
@@ -412,6 +365,7 @@ func (r *Ring) Barrier(ctx context.Context, op uint64) error {
 	if r.Size == 1 {
 		return nil
 	}
-	e := &engine{r: r, op: op, job: &bytesJob{r: r}}
+	// The token round only: nothing larger than a status message comes.
+	e := &engine{r: r, op: op, job: &bytesJob{}, recvMax: func(int) int { return 0 }}
 	return e.run(ctx, nil)
 }

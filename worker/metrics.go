@@ -78,10 +78,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	sample("vccl_collective_decode_seconds_total", "counter", "Time spent decoding.", secs(&m.DecodeNanos))
 	sample("vccl_collective_wait_seconds_total", "counter", "Time blocked on links.", secs(&m.WaitNanos))
 	sample("vccl_collective_seconds_total", "counter", "Wall time of collectives.", secs(&m.TotalNanos))
-	bpv := 0.0
-	if raw := m.RawBytes.Load(); raw > 0 {
-		bpv = 8 * float64(m.WireBytes.Load()) / (float64(raw) / 4)
-	}
+	bpv := ring.BitsPerValue(m.WireBytes.Load(), m.RawBytes.Load())
 	sample("vccl_collective_bits_per_value", "gauge", "Achieved bits per value over all collectives.", bpv)
 	if err := cw.w.(*bufio.Writer).Flush(); err != nil && cw.err == nil {
 		cw.err = err

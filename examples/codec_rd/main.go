@@ -40,6 +40,7 @@ import (
 
 	"github.com/vccl/vccl/gradcodec"
 	_ "github.com/vccl/vccl/gradcodec/video" // h264 and hevc
+	"github.com/vccl/vccl/internal/metric"
 )
 
 func main() {
@@ -47,6 +48,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "codec_rd:", err)
 		os.Exit(1)
 	}
+}
+
+// rateControlled reports whether codec takes a target rate (-bpv).
+func rateControlled(codec string) bool {
+	return codec == "tensor" || codec == "h264" || codec == "hevc"
 }
 
 // Result is one line of output; the JSON keys are part of the tool's
@@ -68,7 +74,7 @@ type Result struct {
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("codec_rd", flag.ContinueOnError)
 	codecs := fs.String("codec", "h264,hevc,int8", "comma-separated codecs: "+strings.Join(gradcodec.Codecs(), ", "))
-	bpvs := fs.String("bpv", "1.4", "comma-separated target bits per value (video codecs; others have a fixed rate)")
+	bpvs := fs.String("bpv", "1.4", "comma-separated target bits per value (tensor and video codecs; others have a fixed rate)")
 	asJSON := fs.Bool("json", false, "print one JSON object per line instead of a table")
 	backend := fs.String("backend", "software", "video backend: auto, nvenc or software")
 	preset := fs.String("preset", "", "encoder preset (default: the codec's default)")
@@ -118,7 +124,7 @@ func run(args []string, stdout io.Writer) error {
 		}
 		for _, codec := range codecList {
 			targets := rates
-			if codec != "h264" && codec != "hevc" {
+			if !rateControlled(codec) {
 				targets = rates[:1] // fixed-rate codecs: one line
 			}
 			for _, bpv := range targets {
@@ -127,7 +133,7 @@ func run(args []string, stdout io.Writer) error {
 					return fmt.Errorf("%s: %w", file, err)
 				}
 				r.File = file
-				if codec != "h264" && codec != "hevc" {
+				if !rateControlled(codec) {
 					r.TargetBPV = 0
 				}
 				if *asJSON {
@@ -203,7 +209,7 @@ func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold, c
 	}
 	r.Bytes = len(frame)
 	r.BPV = 8 * float64(len(frame)) / float64(len(x))
-	r.NMSE = nmse(x, y)
+	r.NMSE = metric.NMSE32(y, x) // ‖y−x‖²/‖x‖²
 	r.SNRdB = -10 * math.Log10(r.NMSE)
 	if math.IsInf(r.SNRdB, 1) {
 		r.SNRdB = 999 // exact; JSON has no +Inf
@@ -250,22 +256,6 @@ func threadCPU() time.Time {
 		return time.Now()
 	}
 	return time.Time{}.Add(time.Duration(ru.Utime.Nano() + ru.Stime.Nano()))
-}
-
-func nmse(x, y []float32) float64 {
-	var num, den float64
-	for i := range x {
-		d := float64(x[i]) - float64(y[i])
-		num += d * d
-		den += float64(x[i]) * float64(x[i])
-	}
-	if den == 0 {
-		if num == 0 {
-			return 0
-		}
-		return math.Inf(1)
-	}
-	return num / den
 }
 
 // readNPY reads a float32 little-endian C-order 1-D or 2-D array.

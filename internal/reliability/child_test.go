@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -66,6 +67,14 @@ func envFloat(name string, def float64) float64 {
 	return def
 }
 
+// jobEnv reads what every role reads first: rank, world size, steps
+// (RELY_STEPS, default 3) and the tensor's rows and cols (RELY_ROWS,
+// RELY_COLS, defaults given).
+func jobEnv(defRows, defCols int) (rank, world, steps, rows, cols int) {
+	return envInt("VCCL_RANK", -1), envInt("VCCL_RELIABILITY_WORLD", 0), envInt("RELY_STEPS", 3),
+		envInt("RELY_ROWS", defRows), envInt("RELY_COLS", defCols)
+}
+
 func childMain(role string) int {
 	switch role {
 	case "allreduce":
@@ -112,34 +121,34 @@ func hashFloats(x []float32) string {
 	return fmt.Sprintf("%016x", h.Sum64())
 }
 
-// wchar returns the bytes this process has written through write(2) and
-// friends (sockets included), from /proc/self/io.
-func wchar() int64 {
-	b, err := os.ReadFile("/proc/self/io")
+// procField returns the number after prefix on a line of /proc/self/file
+// (a trailing unit such as "kB" dropped), or -1.
+func procField(file, prefix string) int64 {
+	b, err := os.ReadFile("/proc/self/" + file)
 	if err != nil {
 		return -1
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "wchar: "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return n
 		}
 	}
 	return -1
 }
 
-func rssKB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return -1
+// wchar returns the bytes this process has written through write(2) and
+// friends (sockets included), from /proc/self/io.
+func wchar() int64 { return procField("io", "wchar: ") }
+
+// rssKB returns this process's resident memory in KiB.
+func rssKB() int64 { return procField("status", "VmRSS:") }
+
+// initError reports a failure to start (an "init_error" event) and returns
+// the exit code of a handled error.
+func initError(err error) int {
+	emit(map[string]any{"ev": "init_error", "err": err.Error()})
+	return 3
 }
 
 // errorEvent describes err as an "error" event.
@@ -156,6 +165,12 @@ func errorEvent(step int, err error, elapsed time.Duration) map[string]any {
 	var pl *collective.PeerLostError
 	if errors.As(err, &pl) {
 		ev["lost"] = pl.Rank
+	}
+	ev["timeout"] = errors.Is(err, collective.ErrTimeout)
+	ev["absent"] = -1
+	var te *collective.TimeoutError
+	if errors.As(err, &te) {
+		ev["absent"] = te.Absent
 	}
 	return ev
 }
@@ -227,12 +242,13 @@ func selfSignal(sig syscall.Signal) func() {
 //	  RELY_KILL_CMD runs a command (e.g. a link down) instead.
 //	RELY_BAD_LEN_RANK: that rank passes one value more.
 //	RELY_NAN_RANK / RELY_INF_RANK: that rank puts NaN / +Inf in its input.
+//	RELY_ABSENT_RANK, RELY_ABSENT_STEP: that rank skips the allreduce of
+//	  that step: it prints "absent" and waits, alive, until its stdin is
+//	  closed, then enters the allreduce late.
+//	RELY_SHAPE_WALK=1: a new shape (so a new stream) at every step.
 //	RELY_RSS_EVERY: print RSS every that many steps.
 func childAllReduce() int {
-	rank := envInt("VCCL_RANK", -1)
-	world := envInt("VCCL_RELIABILITY_WORLD", 0)
-	steps := envInt("RELY_STEPS", 3)
-	rows, cols := envInt("RELY_ROWS", 256), envInt("RELY_COLS", 256)
+	rank, world, steps, rows, cols := jobEnv(256, 256)
 	victim := envInt("RELY_VICTIM", -1)
 	killStep := envInt("RELY_KILL_STEP", -1)
 	killFrac := envFloat("RELY_KILL_FRAC", -1)
@@ -240,6 +256,8 @@ func childAllReduce() int {
 	nanRank := envInt("RELY_NAN_RANK", -1)
 	infRank := envInt("RELY_INF_RANK", -1)
 	rssEvery := envInt("RELY_RSS_EVERY", 0)
+	absentRank, absentStep := envInt("RELY_ABSENT_RANK", -1), envInt("RELY_ABSENT_STEP", -1)
+	shapeWalk := os.Getenv("RELY_SHAPE_WALK") == "1"
 	opEvery := envInt("RELY_OP_EVERY", 1)
 	maxNMSE := envFloat("RELY_MAX_NMSE", 0.5)
 	type shape struct{ r, c int }
@@ -329,6 +347,10 @@ func childAllReduce() int {
 			}
 		}
 		sh := shapes[s%len(shapes)]
+		if shapeWalk {
+			// A shape of its own at every step (period 61*67 steps).
+			sh = shape{40 + s%61, 64 + s%67}
+		}
 		n := sh.r * sh.c
 		if cap(x) < n+1 {
 			x, want = make([]float32, n+1), make([]float32, n+1)
@@ -369,6 +391,10 @@ func childAllReduce() int {
 			} else {
 				k = armKiller(int64(killFrac*float64(lastBytes)), lastBytes, act)
 			}
+		}
+		if rank == absentRank && s == absentStep {
+			emit(map[string]any{"ev": "absent", "step": s})
+			io.Copy(io.Discard, os.Stdin) // until the harness closes stdin
 		}
 		before := wchar()
 		start := time.Now()

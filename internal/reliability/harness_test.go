@@ -44,6 +44,8 @@ type event struct {
 	// error events
 	Err        string `json:"err,omitempty"`
 	Lost       int    `json:"lost"`
+	Timeout    bool   `json:"timeout,omitempty"`
+	Absent     int    `json:"absent"`
 	PeerLost   bool   `json:"peer_lost,omitempty"`
 	Shape      bool   `json:"shape,omitempty"`
 	NonFinite  bool   `json:"nonfinite,omitempty"`

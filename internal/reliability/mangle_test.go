@@ -93,10 +93,7 @@ func (l *mangler) Send(ctx context.Context, m ring.Message) error {
 // RELY_STEPS allreduces of RELY_ROWS×RELY_COLS values with codec
 // VCCL_CODEC; rank RELY_MANGLER damages one message of op RELY_MANGLE_OP.
 func childMangle() int {
-	rank := envInt("VCCL_RANK", -1)
-	world := envInt("VCCL_RELIABILITY_WORLD", 0)
-	steps := envInt("RELY_STEPS", 3)
-	rows, cols := envInt("RELY_ROWS", 128), envInt("RELY_COLS", 256)
+	rank, world, steps, rows, cols := jobEnv(128, 256)
 	manglerRank := envInt("RELY_MANGLER", -1)
 	atOp := uint64(envInt("RELY_MANGLE_OP", 2))
 	kind := ring.Kind(envInt("RELY_MANGLE_KIND", int(ring.KindReduceScatter)))
@@ -105,21 +102,18 @@ func childMangle() int {
 	defer cancel()
 	cfg, err := worker.ConfigFromEnv()
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	w, err := worker.Start(ctx, cfg)
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	defer w.Close()
 	opts := gradcodec.DefaultOptions()
 	opts.Codec = os.Getenv("VCCL_CODEC")
 	codec, err := ring.NewGradCodec(opts, true)
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	defer codec.Close()
 	next := w.Next()
@@ -129,8 +123,7 @@ func childMangle() int {
 			// A frame another job would send: another codec instance, another size.
 			other, err := ring.NewGradCodec(opts, false)
 			if err != nil {
-				emit(map[string]any{"ev": "init_error", "err": err.Error()})
-				return 3
+				return initError(err)
 			}
 			src := make([]float32, 64*64)
 			for i := range src {
@@ -140,8 +133,7 @@ func childMangle() int {
 			m.foreign, err = other.Encode("other-job", src, []gradcodec.Shape{{Rows: 64, Cols: 64}}, recon)
 			other.Close()
 			if err != nil {
-				emit(map[string]any{"ev": "init_error", "err": err.Error()})
-				return 3
+				return initError(err)
 			}
 		}
 		next = m

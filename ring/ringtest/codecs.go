@@ -52,12 +52,7 @@ func checkArgs(src []float32, pieces []gradcodec.Shape, recon []float32) error {
 		return fmt.Errorf("ringtest: pieces cover %d values, src has %d, recon %d: %w",
 			sum, len(src), len(recon), gradcodec.ErrShapeMismatch)
 	}
-	for i, v := range src {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("ringtest: value %d is %v: %w", i, v, gradcodec.ErrNonFinite)
-		}
-	}
-	return nil
+	return gradcodec.CheckFinite("ringtest", src)
 }
 
 // openFrame checks magic, CRC and length and returns the body after the
@@ -92,9 +87,7 @@ func (c *RawCodec) Encode(stream string, src []float32, pieces []gradcodec.Shape
 	b := make([]byte, 5, 9+4*len(src))
 	b[0] = magicRaw
 	binary.LittleEndian.PutUint32(b[1:], uint32(len(src)))
-	for _, v := range src {
-		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-	}
+	b = gradcodec.AppendFloat32s(b, src)
 	copy(recon, src)
 	return seal(b), nil
 }
@@ -108,9 +101,7 @@ func (c *RawCodec) Decode(dst []float32, wire []byte) error {
 	if len(body) != 4*len(dst) {
 		return fmt.Errorf("ringtest: raw body of %d bytes for %d values: %w", len(body), len(dst), gradcodec.ErrBadFrame)
 	}
-	for i := range dst {
-		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(body[4*i:]))
-	}
+	gradcodec.Float32sFromBytes(dst, body)
 	return nil
 }
 

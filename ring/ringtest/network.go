@@ -56,12 +56,13 @@ type Network struct {
 	size  int
 	links []*link
 
-	mu       sync.Mutex
-	faults   []*faultState
-	delay    []time.Duration
-	record   bool
-	sent     [][]ring.Message
-	capacity int
+	mu         sync.Mutex
+	faults     []*faultState
+	delay      []time.Duration
+	record     bool
+	sent       [][]ring.Message
+	capacity   int
+	maxPayload int
 }
 
 type faultState struct {
@@ -107,6 +108,17 @@ func (n *Network) SetCapacity(c int) {
 	for _, l := range n.links {
 		l.signal()
 	}
+}
+
+// SetMaxPayload makes every link refuse (Send fails with an error wrapping
+// ErrRefused, the link stays up) a data message whose payload is longer
+// than max bytes, as a real link refuses one over its message limit; 0
+// means no limit. Status messages (KindEnter, KindDone, KindAbort: at most
+// about 1 KiB) are exempt, as they are under any real link's limit.
+func (n *Network) SetMaxPayload(max int) {
+	n.mu.Lock()
+	n.maxPayload = max
+	n.mu.Unlock()
 }
 
 // AddFault arms f.
@@ -257,6 +269,12 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 	l.mu.Unlock()
 	if broken {
 		return &ring.PeerLostError{Rank: l.to, Cause: ErrCut}
+	}
+	l.net.mu.Lock()
+	limit := l.net.maxPayload
+	l.net.mu.Unlock()
+	if limit > 0 && len(m.Payload) > limit && m.Kind != ring.KindDone && m.Kind != ring.KindAbort && m.Kind != ring.KindEnter {
+		return fmt.Errorf("ringtest: send on link %d->%d: payload of %d bytes over the limit of %d: %w", l.from, l.to, len(m.Payload), limit, ErrRefused)
 	}
 	m, deliver, d, refused := l.net.onSend(l.from, m)
 	if refused {
