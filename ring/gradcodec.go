@@ -385,3 +385,21 @@ func (c *GradCodec) Decode(dst []float32, wire []byte) error {
 	}
 	return nil
 }
+
+// RawWire implements RawWireCodec: with the "raw" codec the ring moves the
+// float32 values itself (the container, the per-value encoding and the
+// second checksum are skipped; error feedback has nothing to keep).
+func (c *GradCodec) RawWire() bool { return c.opts.Codec == "raw" }
+
+// wireBound is an optional Codec interface: maxWire bounds the wire size
+// of a chunk of n values, so the ring can refuse larger frames before they
+// are read.
+type wireBound interface {
+	maxWire(n int) int
+}
+
+// maxWire implements wireBound: a container of n values is at most 16
+// bytes per value (video frames of thin pieces are padded to the codec's
+// alignment; raw pieces take 4) plus 64 KiB of headers, scales and
+// parameter sets.
+func (c *GradCodec) maxWire(n int) int { return 16*n + 64<<10 }

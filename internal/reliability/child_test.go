@@ -81,6 +81,8 @@ func childMain(role string) int {
 		return childAllReduce()
 	case "mangle":
 		return childMangle()
+	case "late":
+		return childLate()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
 		return 2
