@@ -54,11 +54,21 @@ const (
 
 // firstNonFinite returns the index of the first NaN or Inf in x, or -1.
 func firstNonFinite(x []float32) int {
-	var acc uint32
-	for _, v := range x {
-		acc |= (math.Float32bits(v) & expMask) + expOne
+	// Four independent accumulators: the OR chain of one would bound the
+	// loop at one value per cycle of latency.
+	var a0, a1, a2, a3 uint32
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		a0 |= math.Float32bits(v[0])&expMask + expOne
+		a1 |= math.Float32bits(v[1])&expMask + expOne
+		a2 |= math.Float32bits(v[2])&expMask + expOne
+		a3 |= math.Float32bits(v[3])&expMask + expOne
 	}
-	if acc&0x80000000 == 0 {
+	for ; i < len(x); i++ {
+		a0 |= math.Float32bits(x[i])&expMask + expOne
+	}
+	if (a0|a1|a2|a3)&0x80000000 == 0 {
 		return -1
 	}
 	for i, v := range x {
