@@ -340,28 +340,42 @@ func Table(recs []Perf, codecOrder []string) []Row {
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
 		a, b := rows[i], rows[j]
-		if a.RateBPS != b.RateBPS {
-			return a.RateBPS > b.RateBPS
-		}
-		if a.Delay != b.Delay {
-			return a.Delay < b.Delay
-		}
-		if a.Size != b.Size {
-			return a.Size < b.Size
-		}
-		ra, rb := rank[a.Codec], rank[b.Codec]
-		if ra == 0 {
-			ra = len(codecOrder) + 1
-		}
-		if rb == 0 {
-			rb = len(codecOrder) + 1
-		}
-		if ra != rb {
-			return ra < rb
-		}
-		return a.Codec < b.Codec
+		return orderKey{a.RateBPS, a.Delay, a.Size, a.Codec}.less(orderKey{b.RateBPS, b.Delay, b.Size, b.Codec}, rank, len(codecOrder)+1)
 	})
 	return rows
+}
+
+// orderKey is what Table and Compare order rows by.
+type orderKey struct {
+	rateBPS float64
+	delay   string
+	size    int64
+	codec   string
+}
+
+// less orders rate (fastest first), delay, size, then codec by rank (a
+// codec missing from rank counts as unranked), ties by codec name.
+func (a orderKey) less(b orderKey, rank map[string]int, unranked int) bool {
+	if a.rateBPS != b.rateBPS {
+		return a.rateBPS > b.rateBPS
+	}
+	if a.delay != b.delay {
+		return a.delay < b.delay
+	}
+	if a.size != b.size {
+		return a.size < b.size
+	}
+	ra, rb := rank[a.codec], rank[b.codec]
+	if ra == 0 {
+		ra = unranked
+	}
+	if rb == 0 {
+		rb = unranked
+	}
+	if ra != rb {
+		return ra < rb
+	}
+	return a.codec < b.codec
 }
 
 // WriteTable prints rows as an aligned text table: rate, delay, hosts,
@@ -372,31 +386,42 @@ func WriteTable(w io.Writer, rows []Row) error {
 	fmt.Fprintf(&b, "# %-8s %6s %5s %7s %6s %12s %12s %8s %6s %9s %6s\n",
 		"rate", "delay", "hosts", "size", "codec", "time(ms)", "busbw(GB/s)", "speedup", "bpv", "nmse", "#wrong")
 	for _, r := range rows {
-		rate := r.Rate
-		if rate == "" {
-			rate = "-"
-		}
-		delay := r.Delay
-		if delay == "" {
-			delay = "0"
-		}
-		sp := "-"
-		if !math.IsNaN(r.Speedup) {
-			sp = fmt.Sprintf("%.2fx", r.Speedup)
-		}
+		rate, delay := orEmpty(r.Rate, "-"), orEmpty(r.Delay, "0")
+		sp := ratioCell(r.Speedup)
 		nmse := "-"
 		if !math.IsNaN(r.NMSE) {
 			nmse = fmt.Sprintf("%.2e", r.NMSE)
 		}
-		wrong := "-"
-		if r.Wrong >= 0 {
-			wrong = strconv.Itoa(r.Wrong)
-		}
+		wrong := wrongCell(r.Wrong)
 		fmt.Fprintf(&b, "  %-8s %6s %5d %7s %6s %12.1f %12.3f %8s %6.2f %9s %6s\n",
 			rate, delay, r.Hosts, FormatSize(r.Size), r.Codec, r.TimeUS/1e3, r.BusBW, sp, r.BPV, nmse, wrong)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// orEmpty is s, or empty when s is "" (the table cell of an unset field).
+func orEmpty(s, empty string) string {
+	if s == "" {
+		return empty
+	}
+	return s
+}
+
+// ratioCell is x as "1.23x", or "-" when x is NaN (no reference row).
+func ratioCell(x float64) string {
+	if math.IsNaN(x) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", x)
+}
+
+// wrongCell is the #wrong cell: the count, or "-" when unchecked (< 0).
+func wrongCell(n int) string {
+	if n < 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }
 
 // Baselines are the codec names of the uncompressed torch.distributed
@@ -486,26 +511,7 @@ func Compare(recs []Perf, codecOrder []string) []CompareRow {
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
 		a, b := rows[i], rows[j]
-		if a.RateBPS != b.RateBPS {
-			return a.RateBPS > b.RateBPS
-		}
-		if a.Delay != b.Delay {
-			return a.Delay < b.Delay
-		}
-		if a.Size != b.Size {
-			return a.Size < b.Size
-		}
-		ra, rb := rank[a.Codec], rank[b.Codec]
-		if ra == 0 {
-			ra = len(rank) + 1
-		}
-		if rb == 0 {
-			rb = len(rank) + 1
-		}
-		if ra != rb {
-			return ra < rb
-		}
-		return a.Codec < b.Codec
+		return orderKey{a.RateBPS, a.Delay, a.Size, a.Codec}.less(orderKey{b.RateBPS, b.Delay, b.Size, b.Codec}, rank, len(rank)+1)
 	})
 	return rows
 }
@@ -519,26 +525,13 @@ func WriteCompare(w io.Writer, rows []CompareRow) error {
 	fmt.Fprintf(&b, "# %-8s %6s %5s %7s %6s %10s %8s %9s %6s %9s %6s  %s\n",
 		"rate", "delay", "hosts", "size", "codec", "median(ms)", "spread", "vs-base", "bpv", "alloc/op", "#wrong", "sweeps(ms)")
 	for _, r := range rows {
-		rate := r.Rate
-		if rate == "" {
-			rate = "-"
-		}
-		delay := r.Delay
-		if delay == "" {
-			delay = "0"
-		}
-		vs := "-"
-		if !math.IsNaN(r.VsBase) {
-			vs = fmt.Sprintf("%.2fx", r.VsBase)
-		}
+		rate, delay := orEmpty(r.Rate, "-"), orEmpty(r.Delay, "0")
+		vs := ratioCell(r.VsBase)
 		alloc := "-"
 		if r.Alloc >= 0 {
 			alloc = FormatBytes(r.Alloc)
 		}
-		wrong := "-"
-		if r.Wrong >= 0 {
-			wrong = strconv.Itoa(r.Wrong)
-		}
+		wrong := wrongCell(r.Wrong)
 		var ts []string
 		for _, t := range r.Times {
 			ts = append(ts, fmt.Sprintf("%.1f", t/1e3))
