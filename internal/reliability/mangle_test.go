@@ -213,30 +213,12 @@ func badFrameTrial(t *testing.T, codec, mode string, kind ring.Kind) {
 	})
 	deadline := time.Now().Add(40 * time.Second)
 	for _, p := range j.procs {
-		var errEv *event
-		for {
-			e, ok := j.next(p, deadline)
-			if !ok {
-				break
-			}
-			if e.Ev == "init_error" {
-				t.Fatalf("rank %d: %s", p.rank, e.Err)
-			}
-			if e.Ev == "op" && e.Step >= atOp-1 {
-				t.Errorf("rank %d returned a result for allreduce %d (op %d) despite the %s frame (nmse %.3g)",
-					p.rank, e.Step, e.Step+1, mode, e.NMSE)
-			}
-			if e.Ev == "error" {
-				ee := e
-				errEv = &ee
-			}
-		}
+		errEv := failingStep(t, j, p, deadline, atOp-1, func(e event) {
+			t.Errorf("rank %d returned a result for allreduce %d (op %d) despite the %s frame (nmse %.3g)",
+				p.rank, e.Step, e.Step+1, mode, e.NMSE)
+		})
 		if errEv == nil {
-			t.Errorf("rank %d ended without an error (events %+v)", p.rank, p.eventsSoFar())
 			continue
-		}
-		if errEv.Step != atOp-1 {
-			t.Errorf("rank %d failed at step %d, want step %d: %s", p.rank, errEv.Step, atOp-1, errEv.Err)
 		}
 		if p.rank == receiver {
 			if !errEv.BadFrame && !errEv.Protocol && !errEv.Shape {
@@ -248,6 +230,40 @@ func badFrameTrial(t *testing.T, codec, mode string, kind ring.Kind) {
 	if hung := j.waitExit(time.Now().Add(15 * time.Second)); len(hung) > 0 {
 		t.Errorf("ranks %v hung", hung)
 	}
+}
+
+// failingStep reads rank p's events until it exits (or deadline) and
+// returns its last "error" event: an "init_error" fails the test, and every
+// "op" event at or after wantStep (a result the rank should not have
+// returned) goes to onBadOp. It reports a rank that ended without an error
+// (and then returns nil) or that failed at a step other than wantStep.
+func failingStep(t *testing.T, j *job, p *proc, deadline time.Time, wantStep int, onBadOp func(e event)) *event {
+	t.Helper()
+	var errEv *event
+	for {
+		e, ok := j.next(p, deadline)
+		if !ok {
+			break
+		}
+		if e.Ev == "init_error" {
+			t.Fatalf("rank %d: %s", p.rank, e.Err)
+		}
+		if e.Ev == "op" && e.Step >= wantStep {
+			onBadOp(e)
+		}
+		if e.Ev == "error" {
+			ee := e
+			errEv = &ee
+		}
+	}
+	if errEv == nil {
+		t.Errorf("rank %d ended without an error (events %+v)", p.rank, p.eventsSoFar())
+		return nil
+	}
+	if errEv.Step != wantStep {
+		t.Errorf("rank %d failed at step %d, want step %d: %s", p.rank, errEv.Step, wantStep, errEv.Err)
+	}
+	return errEv
 }
 
 // TestReliabilityHostileLength: rank 1 sends, in place of a 32 KiB
@@ -276,29 +292,11 @@ func TestReliabilityHostileLength(t *testing.T) {
 	})
 	deadline := time.Now().Add(40 * time.Second)
 	for _, p := range j.procs {
-		var errEv *event
-		for {
-			e, ok := j.next(p, deadline)
-			if !ok {
-				break
-			}
-			if e.Ev == "init_error" {
-				t.Fatalf("rank %d: %s", p.rank, e.Err)
-			}
-			if e.Ev == "op" && e.Step >= atOp-1 {
-				t.Errorf("rank %d returned a result for allreduce %d despite the oversized frame", p.rank, e.Step)
-			}
-			if e.Ev == "error" {
-				ee := e
-				errEv = &ee
-			}
-		}
+		errEv := failingStep(t, j, p, deadline, atOp-1, func(e event) {
+			t.Errorf("rank %d returned a result for allreduce %d despite the oversized frame", p.rank, e.Step)
+		})
 		if errEv == nil {
-			t.Errorf("rank %d ended without an error (events %+v)", p.rank, p.eventsSoFar())
 			continue
-		}
-		if errEv.Step != atOp-1 {
-			t.Errorf("rank %d failed at step %d, want step %d: %s", p.rank, errEv.Step, atOp-1, errEv.Err)
 		}
 		if !strings.Contains(errEv.Err, "exceeds") || !strings.Contains(errEv.Err, "from rank 1") {
 			t.Errorf("rank %d: error does not say that the frame from rank 1 exceeds what was expected: %s", p.rank, errEv.Err)
