@@ -21,17 +21,24 @@ func NewErrorFeedback() *ErrorFeedback {
 	return &ErrorFeedback{res: map[string][]float32{}}
 }
 
+// residual returns the residual kept for key if it has length n; one of
+// another length (the stream changed shape) is dropped.
+func (e *ErrorFeedback) residual(key string, n int) ([]float32, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.res[key]
+	if ok && len(r) != n {
+		delete(e.res, key)
+		return nil, false
+	}
+	return r, ok
+}
+
 // Apply adds the residual kept for key to x in place. A key with no residual,
 // or with one of a different length (the stream changed shape), leaves x as
 // it is; the stale residual is dropped.
 func (e *ErrorFeedback) Apply(key string, x []float32) {
-	e.mu.Lock()
-	r, ok := e.res[key]
-	if ok && len(r) != len(x) {
-		delete(e.res, key)
-		ok = false
-	}
-	e.mu.Unlock()
+	r, ok := e.residual(key, len(x))
 	if !ok {
 		return
 	}
@@ -42,13 +49,7 @@ func (e *ErrorFeedback) Apply(key string, x []float32) {
 // plain copy when there is none, or when its length differs, dropping it).
 // len(dst) must be len(src).
 func (e *ErrorFeedback) ApplyTo(key string, dst, src []float32) {
-	e.mu.Lock()
-	r, ok := e.res[key]
-	if ok && len(r) != len(src) {
-		delete(e.res, key)
-		ok = false
-	}
-	e.mu.Unlock()
+	r, ok := e.residual(key, len(src))
 	if !ok {
 		copy(dst, src)
 		return
