@@ -145,22 +145,15 @@ func TestRawPathBoundsAndSums(t *testing.T) {
 		rings[r].Prev = links[r]
 	}
 	in := inputsFor(size, n, 9)
-	var wg sync.WaitGroup
-	errs := make([]error, size)
-	for r := range rings {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := ring.NewGradCodec(gradcodec.Options{Codec: "raw"}, false)
-			if err != nil {
-				errs[r] = err
-				return
-			}
-			defer c.Close()
-			_, errs[r] = rings[r].AllReduce(context.Background(), in[r], ring.Options{Op: 1, Codec: c, SubChunkValues: sub})
-		}()
-	}
-	wg.Wait()
+	errs := runRanks(t, size, func(ctx context.Context, r int) error {
+		c, err := ring.NewGradCodec(gradcodec.Options{Codec: "raw"}, false)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = rings[r].AllReduce(ctx, in[r], ring.Options{Op: 1, Codec: c, SubChunkValues: sub})
+		return err
+	})
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
