@@ -150,28 +150,26 @@ func probeEncoder(c encoderConfig) error {
 // hwEncoderAvailable reports whether the NVENC encoder of codec opens here.
 func hwEncoderAvailable(codec string) bool {
 	name := hwEncoders[codec]
-	probeMu.Lock()
-	defer probeMu.Unlock()
-	if ok, done := probeCache[name]; done {
-		return ok
-	}
-	cc, err := openEncoder(encoderConfig{encName: name, hw: true, preset: "p1", w: 256, h: 256, qp: 30})
-	if err == nil {
-		cc.Free()
-	}
-	probeCache[name] = err == nil
-	return err == nil
+	return opensHere(name, func() (*astiav.CodecContext, error) {
+		return openEncoder(encoderConfig{encName: name, hw: true, preset: "p1", w: 256, h: 256, qp: 30})
+	})
 }
 
 // hwDecoderAvailable reports whether the cuvid decoder of codec opens here.
 func hwDecoderAvailable(codec string) bool {
 	name := hwDecoders[codec]
+	return opensHere(name, func() (*astiav.CodecContext, error) { return openDecoder(name) })
+}
+
+// opensHere reports whether open (of the FFmpeg codec name) succeeds,
+// trying it once per process: the answer is kept in probeCache.
+func opensHere(name string, open func() (*astiav.CodecContext, error)) bool {
 	probeMu.Lock()
 	defer probeMu.Unlock()
 	if ok, done := probeCache[name]; done {
 		return ok
 	}
-	cc, err := openDecoder(name)
+	cc, err := open()
 	if err == nil {
 		cc.Free()
 	}
