@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/codectest"
 	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
@@ -213,15 +214,7 @@ func TestGradCodecEncoderCap(t *testing.T) {
 						if err != nil {
 							t.Fatal(err)
 						}
-						got := make([]float32, len(src))
-						if err := dec.Decode(got, wire); err != nil {
-							t.Fatal(err)
-						}
-						for i := range got {
-							if math.Float32bits(got[i]) != math.Float32bits(recon[i]) {
-								t.Fatalf("%s %v value %d: decoded %v, recon %v", stream, sh, i, got[i], recon[i])
-							}
-						}
+						codectest.DecodesToRecon(t, dec, wire, recon, fmt.Sprintf("%s %v", stream, sh))
 					}
 					if n := enc.OpenEncoders(); n > 3 {
 						t.Fatalf("%d encoders open, cap 3", n)

@@ -340,15 +340,7 @@ func TestThreadsKeepReconExact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			y := make([]float32, len(x))
-			if err := dec.Decode(y, fr); err != nil {
-				t.Fatal(err)
-			}
-			for i := range y {
-				if math.Float32bits(y[i]) != math.Float32bits(recon[i]) {
-					t.Fatalf("%s threads 2 value %d: decoded %v, recon %v", codec, i, y[i], recon[i])
-				}
-			}
+			codectest.DecodesToRecon(t, dec, fr, recon, codec+" threads 2")
 		}
 	}
 	if _, err := gradcodec.NewEncoder(gradcodec.Options{Codec: "h264", Threads: -1}); err == nil {
