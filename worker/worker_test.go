@@ -413,6 +413,16 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	noWorkerGoroutines(t) // a failed Start cleans up after itself
 }
 
+// everyErrorSays fails the test unless every process's error contains want.
+func everyErrorSays(t *testing.T, errs []error, want string) {
+	t.Helper()
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("process %d: %v, want an error saying %q", r, err, want)
+		}
+	}
+}
+
 func TestWorldValidation(t *testing.T) {
 	t.Run("duplicate rank", func(t *testing.T) {
 		_, errs, _ := startWorld(t, 3, func(r int, c *Config) {
@@ -421,11 +431,7 @@ func TestWorldValidation(t *testing.T) {
 				c.Rank = 1
 			}
 		})
-		for r, err := range errs {
-			if err == nil || !strings.Contains(err.Error(), "duplicate rank 1") {
-				t.Errorf("process %d: %v, want duplicate rank 1", r, err)
-			}
-		}
+		everyErrorSays(t, errs, "duplicate rank 1")
 	})
 	t.Run("world size", func(t *testing.T) {
 		_, errs, _ := startWorld(t, 2, func(r int, c *Config) {
@@ -434,11 +440,7 @@ func TestWorldValidation(t *testing.T) {
 				c.WorldSize = 3
 			}
 		})
-		for r, err := range errs {
-			if err == nil || !strings.Contains(err.Error(), "world size") {
-				t.Errorf("process %d: %v, want a world size error", r, err)
-			}
-		}
+		everyErrorSays(t, errs, "world size")
 		if errs[0] != nil && !strings.Contains(errs[0].Error(), "rank 1") {
 			t.Errorf("rank 0's error does not name rank 1: %v", errs[0])
 		}
