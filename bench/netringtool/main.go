@@ -214,27 +214,28 @@ func runTag(args []string, in io.Reader, out io.Writer) error {
 }
 
 func runTable(args []string, in io.Reader, out io.Writer) error {
-	fs := flag.NewFlagSet("table", flag.ContinueOnError)
-	codecs := fs.String("codecs", "gloo,nccl,raw,fp16,bf16,int8,h264,hevc", "codec order in the table")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	recs, err := results.ReadPerf(in)
-	if err != nil {
-		return fmt.Errorf("table: %w", err)
-	}
-	return results.WriteTable(out, results.Table(recs, strings.Split(*codecs, ",")))
+	return runReport("table", "gloo,nccl,raw,fp16,bf16,int8,h264,hevc", "codec order in the table",
+		args, in, out, results.Table, results.WriteTable)
 }
 
 func runCompare(args []string, in io.Reader, out io.Writer) error {
-	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
-	codecs := fs.String("codecs", "raw,fp16,bf16,int8,h264,hevc", "codec order in the table (gloo and nccl come first)")
+	return runReport("compare", "raw,fp16,bf16,int8,h264,hevc", "codec order in the table (gloo and nccl come first)",
+		args, in, out, results.Compare, results.WriteCompare)
+}
+
+// runReport is the table and compare commands: parse the -codecs flag
+// (default codecs, described by usage), read the records on in, order them
+// with build and print them on out with write.
+func runReport[R any](name, codecs, usage string, args []string, in io.Reader, out io.Writer,
+	build func([]results.Perf, []string) []R, write func(io.Writer, []R) error) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	order := fs.String("codecs", codecs, usage)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	recs, err := results.ReadPerf(in)
 	if err != nil {
-		return fmt.Errorf("compare: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	return results.WriteCompare(out, results.Compare(recs, strings.Split(*codecs, ",")))
+	return write(out, build(recs, strings.Split(*order, ",")))
 }
