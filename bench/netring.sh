@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# netring.sh — shaped-link multi-host allreduce benchmark for vccl.
+# netring.sh — shaped-link multi-host allreduce benchmark for vccl, with the
+# uncompressed torch.distributed baseline (Gloo on CPUs, NCCL with a GPU) in
+# the same table.
 #
 # Builds HOSTS (default 4) "hosts" as network namespaces, each joined by a veth
 # pair to a bridge that lives in its own namespace, shapes every host link in
@@ -10,13 +12,23 @@
 # bus bandwidth (uncompressed bytes per second), speedup versus raw, achieved
 # bits per value.
 #
+# The codec "gloo" (or "nccl") runs bench/torch_allreduce.py — torch.distributed
+# all_reduce with allreduce_perf's sizes, method and columns — on the same hosts
+# (GLOO_SOCKET_IFNAME set to the host's interface), so each row also shows its
+# time relative to that baseline. --loopback runs the same jobs on this machine
+# over 127.0.0.1 without namespaces or root; --sweeps repeats the whole run and
+# the table then gives each setting's median, its spread (slowest/fastest) and
+# every sweep's time. The machine's load (uptime) is printed with the table.
+#
 # Every address used (10.77.0.0/24) lives only inside the namespaces this
 # script creates; nothing is sent anywhere else. The namespaces, the bridge and
 # the veths are removed on every exit path, Ctrl-C included.
 #
-# Needs root (ip netns, tc) and Go. Run from anywhere:
+# Needs root (ip netns, tc; apt-get for python3-torch when gloo is asked for and
+# missing) and Go. Run from anywhere:
 #   sudo bench/netring.sh --rate 1gbit,100mbit --sizes 64M
 #   sudo bench/netring.sh --rate 100mbit --codecs raw,hevc --sizes 1M,16M --iters 5 --json-out /tmp/nr
+#   bench/netring.sh --loopback --codecs gloo,raw --sizes 64K,1M,16M,64M --sweeps 3 --iters 10
 #   sudo bench/netring.sh --check            # plumbing + shaping check only (no vccl)
 set -euo pipefail
 
@@ -27,7 +39,8 @@ usage: bench/netring.sh [flags]
   --rate LIST      link rates, comma-separated, tc syntax (default 1gbit). e.g. 1gbit,100mbit
   --delay D        one-way delay added on every host link with netem, e.g. 1ms (default none)
   --sizes LIST     allreduce sizes in bytes, K/M/G suffixes, comma-separated (default 64M)
-  --codecs LIST    codecs, comma-separated (default raw,fp16,h264,hevc)
+  --codecs LIST    codecs, comma-separated (default gloo,raw,fp16,h264,hevc); gloo and nccl are the
+                   torch.distributed baseline (bench/torch_allreduce.py)
   --iters N        timed iterations per size (default 3)
   --warmup N       warm-up iterations per size (default 1)
   --bpv B          target bits per value for video codecs (default 1.4)
@@ -37,19 +50,33 @@ usage: bench/netring.sh [flags]
   --no-check       run allreduce_perf with -c 0 (no NMSE / #wrong check after the timed iterations)
   --timeout DUR    per-job launcher timeout (default 15m)
   --check          only build the namespaces, shape them and measure ring-neighbour TCP throughput
+  --loopback       no namespaces and no shaping: all ranks on this machine over 127.0.0.1 (no root)
+  --sweeps N       run everything N times (default 1); the table shows median, spread and each sweep
+  --mnist          also train examples/mnist (3 epochs unless --epochs) per codec (not gloo/nccl) and
+                   report time per epoch and final test accuracy
+  --epochs N       MNIST epochs with --mnist (default 3)
   -h, --help       this help
 
-The table's busbw is nccl-tests' bus bandwidth computed from the uncompressed
-size (algbw * 2(n-1)/n), so a compressed codec that finishes sooner shows a
-higher busbw; speedup is raw's time divided by the codec's time at the same
-rate and size; bpv is the achieved bits per value on the wire.
+The first table's busbw is nccl-tests' bus bandwidth computed from the
+uncompressed size (algbw * 2(n-1)/n), so a compressed codec that finishes sooner
+shows a higher busbw; speedup is raw's time divided by the codec's time at the
+same rate and size; bpv is the achieved bits per value on the wire. The second
+table compares every row with the baseline: vs-base is the row's median time
+divided by gloo's (nccl's) at the same rate and size (below 1: faster than the
+baseline), spread is the slowest sweep's time over the fastest, alloc/op the Go
+heap allocated per allreduce on the rank that allocated most.
 EOF
 }
 
 RATES="1gbit"
 DELAY=""
 SIZES="64M"
-CODECS="raw,fp16,h264,hevc"
+CODECS="gloo,raw,fp16,h264,hevc"
+LOOPBACK=0
+SWEEPS=1
+MNIST=0
+EPOCHS=3
+PYTHON="${PYTHON:-/usr/bin/python3}"
 ITERS=3
 WARMUP=1
 BPV=1.4
@@ -84,6 +111,12 @@ while [ $# -gt 0 ]; do
 	--timeout) TIMEOUT="${2:?--timeout needs a value}"; shift 2 ;;
 	--timeout=*) TIMEOUT="${1#*=}"; shift ;;
 	--check) CHECK=1; shift ;;
+	--loopback) LOOPBACK=1; shift ;;
+	--sweeps) SWEEPS="${2:?--sweeps needs a value}"; shift 2 ;;
+	--sweeps=*) SWEEPS="${1#*=}"; shift ;;
+	--mnist) MNIST=1; shift ;;
+	--epochs) EPOCHS="${2:?--epochs needs a value}"; shift 2 ;;
+	--epochs=*) EPOCHS="${1#*=}"; shift ;;
 	--no-check) CHECK_RESULTS=0; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
@@ -93,6 +126,8 @@ done
 # --- input validation -------------------------------------------------------
 [[ "$ITERS" =~ ^[1-9][0-9]*$ ]] || die "--iters must be a positive integer, got '$ITERS'"
 [[ "$WARMUP" =~ ^[0-9]+$ ]] || die "--warmup must be a non-negative integer, got '$WARMUP'"
+[[ "$SWEEPS" =~ ^[1-9][0-9]*$ ]] || die "--sweeps must be a positive integer, got '$SWEEPS'"
+[[ "$EPOCHS" =~ ^[1-9][0-9]*$ ]] || die "--epochs must be a positive integer, got '$EPOCHS'"
 [[ "$HOSTS" =~ ^[0-9]+$ ]] && [ "$HOSTS" -ge 2 ] && [ "$HOSTS" -le 200 ] ||
 	die "--hosts must be an integer in 2..200, got '$HOSTS'"
 [[ "$BPV" =~ ^[0-9]*\.?[0-9]+$ ]] || die "--bpv must be a positive number, got '$BPV'"
@@ -128,14 +163,25 @@ for s in "${SIZE_LIST[@]}"; do
 	[[ "$s" =~ ^[0-9]+[KkMmGg]?$ ]] || die "--sizes: cannot read '$s' (use bytes with an optional K/M/G suffix)"
 done
 for c in "${CODEC_LIST[@]}"; do
-	case "$c" in raw | fp16 | bf16 | int8 | h264 | hevc) ;; *) die "--codecs: unknown codec '$c' (raw|fp16|bf16|int8|h264|hevc)" ;; esac
+	case "$c" in raw | fp16 | bf16 | int8 | h264 | hevc | gloo | nccl) ;; *) die "--codecs: unknown codec '$c' (gloo|nccl|raw|fp16|bf16|int8|h264|hevc)" ;; esac
 done
 [ -z "$DELAY" ] || [[ "$DELAY" =~ ^[0-9]+(\.[0-9]+)?(us|ms|s)$ ]] || die "--delay: cannot read '$DELAY' (e.g. 500us, 1ms)"
 
-[ "$(id -u)" = 0 ] || die "needs root for ip netns and tc (run with sudo)"
-command -v ip >/dev/null || die "'ip' (iproute2) not found"
-command -v tc >/dev/null || die "'tc' (iproute2) not found"
+if [ "$LOOPBACK" = 0 ]; then
+	[ "$(id -u)" = 0 ] || die "needs root for ip netns and tc (run with sudo), or use --loopback"
+	command -v ip >/dev/null || die "'ip' (iproute2) not found"
+	command -v tc >/dev/null || die "'tc' (iproute2) not found"
+fi
 command -v go >/dev/null || die "'go' not found on PATH"
+NEED_TORCH=0
+for c in "${CODEC_LIST[@]}"; do case "$c" in gloo | nccl) NEED_TORCH=1 ;; esac; done
+if [ "$NEED_TORCH" = 1 ] && [ "$CHECK" = 0 ] && ! "$PYTHON" -c 'import torch' 2>/dev/null; then
+	# The baseline's own setup: Debian's torch (CPU; Gloo included).
+	[ "$(id -u)" = 0 ] || die "$PYTHON cannot import torch; install python3-torch (apt-get install python3-torch) or run as root"
+	echo "netring: installing python3-torch (the torch.distributed baseline)" >&2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y python3-torch >&2 || die "apt-get install python3-torch failed"
+	"$PYTHON" -c 'import torch' || die "$PYTHON still cannot import torch"
+fi
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TAG="vnr$$"            # unique per run: several runs (and tests) may share the machine
@@ -180,6 +226,9 @@ echo "netring: building into $BIN" >&2
 if [ "$CHECK" = 0 ]; then
 	(cd "$ROOT" && go build -o "$BIN/launcher" ./launcher) || die "go build ./launcher failed"
 	(cd "$ROOT" && go build -o "$BIN/allreduce_perf" ./examples/allreduce_perf) || die "go build ./examples/allreduce_perf failed"
+	if [ "$MNIST" = 1 ]; then
+		(cd "$ROOT" && go build -o "$BIN/mnist" ./examples/mnist) || die "go build ./examples/mnist failed"
+	fi
 fi
 
 # --- topology ---------------------------------------------------------------
@@ -256,18 +305,51 @@ check_links() {
 
 # --- one job: HOSTS launchers, one per namespace -----------------------------
 RDZV_PORT=29500
+TORCH_PORT=29600
+# job_cmd prints the command of one rank (node $1) of a job of codec $2:
+# allreduce_perf (or, with JOB=mnist, the MNIST example) under the launcher,
+# or the torch baseline.
+job_cmd() {
+	local i="$1" codec="$2"
+	case "$codec" in
+	gloo | nccl)
+		if [ "$LOOPBACK" = 1 ]; then
+			echo "$PYTHON" "$ROOT/bench/torch_allreduce.py" --spawn "$HOSTS"
+		else
+			echo env RANK="$i" WORLD_SIZE="$HOSTS" MASTER_ADDR="$(hostip 0)" MASTER_PORT="$TORCH_PORT" \
+				GLOO_SOCKET_IFNAME=eth0 "$PYTHON" "$ROOT/bench/torch_allreduce.py"
+		fi
+		echo --backend "$codec" -b "$SIZE_MIN" -e "$SIZE_MAX" -f "$FACTOR" -w "$WARMUP" -n "$ITERS" -c "$CHECK_RESULTS" -json
+		return
+		;;
+	esac
+	if [ "$LOOPBACK" = 1 ]; then
+		echo "$BIN/launcher" --secret "$SECRET" --timeout "$TIMEOUT" -np "$HOSTS" --
+	else
+		echo "$BIN/launcher" --nnodes "$HOSTS" --node-rank "$i" --rdzv "$(hostip 0):$RDZV_PORT" --addr "$(hostip "$i")" \
+			--secret "$SECRET" --timeout "$TIMEOUT" -np 1 --
+	fi
+	if [ "${JOB:-perf}" = mnist ]; then
+		echo "$BIN/mnist" --epochs "$EPOCHS" --codec "$codec"
+	else
+		echo "$BIN/allreduce_perf" -b "$SIZE_MIN" -e "$SIZE_MAX" -f "$FACTOR" -w "$WARMUP" -n "$ITERS" \
+			-c "$CHECK_RESULTS" -codec "$codec" -bpv "$BPV" -json
+	fi
+}
+
 run_job() {
-	local rate="$1" codec="$2" log="$3" secret i ns pids=() rc=0
-	secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-	for ((i = 0; i < HOSTS; i++)); do
-		ns=$(hostns "$i")
+	local rate="$1" codec="$2" log="$3" i ns pids=() rc=0 nodes="$HOSTS"
+	SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+	[ "$LOOPBACK" = 0 ] || nodes=1
+	for ((i = 0; i < nodes; i++)); do
 		# setsid: own process group, so cleanup can signal the launcher and its ranks at once
-		setsid ip netns exec "$ns" "$BIN/launcher" \
-			--nnodes "$HOSTS" --node-rank "$i" --rdzv "$(hostip 0):$RDZV_PORT" --addr "$(hostip "$i")" \
-			--secret "$secret" --timeout "$TIMEOUT" -np 1 -- \
-			"$BIN/allreduce_perf" -b "$SIZE_MIN" -e "$SIZE_MAX" -f "$FACTOR" -w "$WARMUP" -n "$ITERS" \
-			-c "$CHECK_RESULTS" -codec "$codec" -bpv "$BPV" -json \
-			>"$log.node$i.out" 2>"$log.node$i.err" &
+		# shellcheck disable=SC2046 # job_cmd prints words
+		if [ "$LOOPBACK" = 1 ]; then
+			setsid $(job_cmd "$i" "$codec") >"$log.node$i.out" 2>"$log.node$i.err" &
+		else
+			ns=$(hostns "$i")
+			setsid ip netns exec "$ns" $(job_cmd "$i" "$codec") >"$log.node$i.out" 2>"$log.node$i.err" &
+		fi
 		PIDS+=($!)
 		pids+=($!)
 	done
@@ -277,16 +359,17 @@ run_job() {
 	if [ "$rc" != 0 ]; then
 		echo "netring: job rate=$rate codec=$codec failed (exit $rc); node 0 stderr tail:" >&2
 		tail -n 20 "$log.node0.err" >&2 || true
-		for ((i = 1; i < HOSTS; i++)); do
+		for ((i = 1; i < nodes; i++)); do
 			[ -s "$log.node$i.err" ] && { echo "--- node $i stderr tail:" >&2; tail -n 5 "$log.node$i.err" >&2; }
 		done
 		return "$rc"
 	fi
 }
 
-setup_topology
+[ "$LOOPBACK" = 1 ] || setup_topology
 
 if [ "$CHECK" = 1 ]; then
+	[ "$LOOPBACK" = 0 ] || die "--check needs the namespaces (drop --loopback)"
 	for rate in "${RATE_LIST[@]}"; do
 		shape_all "$rate"
 		check_links "$rate"
@@ -297,24 +380,55 @@ fi
 # allreduce_perf sweeps -b..-e by -f; netring runs one job per size so that
 # any list of sizes works.
 RESULTS="$WORK/results.jsonl"
+MNIST_OUT="$WORK/mnist.txt"
 : >"$RESULTS"
-for rate in "${RATE_LIST[@]}"; do
-	shape_all "$rate"
-	for codec in "${CODEC_LIST[@]}"; do
+: >"$MNIST_OUT"
+[ "$LOOPBACK" = 0 ] || RATE_LIST=(loopback)
+LOAD_BEFORE=$(uptime)
+for ((sweep = 1; sweep <= SWEEPS; sweep++)); do
+	for rate in "${RATE_LIST[@]}"; do
+		[ "$LOOPBACK" = 1 ] || shape_all "$rate"
+		# Sizes outside, codecs inside: the rows compared with each other
+		# run next to each other in time, so a load spike on a shared
+		# machine hits a size's baseline and vccl rows alike.
 		for size in "${SIZE_LIST[@]}"; do
-			SIZE_MIN="$size" SIZE_MAX="$size" FACTOR=2
-			echo "netring: rate=$rate delay=${DELAY:-0} codec=$codec size=$size hosts=$HOSTS iters=$ITERS" >&2
-			log="$WORK/job_${rate}_${codec}_${size}"
-			run_job "$rate" "$codec" "$log"
-			# node 0's stdout holds rank 0's -json lines, prefixed "[0] " by the launcher.
-			"$BIN/netringtool" tag -rate "$rate" -delay "${DELAY:-0}" -hosts "$HOSTS" -codec "$codec" \
-				<"$log.node0.out" >>"$RESULTS" ||
-				die "no -json result in node 0's output for rate=$rate codec=$codec size=$size (see $log.node0.out)"
+			for codec in "${CODEC_LIST[@]}"; do
+				SIZE_MIN="$size" SIZE_MAX="$size" FACTOR=2
+				echo "netring: sweep=$sweep rate=$rate delay=${DELAY:-0} codec=$codec size=$size hosts=$HOSTS iters=$ITERS" >&2
+				log="$WORK/job_${sweep}_${rate}_${codec}_${size}"
+				run_job "$rate" "$codec" "$log"
+				# node 0's stdout holds rank 0's -json lines, prefixed "[0] " by the launcher.
+				"$BIN/netringtool" tag -rate "$rate" -delay "${DELAY:-0}" -hosts "$HOSTS" -codec "$codec" -sweep "$sweep" \
+					<"$log.node0.out" >>"$RESULTS" ||
+					die "no -json result in node 0's output for rate=$rate codec=$codec size=$size (see $log.node0.out)"
+			done
+		done
+		for codec in "${CODEC_LIST[@]}"; do
+			if [ "$MNIST" = 1 ] && [ "$sweep" = 1 ] && [ "$codec" != gloo ] && [ "$codec" != nccl ]; then
+				echo "netring: rate=$rate codec=$codec mnist epochs=$EPOCHS" >&2
+				log="$WORK/mnist_${rate}_${codec}"
+				JOB=mnist run_job "$rate" "$codec" "$log"
+				JOB=perf
+				# rank 0 prints "epoch E ... test accuracy A% ... (T s)" lines; keep them with rate and codec.
+				sed -n 's/^\[0\] //p' "$log.node0.out" | grep -E '^epoch|accuracy' |
+					sed "s/^/$rate $codec: /" >>"$MNIST_OUT" || true
+			fi
 		done
 	done
 done
 
-"$BIN/netringtool" table <"$RESULTS" | tee "$WORK/table.txt"
+{
+	echo "# load before: $LOAD_BEFORE"
+	echo "# load after:  $(uptime)"
+	"$BIN/netringtool" table <"$RESULTS"
+	echo "#"
+	"$BIN/netringtool" compare <"$RESULTS"
+	if [ -s "$MNIST_OUT" ]; then
+		echo "#"
+		echo "# MNIST, $HOSTS ranks, $EPOCHS epochs (rank 0's lines)"
+		sed 's/^/  /' "$MNIST_OUT"
+	fi
+} | tee "$WORK/table.txt"
 if [ -n "$JSON_OUT" ]; then
 	mkdir -p "$JSON_OUT"
 	cp "$RESULTS" "$JSON_OUT/netring.jsonl"

@@ -24,11 +24,7 @@ func testTensors(r int, seed int64) []Tensor {
 }
 
 func TestBucketerPlanReverseOrder(t *testing.T) {
-	c, err := Init(context.Background(), DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := singleRank(t)
 	// 4*(32*64) = 8192 bytes: w2 fills a bucket exactly; b3+w3+b2 fit together.
 	b, err := NewBucketer(c, testTensors(0, 1), BucketOptions{BucketBytes: 8192, Name: "m"})
 	if err != nil {

@@ -454,10 +454,13 @@ func (c *Comm) codecFor(k codecKey) (ring.Codec, error) {
 	if cd, ok := c.codecs[k]; ok {
 		return cd, nil
 	}
-	opts := gradcodec.Options{Codec: k.codec, Backend: k.backend, BitsPerValue: k.bpv, Preset: k.preset}
+	opts := gradcodec.Options{Codec: k.codec, Backend: k.backend, BitsPerValue: k.bpv, Preset: k.preset, Threads: c.cfg.codecThreads()}
 	cd, err := c.newCodec(opts, k.ef, k.rawBelow)
 	if err != nil {
 		return nil, fmt.Errorf("codec %s (backend %s): %w", k.codec, k.backend, err)
+	}
+	if gc, ok := cd.(*ring.GradCodec); ok {
+		gc.MaxEncoders = c.cfg.MaxEncoders
 	}
 	c.codecs[k] = cd
 	return cd, nil

@@ -8,12 +8,12 @@ import (
 	"math"
 	"math/rand"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 	"github.com/vccl/vccl/worker"
@@ -72,17 +72,7 @@ func memWorldWith(t *testing.T, size int, mod func(*Config), ringMod func(*ring.
 
 // each runs f on every rank concurrently and returns the errors by rank.
 func each(comms []*Comm, f func(r int, c *Comm) error) []error {
-	errs := make([]error, len(comms))
-	var wg sync.WaitGroup
-	for r, c := range comms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[r] = f(r, c)
-		}()
-	}
-	wg.Wait()
-	return errs
+	return testenv.Parallel(len(comms), func(r int) error { return f(r, comms[r]) })
 }
 
 func noErrors(t *testing.T, errs []error) {
@@ -90,6 +80,29 @@ func noErrors(t *testing.T, errs []error) {
 	for r, err := range errs {
 		if err != nil {
 			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+}
+
+// singleRank returns a Comm of one rank with the default configuration,
+// closed when the test ends.
+func singleRank(t testing.TB) *Comm {
+	t.Helper()
+	c, err := Init(context.Background(), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sameOnAllRanks fails the test unless every rank's result is
+// bit-identical to rank 0's.
+func sameOnAllRanks(t testing.TB, what string, outs [][]float32) {
+	t.Helper()
+	for r := 1; r < len(outs); r++ {
+		if hashOf(outs[r]) != hashOf(outs[0]) {
+			t.Fatalf("%s: rank %d differs from rank 0", what, r)
 		}
 	}
 }
@@ -194,6 +207,9 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"WarmupSteps", func(c *Config) { c.WarmupSteps = -1 }},
 		{"RawBelow", func(c *Config) { c.RawBelow = -1 }},
 		{"BucketBytes", func(c *Config) { c.BucketBytes = 0 }},
+		{"CodecThreads", func(c *Config) { c.CodecThreads = -1 }},
+		{"CodecThreads", func(c *Config) { c.CodecThreads = 65 }},
+		{"MaxEncoders", func(c *Config) { c.MaxEncoders = 0 }},
 	}
 	for _, tc := range cases {
 		cfg := DefaultConfig()
@@ -284,10 +300,7 @@ func TestConfigFromEnv(t *testing.T) {
 
 func TestWorldSizeOne(t *testing.T) {
 	ctx := context.Background()
-	c, err := Init(ctx, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := singleRank(t)
 	x := []float32{1, 2, 3}
 	st, err := c.AllReduce(ctx, x, WithAverage())
 	if err != nil || x[0] != 1 || x[2] != 3 || st.Values != 3 || st.Calls != 1 {
@@ -320,12 +333,8 @@ func TestWorldSizeOne(t *testing.T) {
 
 func TestBadArgumentAborts(t *testing.T) {
 	ctx := context.Background()
-	c, err := Init(ctx, DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.AllReduce(ctx, make([]float32, 10), WithShape(3, 3))
+	c := singleRank(t)
+	_, err := c.AllReduce(ctx, make([]float32, 10), WithShape(3, 3))
 	if !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, ErrShapeMismatch) || !strings.Contains(err.Error(), "covers 9 values but data has 10") {
 		t.Fatalf("got %v", err)
 	}
@@ -335,14 +344,13 @@ func TestBadArgumentAborts(t *testing.T) {
 		t.Fatalf("after abort: %v", err)
 	}
 	for _, bad := range []Option{WithCodec("vp9"), WithBackend("x"), WithBitsPerValue(-1)} {
-		c2, _ := Init(ctx, DefaultConfig())
+		c2 := singleRank(t)
 		if _, err := c2.AllReduce(ctx, make([]float32, 4), bad); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("got %v", err)
 		}
 		c2.Close()
 	}
-	c3, _ := Init(ctx, DefaultConfig())
-	defer c3.Close()
+	c3 := singleRank(t)
 	if err := c3.Broadcast(ctx, nil, 1); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "root 1") {
 		t.Fatalf("bad root: %v", err)
 	}
@@ -369,11 +377,7 @@ func TestAllReduceInMemory(t *testing.T) {
 					return err
 				}))
 				want := exactSum(seed, size, n, average)
-				for r := 1; r < size; r++ {
-					if hashOf(outs[r]) != hashOf(outs[0]) {
-						t.Fatalf("n=%d step %d: rank %d differs from rank 0", n, step, r)
-					}
-				}
+				sameOnAllRanks(t, fmt.Sprintf("n=%d step %d", n, step), outs)
 				raw := step == 0 || n < DefaultRawBelow
 				wantCodec := lossyCodec
 				if raw {
@@ -422,11 +426,7 @@ func TestMixedLayoutSplitsRawAndCoded(t *testing.T) {
 	if e := metric.NMSE(outs[0], want); e == 0 || e > 1e-3 {
 		t.Fatalf("NMSE %g: the coded part should be lossy but close", e)
 	}
-	for r := 1; r < size; r++ {
-		if hashOf(outs[r]) != hashOf(outs[0]) {
-			t.Fatalf("rank %d differs", r)
-		}
-	}
+	sameOnAllRanks(t, "mixed layout", outs)
 	if sts[0].Codec != "int8" || sts[0].Values != int64(n) {
 		t.Fatalf("stats %+v", sts[0])
 	}

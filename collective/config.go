@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log"
 	"os"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/schedenv"
+	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/worker"
 )
 
@@ -28,8 +30,13 @@ const (
 	// number of seconds; "0" turns the timeout off.
 	EnvTimeout = "VCCL_TIMEOUT"
 	// EnvStreamIdle sets Config.StreamIdle, EnvMaxStreams Config.MaxStreams.
-	EnvStreamIdle = "VCCL_STREAM_IDLE"
-	EnvMaxStreams = "VCCL_MAX_STREAMS"
+	EnvStreamIdle   = "VCCL_STREAM_IDLE"
+	EnvMaxStreams   = "VCCL_MAX_STREAMS"
+	EnvCodecThreads = "VCCL_CODEC_THREADS" // threads per video encoder; 0: CPUs per rank on the node
+	EnvMaxEncoders  = "VCCL_MAX_ENCODERS"  // open encoders per codec (one per piece shape)
+	// EnvLocalWorldSize is the number of ranks on this node; the launcher
+	// sets it. CodecThreads' default divides GOMAXPROCS by it.
+	EnvLocalWorldSize = "VCCL_LOCAL_WORLD_SIZE"
 )
 
 // Default values of Config, as DefaultConfig sets them.
@@ -48,24 +55,24 @@ const (
 	// DefaultStreamIdle and DefaultMaxStreams are the defaults of
 	// Config.StreamIdle and Config.MaxStreams: generous enough for a model
 	// whose every parameter is its own stream, allreduced once per step.
-	DefaultStreamIdle = 1000
-	DefaultMaxStreams = 1024
+	DefaultStreamIdle  = 1000
+	DefaultMaxStreams  = 1024
+	DefaultMaxEncoders = ring.DefaultMaxEncoders
 )
 
 // DefaultCodec is Config.Codec's default: "h264" where the FFmpeg video
 // plug-in (package gradcodec/video) is linked — every cgo build of this
-// package links it, see video.go — since libx265 is several times slower on
-// a CPU; else "int8", the best pure-Go codec registered by default.
+// package links it, see video.go; libx265 is several times slower on a
+// CPU — else "tensor", the pure-Go entropy-coded codec (lower error than
+// h264 at the same rate on the gradients measured; see the README).
 var DefaultCodec = defaultCodec()
 
 func defaultCodec() string {
 	if gradcodec.Registered("h264") {
 		return "h264"
 	}
-	return "int8"
+	return "tensor"
 }
-
-func isVideo(codec string) bool { return codec == "h264" || codec == "hevc" }
 
 // Config configures a Comm. Start from DefaultConfig (or ConfigFromEnv): the
 // zero value is not valid (its Codec is empty).
@@ -116,7 +123,7 @@ type Config struct {
 	// "bf16", "int8", "tensor" (entropy-coded, pure Go), and with cgo
 	// "h264" and "hevc". Defaults to
 	// DefaultCodec: "h264" with cgo ("hevc" compresses better at the same
-	// rate but its software encoder is several times slower), else "int8".
+	// rate but its software encoder is several times slower), else "tensor".
 	Codec string
 	// Backend is "auto" (NVENC/NVDEC when they open, else libx264/libx265),
 	// "nvenc" or "software". Defaults to "auto".
@@ -157,6 +164,28 @@ type Config struct {
 	// stream beyond it releases the least recently used. Defaults to 1024
 	// (DefaultMaxStreams); 0 means no cap. Set by VCCL_MAX_STREAMS.
 	MaxStreams int
+	// CodecThreads is how many threads a video encoder may use on one
+	// picture (libx264 sliced threads, libx265 wavefronts). Defaults to 0:
+	// the CPUs available to this rank, GOMAXPROCS divided by the ranks on
+	// this node (EnvLocalWorldSize, which the launcher sets; 1 without it),
+	// at least 1.
+	CodecThreads int
+	// MaxEncoders bounds the encoders each codec keeps open: one per piece
+	// shape, shared by every stream and sub-chunk of that shape, the least
+	// recently used closed first. Defaults to 16.
+	MaxEncoders int
+}
+
+// codecThreads resolves CodecThreads' default.
+func (c *Config) codecThreads() int {
+	if c.CodecThreads > 0 {
+		return c.CodecThreads
+	}
+	local := 1
+	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(EnvLocalWorldSize))); err == nil && n > 0 {
+		local = n
+	}
+	return min(max(goruntime.GOMAXPROCS(0)/local, 1), 64)
 }
 
 // DefaultConfig returns a Config for one rank with every default set.
@@ -174,6 +203,7 @@ func DefaultConfig() Config {
 		Timeout:       DefaultTimeout,
 		StreamIdle:    DefaultStreamIdle,
 		MaxStreams:    DefaultMaxStreams,
+		MaxEncoders:   DefaultMaxEncoders,
 	}
 }
 
@@ -228,6 +258,10 @@ func (c *Config) validate() error {
 		return bad("BitsPerValue", "is %v, want in (0, 32]", c.BitsPerValue)
 	case c.BucketBytes < 4:
 		return bad("BucketBytes", "is %d, want >= 4 (one float32)", c.BucketBytes)
+	case c.CodecThreads < 0 || c.CodecThreads > 64:
+		return bad("CodecThreads", "is %d, want 0 (the CPUs per rank) to 64", c.CodecThreads)
+	case c.MaxEncoders < 1:
+		return bad("MaxEncoders", "is %d, want >= 1", c.MaxEncoders)
 	}
 	return nil
 }
@@ -237,14 +271,14 @@ func (c *Config) validate() error {
 // join addresses, secret, bind address and port, metrics address, timeouts)
 // and worker.EnvCodec, worker.EnvBackend, worker.EnvBPV,
 // worker.EnvBucketBytes, EnvPreset, EnvErrorFeedback, EnvWarmupSteps,
-// EnvRawBelow, EnvTimeout, EnvStreamIdle and EnvMaxStreams. Unset
-// variables keep the defaults; VCCL_RANK and VCCL_WORLD_SIZE are required,
-// unless the process is a task of a Slurm step (srun) or a pod of a
-// Kubernetes Indexed Job: then the rank, world size, local rank, rendezvous
-// and bind address come from the scheduler where the VCCL_* variables are
-// unset (worker.ConfigFromEnv has the mapping), and the job secret from
-// VCCL_SECRET or the file VCCL_SECRET_FILE names. An error names the bad
-// variable.
+// EnvRawBelow, EnvTimeout, EnvStreamIdle, EnvMaxStreams, EnvCodecThreads
+// and EnvMaxEncoders. Unset variables keep the defaults; VCCL_RANK and
+// VCCL_WORLD_SIZE are required, unless the process is a task of a Slurm
+// step (srun) or a pod of a Kubernetes Indexed Job: then the rank, world
+// size, local rank, rendezvous and bind address come from the scheduler
+// where the VCCL_* variables are unset (worker.ConfigFromEnv has the
+// mapping), and the job secret from VCCL_SECRET or the file
+// VCCL_SECRET_FILE names. An error names the bad variable.
 func ConfigFromEnv() (Config, error) {
 	w, err := worker.ConfigFromEnv()
 	if err != nil {
@@ -268,7 +302,8 @@ func ConfigFromEnv() (Config, error) {
 		name string
 		dst  *int
 	}{{worker.EnvBucketBytes, &c.BucketBytes}, {EnvWarmupSteps, &c.WarmupSteps}, {EnvRawBelow, &c.RawBelow},
-		{EnvStreamIdle, &c.StreamIdle}, {EnvMaxStreams, &c.MaxStreams}} {
+		{EnvStreamIdle, &c.StreamIdle}, {EnvMaxStreams, &c.MaxStreams},
+		{EnvCodecThreads, &c.CodecThreads}, {EnvMaxEncoders, &c.MaxEncoders}} {
 		if v, ok := get(iv.name); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {

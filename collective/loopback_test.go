@@ -89,11 +89,7 @@ func TestLoopbackWorkersInProcess(t *testing.T) {
 			outs[r], sts[r] = x, st
 			return err
 		}))
-		for r := 1; r < size; r++ {
-			if hashOf(outs[r]) != hashOf(outs[0]) {
-				t.Fatalf("step %d: rank %d differs from rank 0", step, r)
-			}
-		}
+		sameOnAllRanks(t, fmt.Sprintf("step %d", step), outs)
 		e := metric.NMSE(outs[0], exactSumOf(size, func(r int) []float32 { return rankSmooth(seed, r, rows, cols) }, true))
 		t.Logf("step %d: codec %s NMSE %.3g, %.3f bits/value, %v", step, sts[0].Codec, e, sts[0].BitsPerValue(), sts[0].Total)
 		if step == 0 && (sts[0].Codec != "raw" || e > 1e-12) || step > 0 && (sts[0].Codec != lossyCodec || e > 0.1 || math.IsNaN(e)) {

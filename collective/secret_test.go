@@ -98,14 +98,7 @@ func TestWrongSecretRefused(t *testing.T) {
 	for _, port := range links {
 		url := fmt.Sprintf("ws://127.0.0.1:%d%s", port, linkPath)
 		// No credentials at all.
-		ws, resp, err := d.Dial(url, nil)
-		if err == nil {
-			ws.Close()
-			t.Fatalf("port %d: a link without credentials was accepted", port)
-		}
-		if resp == nil || resp.StatusCode != http.StatusUnauthorized {
-			t.Fatalf("port %d: no credentials: got %v, %v; want 401", port, resp, err)
-		}
+		dialRefused(t, &d, url, nil, http.StatusUnauthorized, "port %d: no credentials", port)
 		// Credentials made with a wrong secret, claiming every rank.
 		for from := 0; from < size; from++ {
 			h := http.Header{}
@@ -115,14 +108,7 @@ func TestWrongSecretRefused(t *testing.T) {
 			h.Set("X-Vccl-Time", strconv.FormatInt(time.Now().UnixNano(), 10))
 			h.Set("X-Vccl-Nonce", randHex(16))
 			h.Set("X-Vccl-Auth", randHex(32))
-			ws, resp, err := d.Dial(url, h)
-			if err == nil {
-				ws.Close()
-				t.Fatalf("port %d: a link with a wrong secret was accepted", port)
-			}
-			if resp == nil || resp.StatusCode != http.StatusForbidden {
-				t.Fatalf("port %d: wrong secret: got %v, %v; want 403", port, resp, err)
-			}
+			dialRefused(t, &d, url, h, http.StatusForbidden, "port %d: wrong secret", port)
 		}
 	}
 	refused := int64(0)
@@ -163,5 +149,20 @@ func TestWrongSecretRefused(t *testing.T) {
 		if err := c.Err(); err != nil {
 			t.Fatal(errors.Join(err))
 		}
+	}
+}
+
+// dialRefused dials a link at url with header h and fails the test unless
+// the handshake is refused with HTTP status want; what (a format with args)
+// names the attempt in the failure.
+func dialRefused(t *testing.T, d *websocket.Dialer, url string, h http.Header, want int, what string, args ...any) {
+	t.Helper()
+	ws, resp, err := d.Dial(url, h)
+	if err == nil {
+		ws.Close()
+		t.Fatalf("%s: the link was accepted", fmt.Sprintf(what, args...))
+	}
+	if resp == nil || resp.StatusCode != want {
+		t.Fatalf("%s: got %v, %v; want %d", fmt.Sprintf(what, args...), resp, err, want)
 	}
 }

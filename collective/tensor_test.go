@@ -2,6 +2,7 @@ package collective
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand"
 	"testing"
@@ -29,11 +30,7 @@ func TestLoopbackTensorCodec(t *testing.T) {
 			outs[r], sts[r] = x, st
 			return err
 		}))
-		for r := 1; r < size; r++ {
-			if hashOf(outs[r]) != hashOf(outs[0]) {
-				t.Fatalf("step %d: rank %d differs from rank 0", step, r)
-			}
-		}
+		sameOnAllRanks(t, fmt.Sprintf("step %d", step), outs)
 		exact := exactSumOf(size, func(r int) []float32 { return rankGrad(900, r, rows, cols) }, true)
 		e := metric.NMSE(outs[0], exact)
 		bpv := sts[0].BitsPerValue()

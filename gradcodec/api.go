@@ -33,6 +33,10 @@ type Options struct {
 	BitsPerValue float64
 	// Preset is the encoder preset; "" picks the codec's measured default.
 	Preset string
+	// Threads is how many threads a video encoder may use on one picture
+	// (libx264 sliced threads, libx265 wavefronts). 0 means 1. Ignored by
+	// non-video codecs and by NVENC.
+	Threads int
 }
 
 // Encoder compresses one stream of similar tensors (the same slot of a
@@ -51,10 +55,20 @@ type Encoder interface {
 
 // ReconEncoder is implemented by every Encoder of this module: it encodes
 // and also writes into recon (len(src) values, or nil) exactly what any
-// Decoder yields for the returned frame. Video encoders decode their own
-// frame anyway (the scale refit of package gradcodec/video), so the
-// reconstruction is free.
+// Decoder yields for the returned frame. The video encoders take it from
+// libx264's/libx265's own reconstruction (or decode NVENC's frame), which
+// the scale refit of package gradcodec/video needs anyway, so it is nearly
+// free.
 type ReconEncoder interface {
 	Encoder
 	EncodeRecon(dst []byte, src []float32, shape Shape, recon []float32) ([]byte, error)
+}
+
+// ResidualEncoder is implemented by every Encoder of this module: it is
+// EncodeRecon that also writes the error-feedback residual src − recon into
+// residual (len(src) values) while the reconstruction is in cache, so that
+// error feedback costs no pass of its own (see ErrorFeedback.ResidualFor).
+type ResidualEncoder interface {
+	ReconEncoder
+	EncodeResidual(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // Quantization constants. Scales are a multiple of each row's RMS, capped
@@ -74,7 +76,7 @@ type simpleEncoder struct {
 	closed  bool
 }
 
-var _ Encoder = (*simpleEncoder)(nil)
+var _ ResidualEncoder = (*simpleEncoder)(nil)
 
 func (e *simpleEncoder) Name() string { return e.name }
 
@@ -111,6 +113,20 @@ func (e *simpleEncoder) EncodeRecon(dst []byte, src []float32, shape Shape, reco
 	return out, nil
 }
 
+// EncodeResidual is EncodeRecon that also writes src − recon into
+// residual.
+func (e *simpleEncoder) EncodeResidual(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error) {
+	if recon == nil || len(residual) != len(src) {
+		return dst, fmt.Errorf("%s: %w: EncodeResidual needs recon and a residual of %d values (has %d)", e.Name(), ErrShapeMismatch, len(src), len(residual))
+	}
+	out, err := e.EncodeRecon(dst, src, shape, recon)
+	if err != nil {
+		return out, err
+	}
+	kern.SubTo(residual, src, recon)
+	return out, nil
+}
+
 func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, error) {
 	name := e.Name()
 	if e.closed {
@@ -119,64 +135,43 @@ func (e *simpleEncoder) encode(dst []byte, src []float32, shape Shape) ([]byte, 
 	if err := CheckShape(name, src, shape); err != nil {
 		return dst, err
 	}
-	if err := CheckFinite(name, src); err != nil {
-		return dst, err
-	}
 	var w FrameWriter
 	w.Begin(dst, e.id, shape, 0, 0, 0, 0)
 	b := w.Buf
+	at := len(b)
+	n := len(src)
+	var ok bool
 	switch e.id {
 	case idRaw:
-		b = AppendFloat32s(growBytes(b, 4*len(src)), src)
+		b = growLen(b, 4*n)
+		ok = putRaw(b[at:], src)
 	case idFP16:
-		b = growBytes(b, 2*len(src))
-		for _, v := range src {
-			b = binary.LittleEndian.AppendUint16(b, toFP16(v))
-		}
+		b = growLen(b, 2*n)
+		ok = putFP16(b[at:], src)
 	case idBF16:
-		b = growBytes(b, 2*len(src))
-		for _, v := range src {
-			b = binary.LittleEndian.AppendUint16(b, ToBF16(v))
-		}
+		b = growLen(b, 2*n)
+		ok = putBF16(b[at:], src)
 	case idInt8:
-		e.scales = resize(e.scales, ScaleGroups(shape))
-		ComputeScales(e.scales, src, shape, Int8RMSMultiple, 1)
-		b = PutScales(b, e.scales)
-		b = AppendZeroMap(b, src, shape)
-		b = growBytes(b, len(src))
-		g := ScaleGroupRows(shape) * shape.Cols
-		for i, h := range e.scales {
-			lo := i * g
-			hi := min(lo+g, len(src))
-			sc := FromBF16(h)
-			if sc == 0 {
-				for range src[lo:hi] {
-					b = append(b, 0)
-				}
-				continue
-			}
-			inv := 127 / sc
-			for _, v := range src[lo:hi] {
-				b = append(b, byte(int8(quant127(v*inv))))
-			}
+		ng, nz := ScaleGroups(shape), ZeroMapSize(shape)
+		e.scales = resize(e.scales, ng)
+		b = growLen(b, 2*ng+nz+n)
+		var zmap []byte
+		if nz > 0 {
+			zmap = b[at+2*ng : at+2*ng+nz]
 		}
+		ok = putInt8(b[at+2*ng+nz:], e.scales, zmap, src, shape)
+		for i, h := range e.scales {
+			binary.LittleEndian.PutUint16(b[at+2*i:], h)
+		}
+	}
+	if !ok {
+		if err := CheckFinite(name, src); err != nil {
+			return dst, err
+		}
+		return dst, fmt.Errorf("gradcodec: internal: %s found a non-finite value CheckFinite does not", name)
 	}
 	w.Buf = b
 	return w.Finish(), nil
-}
-
-// quant127 rounds v to the nearest integer in [-127, 127].
-func quant127(v float32) int32 {
-	if v >= 127 {
-		return 127
-	}
-	if v <= -127 {
-		return -127
-	}
-	if v < 0 {
-		return -int32(0.5 - v)
-	}
-	return int32(v + 0.5)
 }
 
 // simpleDecoder decodes raw, fp16, bf16 and int8 payloads; it keeps no
@@ -191,41 +186,35 @@ func (simpleDecoder) Close() error { return nil }
 
 // decodeSimple decodes the payload of raw, fp16, bf16 and int8 frames.
 func decodeSimple(dst []float32, h Header, body []byte, scales []float32) error {
+	ok := true
 	switch h.Codec {
 	case "raw":
-		Float32sFromBytes(dst, body)
+		ok = getRaw(dst, body)
 	case "fp16":
-		for i := range dst {
-			dst[i] = fromFP16(binary.LittleEndian.Uint16(body[2*i:]))
-		}
+		ok = getFP16(dst, body)
 	case "bf16":
-		for i := range dst {
-			dst[i] = FromBF16(binary.LittleEndian.Uint16(body[2*i:]))
-		}
+		ok = getBF16(dst, body)
 	case "int8":
-		g := ScaleGroupRows(h.Shape) * h.Shape.Cols
-		for i, sc := range scales {
-			lo := i * g
-			hi := min(lo+g, len(dst))
-			m := sc / 127
-			for j := lo; j < hi; j++ {
-				dst[j] = float32(int8(body[j])) * m
-			}
-		}
+		getInt8(dst, body, scales, h.Shape)
+	}
+	if ok {
+		return nil
 	}
 	if i := FirstNonFinite(dst); i >= 0 {
 		return fmt.Errorf("%w: %s value %d decodes to %v", ErrBadFrame, h.Codec, i, dst[i])
 	}
-	return nil
+	return fmt.Errorf("%w: %s payload decodes to a non-finite value", ErrBadFrame, h.Codec)
 }
 
-func growBytes(b []byte, n int) []byte {
+// growLen extends b by n bytes (contents unspecified), reusing its array
+// when it has room.
+func growLen(b []byte, n int) []byte {
 	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), len(b)+n)
+		nb := make([]byte, len(b)+n, len(b)+n+len(b)/4)
 		copy(nb, b)
 		return nb
 	}
-	return b
+	return b[:len(b)+n]
 }
 
 func resize[T any](s []T, n int) []T {

@@ -1,6 +1,10 @@
 package gradcodec
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/vccl/vccl/internal/kern"
+)
 
 // ErrorFeedback keeps a residual per stream key: what the receiver did not
 // get of the last input for that stream (input minus decoded). Adding it to
@@ -17,23 +21,56 @@ func NewErrorFeedback() *ErrorFeedback {
 	return &ErrorFeedback{res: map[string][]float32{}}
 }
 
+// residual returns the residual kept for key if it has length n; one of
+// another length (the stream changed shape) is dropped.
+func (e *ErrorFeedback) residual(key string, n int) ([]float32, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.res[key]
+	if ok && len(r) != n {
+		delete(e.res, key)
+		return nil, false
+	}
+	return r, ok
+}
+
 // Apply adds the residual kept for key to x in place. A key with no residual,
 // or with one of a different length (the stream changed shape), leaves x as
 // it is; the stale residual is dropped.
 func (e *ErrorFeedback) Apply(key string, x []float32) {
-	e.mu.Lock()
-	r, ok := e.res[key]
-	if ok && len(r) != len(x) {
-		delete(e.res, key)
-		ok = false
-	}
-	e.mu.Unlock()
+	r, ok := e.residual(key, len(x))
 	if !ok {
 		return
 	}
-	for i, v := range r {
-		x[i] += v
+	kern.AddTo(x, r)
+}
+
+// ApplyTo writes src plus the residual kept for key into dst (one pass; a
+// plain copy when there is none, or when its length differs, dropping it).
+// len(dst) must be len(src).
+func (e *ErrorFeedback) ApplyTo(key string, dst, src []float32) {
+	r, ok := e.residual(key, len(src))
+	if !ok {
+		copy(dst, src)
+		return
 	}
+	kern.AddTo2(dst, src, r)
+}
+
+// ResidualFor returns the residual slice of key with length n, for the
+// caller to overwrite entirely with the new residual (input minus decoded),
+// e.g. through ResidualEncoder: the update without a pass of its own. The
+// old contents are unspecified.
+func (e *ErrorFeedback) ResidualFor(key string, n int) []float32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.res[key]
+	if cap(r) < n {
+		r = make([]float32, n)
+	}
+	r = r[:n]
+	e.res[key] = r
+	return r
 }
 
 // Update stores residual[key] = x - decoded. x and decoded must have the
@@ -50,9 +87,7 @@ func (e *ErrorFeedback) Update(key string, x, decoded []float32) {
 		r = make([]float32, len(x))
 	}
 	r = r[:len(x)]
-	for i := range x {
-		r[i] = x[i] - decoded[i]
-	}
+	kern.SubTo(r, x, decoded)
 	e.res[key] = r
 }
 

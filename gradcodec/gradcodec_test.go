@@ -223,6 +223,27 @@ func TestErrorFeedback(t *testing.T) {
 	if z[0] != 1 || ef.Residual("a") != nil {
 		t.Fatalf("mismatched residual applied: %v", z)
 	}
+	// ApplyTo adds in the copy; ResidualFor hands out the slot to overwrite.
+	ef.Reset("")
+	ef.Update("c", []float32{1, 2, 3}, []float32{0.5, 2, 2})
+	dst := make([]float32, 3)
+	ef.ApplyTo("c", dst, []float32{10, 20, 30})
+	if dst[0] != 10.5 || dst[1] != 20 || dst[2] != 31 {
+		t.Fatalf("ApplyTo = %v", dst)
+	}
+	ef.ApplyTo("none", dst, []float32{7, 8, 9})
+	if dst[0] != 7 || dst[2] != 9 {
+		t.Fatalf("ApplyTo without a residual = %v", dst)
+	}
+	r := ef.ResidualFor("c", 3)
+	r[0], r[1], r[2] = 4, 5, 6
+	if got := ef.Residual("c"); got[0] != 4 || got[2] != 6 {
+		t.Fatalf("ResidualFor slot not kept: %v", got)
+	}
+	ef.ApplyTo("c", make([]float32, 2), []float32{1, 1}) // other length: dropped
+	if ef.Residual("c") != nil {
+		t.Fatal("ApplyTo kept a residual of another length")
+	}
 	ef.Update("b", x, x)
 	ef.Reset("")
 	if ef.Residual("b") != nil {
@@ -252,6 +273,27 @@ func TestEncodeReconMatchesDecoder(t *testing.T) {
 					t.Fatalf("%s %v: value %d: recon %v, decoder %v", codec, sh, k, recon[k], y[k])
 				}
 			}
+		}
+		// EncodeResidual: the same frame's recon, and src − recon beside it.
+		re, ok := enc.(gradcodec.ResidualEncoder)
+		if !ok {
+			t.Fatalf("%s encoder is not a ResidualEncoder", codec)
+		}
+		sh := gradcodec.Shape{Rows: 64, Cols: 300}
+		x := codectest.GradientLike(99, sh.Rows, sh.Cols)
+		recon, res := make([]float32, len(x)), make([]float32, len(x))
+		fr, err := re.EncodeResidual(nil, x, sh, recon, res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := codectest.DecodesToRecon(t, dec, fr, recon, codec+" EncodeResidual")
+		for k := range y {
+			if math.Float32bits(res[k]) != math.Float32bits(x[k]-y[k]) {
+				t.Fatalf("%s EncodeResidual value %d: x %v decoded %v recon %v residual %v", codec, k, x[k], y[k], recon[k], res[k])
+			}
+		}
+		if _, err := re.EncodeResidual(nil, x, sh, recon, res[1:]); !errors.Is(err, gradcodec.ErrShapeMismatch) {
+			t.Errorf("%s: short residual: %v", codec, err)
 		}
 		if _, err := gradcodec.EncodeRecon(enc, nil, nil, make([]float32, 8), gradcodec.Shape{Rows: 1, Cols: 8}, make([]float32, 7)); !errors.Is(err, gradcodec.ErrShapeMismatch) {
 			t.Errorf("%s: short recon: %v", codec, err)

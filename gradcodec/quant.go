@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // CheckFinite returns an error wrapping ErrNonFinite when src holds NaN or
@@ -72,60 +74,12 @@ func ToBF16(f float32) uint16 {
 func FromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
 // toFP16 converts to IEEE half precision, rounding to nearest even and
-// saturating finite values beyond ±65504 to ±65504.
-func toFP16(f float32) uint16 {
-	b := math.Float32bits(f)
-	sign := uint16(b>>16) & 0x8000
-	abs := b & 0x7fffffff
-	switch {
-	case abs >= 0x477ff000: // >= 65520 rounds to Inf: saturate
-		return sign | 0x7bff
-	case abs >= 0x38800000: // normal half
-		e := abs>>23 - 112
-		m := abs & 0x7fffff
-		h := e<<10 | m>>13
-		rem := m & 0x1fff
-		if rem > 0x1000 || (rem == 0x1000 && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	case abs >= 0x33000000: // subnormal half
-		e := abs >> 23
-		m := abs&0x7fffff | 0x800000
-		shift := 126 - e // 14 + (113-e) … shift of the 24-bit mantissa
-		h := m >> shift
-		rem := m & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || (rem == half && h&1 == 1) {
-			h++
-		}
-		return sign | uint16(h)
-	default:
-		return sign
-	}
-}
+// saturating finite values beyond ±65504 to ±65504 (NaN and ±Inf too; the
+// encoders reject them first).
+func toFP16(f float32) uint16 { return kern.ToFP16(f) }
 
-func fromFP16(h uint16) float32 {
-	sign := uint32(h&0x8000) << 16
-	e := uint32(h>>10) & 0x1f
-	m := uint32(h & 0x3ff)
-	switch {
-	case e == 0 && m == 0:
-		return math.Float32frombits(sign)
-	case e == 0: // subnormal
-		return math.Float32frombits(sign) + float32(m)*(1.0/(1<<24))*signF(sign)
-	case e == 31:
-		return math.Float32frombits(sign | 0x7f800000 | m<<13)
-	}
-	return math.Float32frombits(sign | (e+112)<<23 | m<<13)
-}
-
-func signF(sign uint32) float32 {
-	if sign != 0 {
-		return -1
-	}
-	return 1
-}
+// fromFP16 converts IEEE half precision to float32 (exactly).
+func fromFP16(h uint16) float32 { return kern.FromFP16(h) }
 
 // ComputeScales fills scales (bfloat16 bits, one per scale group of
 // ScaleGroupRows(s) rows) with mult·min(k·RMS, max|x|) of each group,

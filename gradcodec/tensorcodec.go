@@ -3,6 +3,8 @@ package gradcodec
 import (
 	"fmt"
 	"math"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // MinTensorValues is the smallest tensor the tensor codec entropy codes.
@@ -39,7 +41,7 @@ type tensorCodec struct {
 	closed bool
 }
 
-var _ ReconEncoder = (*tensorCodec)(nil)
+var _ ResidualEncoder = (*tensorCodec)(nil)
 
 func newTensorCodec(opts Options) (Encoder, error) {
 	bpv := opts.BitsPerValue
@@ -98,6 +100,20 @@ func (e *tensorCodec) EncodeRecon(dst []byte, src []float32, shape Shape, recon 
 			return dst, fmt.Errorf("gradcodec: internal: tensor: own frame: %w", err)
 		}
 	}
+	return out, nil
+}
+
+// EncodeResidual is EncodeRecon that also writes src − recon into
+// residual (error feedback without a pass of its own in the caller).
+func (e *tensorCodec) EncodeResidual(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error) {
+	if recon == nil || len(residual) != len(src) {
+		return dst, fmt.Errorf("tensor: %w: EncodeResidual needs recon and a residual of %d values (has %d)", ErrShapeMismatch, len(src), len(residual))
+	}
+	out, err := e.EncodeRecon(dst, src, shape, recon)
+	if err != nil {
+		return out, err
+	}
+	kern.SubTo(residual, src, recon)
 	return out, nil
 }
 

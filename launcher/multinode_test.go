@@ -6,9 +6,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/vccl/vccl/internal/testenv"
 )
 
 // runNodes runs one launcher per args list concurrently and returns their
@@ -16,16 +17,11 @@ import (
 func runNodes(t *testing.T, nodes ...[]string) []result {
 	t.Helper()
 	res := make([]result, len(nodes))
-	errs := make([]error, len(nodes))
-	var wg sync.WaitGroup
-	for i, args := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[i], errs[i] = tryLauncher(t, nil, args...)
-		}()
-	}
-	wg.Wait()
+	errs := testenv.Parallel(len(nodes), func(i int) error {
+		var err error
+		res[i], err = tryLauncher(t, nil, nodes[i]...)
+		return err
+	})
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("node %d: %v", i, err)

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/vccl/vccl/internal/schedenv"
@@ -87,16 +86,11 @@ func launcherViews(t *testing.T, nodes, world int, env func(k int) []string, arg
 	t.Helper()
 	barrier := filepath.Join(t.TempDir(), "barrier")
 	res := make([]result, nodes)
-	errs := make([]error, nodes)
-	var wg sync.WaitGroup
-	for k := 0; k < nodes; k++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res[k], errs[k] = tryLauncher(t, env(k), append(args(k), helperArgs(t, "env-barrier", barrier, strconv.Itoa(world))...)...)
-		}()
-	}
-	wg.Wait()
+	errs := testenv.Parallel(nodes, func(k int) error {
+		var err error
+		res[k], err = tryLauncher(t, env(k), append(args(k), helperArgs(t, "env-barrier", barrier, strconv.Itoa(world))...)...)
+		return err
+	})
 	views := map[int]rankView{}
 	for k := range res {
 		if errs[k] != nil {

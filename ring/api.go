@@ -31,6 +31,45 @@ type Message struct {
 	Sub     uint32 // sub-chunk index within the chunk
 	Total   uint64 // total number of values of the collective, checked by the receiver
 	Payload []byte
+	// Sum is the CRC-32C (Castagnoli) of Payload, computed once by the
+	// rank that produced the bytes, or 0 for "not computed". A Link that
+	// moves messages between processes carries it end to end: Send computes
+	// it only when it is 0, and the receiving side checks the payload
+	// against it and fails Recv with an error wrapping
+	// gradcodec.ErrBadFrame on a mismatch. Recv always returns it set. The
+	// ring fills it for the data it sends and passes a received Sum on with
+	// bytes it forwards unchanged, so each message costs one checksum pass
+	// on each side, whatever the number of hops it crosses.
+	Sum uint32
+}
+
+// LimitedLink is an optional interface of a Link: RecvLimit is Recv for a
+// message whose payload the caller knows to be at most max bytes. A link
+// must check a message's announced length against max before it allocates
+// or reads the payload, and fail (wrapping gradcodec.ErrBadFrame) if it is
+// larger. The ring calls it with what the collective expects next, so a
+// peer's header can never size a buffer beyond that.
+type LimitedLink interface {
+	RecvLimit(ctx context.Context, max int) (Message, error)
+}
+
+// Recycler is an optional interface of a Link: Recycle hands back the
+// Payload of a message that Recv returned, once the caller no longer reads
+// it, so the link can receive into the same memory again. Calling it is
+// optional; a payload must not be used after it is recycled.
+type Recycler interface {
+	Recycle(payload []byte)
+}
+
+// RawWireCodec is an optional interface of a Codec. RawWire reports that
+// the codec is lossless fp32 whose wire format the ring may produce itself:
+// the values as little-endian float32, nothing else. The ring then skips
+// Encode and Decode: it sends the tensor's own memory, adds received bytes
+// straight into it in one fused pass, and checks for NaN/Inf where values
+// enter the sum (see doc.go, "The raw data path").
+type RawWireCodec interface {
+	Codec
+	RawWire() bool
 }
 
 // Link is one direction of a connection between ring neighbours. Send and

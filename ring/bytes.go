@@ -42,17 +42,24 @@ type bytesJob struct {
 	store        func(origin, k int, b []byte) error
 }
 
-func (j *bytesJob) build(i int, in []byte) ([]byte, error) {
+func (j *bytesJob) build(i int, in []byte, inSum uint32) ([]byte, uint32, error) {
 	if j.sends[i].wait {
-		return in, nil
+		return in, inSum, nil // forwarded with the checksum it arrived with
 	}
-	return j.own(int(j.sends[i].sub)), nil
+	return j.own(int(j.sends[i].sub)), 0, nil
 }
 
-func (j *bytesJob) consume(i int, m Message) error {
+// consume stores a piece; the job keeps every payload (it is forwarded or
+// becomes part of the result).
+func (j *bytesJob) consume(i int, m Message) (bool, error) {
 	s := j.recvs[i]
-	return j.store(int(s.chunk), int(s.sub), m.Payload)
+	return true, j.store(int(s.chunk), int(s.sub), m.Payload)
 }
+
+// pieceBound is the engine's recvMax for a byte collective: no piece is
+// larger than the ring's chunk size, so a link refuses a longer frame from
+// its header.
+func pieceBound(c int) func(int) int { return func(int) int { return c } }
 
 // payloadPieces describes how a payload of length n is cut with chunk c.
 type payloadPieces struct{ n, c int }
@@ -140,7 +147,7 @@ func (r *Ring) AllGather(ctx context.Context, op uint64, local []byte) ([][]byte
 		j.sends = append(j.sends, step{kind: KindBytes, hop: uint32(s), chunk: mod(rk - s), wait: s > 0})
 		j.recvs = append(j.recvs, step{kind: KindBytes, hop: uint32(s), chunk: mod(rk - s - 1)})
 	}
-	if err := (&engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}).run(ctx, nil); err != nil {
+	if err := (&engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j, recvMax: pieceBound(c)}).run(ctx, nil); err != nil {
 		return nil, err
 	}
 
@@ -177,7 +184,7 @@ func (r *Ring) AllGather(ctx context.Context, op uint64, local []byte) ([][]byte
 			j2.recvs = append(j2.recvs, step{kind: KindBytes, hop: uint32(s), chunk: o2, sub: uint32(k)})
 		}
 	}
-	if err := (&engine{r: r, op: op, sends: j2.sends, recvs: j2.recvs, job: j2}).run(ctx, nil); err != nil {
+	if err := (&engine{r: r, op: op, sends: j2.sends, recvs: j2.recvs, job: j2, recvMax: pieceBound(c)}).run(ctx, nil); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -231,7 +238,7 @@ func (r *Ring) Broadcast(ctx context.Context, op uint64, data []byte, root int) 
 	if pre == nil {
 		chain(j, 0)
 	}
-	if err := (&engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j}).run(ctx, pre); err != nil {
+	if err := (&engine{r: r, op: op, sends: j.sends, recvs: j.recvs, job: j, recvMax: pieceBound(c)}).run(ctx, pre); err != nil {
 		return nil, err
 	}
 	p := payloadPieces{length, c}
@@ -253,7 +260,7 @@ func (r *Ring) Broadcast(ctx context.Context, op uint64, data []byte, root int) 
 		for k := 1; k < p.count(); k++ {
 			chain(j2, k)
 		}
-		if err := (&engine{r: r, op: op, sends: j2.sends, recvs: j2.recvs, job: j2}).run(ctx, nil); err != nil {
+		if err := (&engine{r: r, op: op, sends: j2.sends, recvs: j2.recvs, job: j2, recvMax: pieceBound(c)}).run(ctx, nil); err != nil {
 			return nil, err
 		}
 	}

@@ -54,6 +54,43 @@
 // of k and the decoding of k-1. The receive side never blocks on the send
 // side, so bounded links cannot deadlock the ring.
 //
+// # The raw data path
+//
+// With a Codec that reports RawWire (GradCodec with codec "raw"), the wire
+// bytes of a sub-chunk are its float32 values in little-endian order and the
+// ring moves them itself instead of calling Encode and Decode. Per message
+// and hop the passes over memory are:
+//
+//   - sender: the payload is the tensor's own memory (no copy); one CRC-32C
+//     pass computes Message.Sum; the socket write copies it into the kernel;
+//   - receiver: the kernel copies it into a buffer the link recycles; the
+//     link checks Message.Sum in one pass; reduce-scatter adds the buffer
+//     into the tensor in one fused pass that also checks the sums for
+//     NaN/Inf; allgather copies it into the tensor once, and the next hop
+//     forwards it from there with the Sum it arrived with (no second CRC).
+//
+// That is five passes per message and hop (two of them the kernel's
+// socket copies, one the checksum on each side), where the container path
+// it replaces made some 18-20 (a scratch copy, a float64 NaN scan, a
+// per-value encode into a growing slice, a recon copy, a container CRC, a
+// payload copy into the frame, a link CRC, websocket masking, a zeroed
+// buffer per message, two CRC checks on receipt, a per-value decode and a
+// separate add); Gloo makes three or four (no checksums).
+//
+// NaN and Inf are checked where values enter the sum: a rank's own chunk
+// when it sends it first (reduce-scatter hop 0), and every sum the fused add
+// produces (which also catches an overflow); the error names the rank whose
+// values made the sum non-finite. Nothing is allocated per message in steady
+// state: the link hands out recycled receive buffers (ring gives them back
+// through Recycler once consumed) and the sender allocates nothing. Links
+// that carry Message.Sum and implement LimitedLink also refuse, from a
+// frame's header, any payload larger than the sub-chunk the ring expects
+// next (or a status message), before anything of that size is allocated.
+//
+// Every other codec keeps its own container and checks; the ring still
+// computes one Message.Sum per message it produces and forwards allgather
+// payloads with their Sum.
+//
 // # ReduceScatter
 //
 // ReduceScatter is the reduce-scatter phase alone, with the chunks shifted by
@@ -128,7 +165,13 @@
 //
 // # Links
 //
-// Link.Recv and Link.Send must honour their context; a Recv that fails for
+// Link.Recv and Link.Send must honour their context. Send must not keep
+// Message.Payload after it returns unless the link copies it: the raw path
+// sends views of the caller's tensor (the ring's order of operations never
+// changes a sub-chunk before its receiver has consumed it, so links that
+// queue payloads, as ringtest's do, still see the bytes that were sent). A
+// link that moves messages between processes carries Message.Sum and checks
+// it on arrival. A Recv that fails for
 // any reason ends the collective as fatal and keeps its cause (a lost peer,
 // or say gradcodec.ErrBadFrame for a frame the link itself rejected). A Send
 // that fails with ErrPeerLost or a context error is fatal; any other Send

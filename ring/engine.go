@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"math"
 	"time"
 )
 
@@ -21,12 +23,26 @@ type step struct {
 
 // job is the data part of a collective; the engine runs the protocol.
 type job interface {
-	// build returns the payload of send step i; in is the payload of the
-	// receive step paired with it (nil unless the step waits). Called from
-	// the sender goroutine only.
-	build(i int, in []byte) ([]byte, error)
-	// consume handles receive step i. Called from the controller only.
-	consume(i int, m Message) error
+	// build returns the payload of send step i and its Message.Sum (0: the
+	// engine computes it); in and inSum are the payload and Sum of the
+	// receive step paired with it (nil and 0 unless the step waits; in is
+	// nil too when consume did not keep it). Called from the sender
+	// goroutine only.
+	build(i int, in []byte, inSum uint32) ([]byte, uint32, error)
+	// consume handles receive step i. keep reports that the job holds on to
+	// m.Payload (to forward or return it); otherwise the engine hands it
+	// back to the link for reuse. Called from the controller only.
+	consume(i int, m Message) (keep bool, err error)
+}
+
+// castagnoli is the CRC-32C table of Message.Sum.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// received is a consumed payload on its way to the send step that waits for
+// it.
+type received struct {
+	payload []byte // nil unless the job kept it
+	sum     uint32
 }
 
 // engine runs one collective on one rank: a sender goroutine sends the data
@@ -50,6 +66,9 @@ type engine struct {
 	cWait    time.Duration
 	cConsume time.Duration
 	rawOf    func(send int) int64 // raw fp32 bytes of send step i (for Stats.RawBytes)
+	// recvMax bounds the payload of receive step i (nil: only the link's
+	// own limit applies). See pump.
+	recvMax func(recv int) int
 }
 
 type senderEvent struct {
@@ -102,7 +121,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
 	stop := make(chan struct{})
-	ready := make(chan []byte, len(e.recvs))
+	ready := make(chan received, len(e.recvs))
 	tokens := make(chan Message, size+1)
 	sev := make(chan senderEvent, 2)
 	senderDone := make(chan struct{})
@@ -358,24 +377,33 @@ func (e *engine) run(parent context.Context, pre error) error {
 				}
 			default:
 				if stopped {
+					e.recycle(m.Payload)
 					continue // data of a failed collective: discard
 				}
 				if err := e.check(recvIdx, m); err != nil {
+					e.recycle(m.Payload)
 					if err := fail(err); err != nil {
 						return err
 					}
 					continue
 				}
 				t0 := time.Now()
-				err := e.job.consume(recvIdx, m)
+				keep, err := e.job.consume(recvIdx, m)
 				e.cConsume += time.Since(t0)
+				if !keep {
+					e.recycle(m.Payload)
+				}
 				if err != nil {
 					if err := fail(err); err != nil {
 						return err
 					}
 					continue
 				}
-				ready <- m.Payload
+				in := received{sum: m.Sum}
+				if keep {
+					in.payload = m.Payload
+				}
+				ready <- in
 				recvIdx++
 			}
 		}
@@ -387,6 +415,13 @@ func (e *engine) run(parent context.Context, pre error) error {
 		return newLocalError(e.op, rank, fmt.Errorf("%w: rank %d: a rank stopped but none reported a failure", ErrProtocol, rank))
 	}
 	return nil
+}
+
+// recycle hands a consumed payload back to the receiving link.
+func (e *engine) recycle(p []byte) {
+	if rc, ok := e.r.Prev.(Recycler); ok && cap(p) > 0 {
+		rc.Recycle(p)
+	}
 }
 
 // check validates a data message against receive step i.
@@ -411,7 +446,7 @@ func (e *engine) check(i int, m Message) error {
 
 // sender sends the data steps in order (phase 1), then the tokens the
 // controller queues (phase 2) until tokens is closed.
-func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, ready <-chan []byte,
+func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, ready <-chan received,
 	tokens <-chan Message, ev chan<- senderEvent, done chan<- struct{}) {
 	defer close(done)
 	send := func(m Message, limit time.Duration) error {
@@ -444,7 +479,7 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 		var buildErr error
 	loop:
 		for i, s := range e.sends {
-			var in []byte
+			var in received
 			if s.wait {
 				select {
 				case in = <-ready:
@@ -461,14 +496,17 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 			default:
 			}
 			t0 := time.Now()
-			payload, err := e.job.build(i, in)
+			payload, sum, err := e.job.build(i, in.payload, in.sum)
+			if err == nil && sum == 0 && len(payload) > 0 {
+				sum = crc32.Checksum(payload, castagnoli)
+			}
 			e.sBuild += time.Since(t0)
 			if err != nil {
 				buildErr = err
 				break
 			}
 			if err := send(Message{Op: e.op, Kind: s.kind, Hop: s.hop, Chunk: s.chunk, Sub: s.sub,
-				Total: e.total, Payload: payload}, 0); err != nil {
+				Total: e.total, Payload: payload, Sum: sum}, 0); err != nil {
 				if !linkDown(err) {
 					// The link refused this message but still works (say,
 					// a payload over its limit): fail like a codec error.
@@ -509,12 +547,31 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 // pump receives until it has seen the tokens of all other ranks, a fatal
 // abort, or an error. Tokens are the last messages of a collective on a
 // link, so it never reads a message of the next collective.
+//
+// Over a LimitedLink it says how large the next message may be: the larger
+// of a status message and the next data message this collective expects
+// (e.recvMax), so a header announcing more fails before anything of that
+// size is allocated.
 func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- struct{}) {
 	defer close(done)
 	defer close(out)
-	tokens := 0
+	tokens, data := 0, 0
+	lim, limited := e.r.Prev.(LimitedLink)
 	for tokens < e.r.Size-1 {
-		m, err := e.r.Prev.Recv(ctx)
+		var m Message
+		var err error
+		if limited {
+			bound := math.MaxInt
+			if e.recvMax != nil {
+				bound = maxTokenPayload
+				if data < len(e.recvs) {
+					bound = max(bound, e.recvMax(data))
+				}
+			}
+			m, err = lim.RecvLimit(ctx, bound)
+		} else {
+			m, err = e.r.Prev.Recv(ctx)
+		}
 		if err != nil {
 			// Any receive error ends the collective as fatal: the link
 			// may have lost a message. It keeps its cause (a lost peer,
@@ -536,8 +593,12 @@ func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- st
 			if isFatalAbort(m) {
 				return
 			}
-			if m.Kind == KindDone || m.Kind == KindAbort {
+			switch m.Kind {
+			case KindDone, KindAbort:
 				tokens++
+			case KindEnter:
+			default:
+				data++
 			}
 		}
 	}

@@ -208,6 +208,10 @@ func encodeAbort(e *RemoteError, fatal bool) []byte {
 	return append(b, e.Msg...)
 }
 
+// maxTokenPayload (the text is at most maxAbortText) bounds the payload of a KindDone or KindAbort message:
+// the most a receiver accepts where a status message may come next.
+const maxTokenPayload = maxAbortText + 64
+
 // isFatalAbort tells, without full parsing, whether m is a fatal abort.
 func isFatalAbort(m Message) bool {
 	return m.Kind == KindAbort && len(m.Payload) > 0 && m.Payload[0]&flagFatal != 0

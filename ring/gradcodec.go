@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"sync"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -15,16 +16,23 @@ import (
 // more than it saves).
 const DefaultRawBelow = 4096
 
+// DefaultMaxEncoders is GradCodec's default MaxEncoders.
+const DefaultMaxEncoders = 16
+
 // minSide is the smallest side of a piece that is encoded with its own 2-D
 // shape; thinner pieces are re-laid out near-square first.
 const minSide = 16
 
 // GradCodec is a Codec over package gradcodec. Each chunk goes on the wire as
 // a container of pieces, each a gradcodec frame or raw float32 values, with a
-// CRC-32 trailer. It keeps one gradcodec.Encoder per stream and piece (so rate
-// control follows a slot step after step), one Decoder for Decode and a
-// second one inside Encode that computes recon from the very bytes it sends,
-// and, when enabled, an error-feedback residual per stream.
+// CRC-32 trailer. It keeps one gradcodec.Encoder per stream family (a
+// stream less its sub-chunk: "bucket/rs/c2", see streamFamily), piece and
+// shape, shared by the sub-chunks of the stream, so rate control follows a
+// slot step after step while a large allreduce opens a few encoders, not
+// one per sub-chunk; at most MaxEncoders of them, the least recently used
+// closed first. It also keeps one Decoder for Decode and a second one inside
+// Encode for encoders without their own reconstruction, and, when enabled,
+// an error-feedback residual per stream.
 //
 // Policy: a piece with fewer than RawBelow values goes raw (with the default
 // 4096 that covers biases and norms). Any other piece with a side under 16
@@ -38,12 +46,16 @@ type GradCodec struct {
 	// RawBelow: pieces with fewer values are sent raw. Defaults to
 	// DefaultRawBelow (set by NewGradCodec).
 	RawBelow int
+	// MaxEncoders bounds the open encoders (one per stream family, piece
+	// and shape); the least recently used is closed when another is needed. Defaults to
+	// DefaultMaxEncoders (set by NewGradCodec); values below 1 mean 1.
+	MaxEncoders int
 
 	opts gradcodec.Options
 	ef   *gradcodec.ErrorFeedback // nil when error feedback is off
 
-	encMu    sync.Mutex // guards the encode side and closed
-	encoders map[string]gradcodec.Encoder
+	encMu    sync.Mutex     // guards the encode side and closed
+	encoders []shapeEncoder // most recently used first
 	encDec   *gradcodec.Decoder
 	x        []float32
 	frame    []byte
@@ -54,6 +66,66 @@ type GradCodec struct {
 }
 
 var _ Codec = (*GradCodec)(nil)
+
+// encKey names an encoder: the stream family, the piece and its shape.
+type encKey struct {
+	family string
+	piece  int
+	shape  gradcodec.Shape
+}
+
+// shapeEncoder is an open encoder and its key.
+type shapeEncoder struct {
+	key encKey
+	enc gradcodec.Encoder
+}
+
+// streamFamily returns stream without its sub-chunk suffix
+// (".s<sub>@<off>+<n>", see allReduce.streamName), so the sub-chunks of a
+// chunk share an encoder; other names are their own family.
+func streamFamily(stream string) string {
+	i := strings.LastIndex(stream, ".s")
+	if i < 0 || !strings.Contains(stream[i:], "@") {
+		return stream
+	}
+	return stream[:i]
+}
+
+// encoderFor returns the encoder for key, opening one (and closing the
+// least recently used beyond MaxEncoders) when there is none. Callers hold
+// encMu.
+func (c *GradCodec) encoderFor(key encKey) (gradcodec.Encoder, error) {
+	for i, se := range c.encoders {
+		if se.key == key {
+			copy(c.encoders[1:i+1], c.encoders[:i])
+			c.encoders[0] = se
+			return se.enc, nil
+		}
+	}
+	enc, err := gradcodec.NewEncoder(c.opts)
+	if err != nil {
+		return nil, err
+	}
+	for len(c.encoders) >= max(c.MaxEncoders, 1) {
+		last := c.encoders[len(c.encoders)-1]
+		c.encoders = c.encoders[:len(c.encoders)-1]
+		if err := last.enc.Close(); err != nil {
+			_ = enc.Close()
+			return nil, fmt.Errorf("closing the %dx%d encoder of %s: %w", last.key.shape.Rows, last.key.shape.Cols, last.key.family, err)
+		}
+	}
+	c.encoders = append(c.encoders, shapeEncoder{})
+	copy(c.encoders[1:], c.encoders)
+	c.encoders[0] = shapeEncoder{key: key, enc: enc}
+	return enc, nil
+}
+
+// OpenEncoders returns how many encoders are open (at most MaxEncoders).
+func (c *GradCodec) OpenEncoders() int {
+	c.encMu.Lock()
+	defer c.encMu.Unlock()
+	return len(c.encoders)
+}
 
 // NewGradCodec returns a GradCodec for opts (see gradcodec.Options) with error
 // feedback per stream when errorFeedback is set. It fails, wrapping
@@ -74,7 +146,7 @@ func NewGradCodec(opts gradcodec.Options, errorFeedback bool) (*GradCodec, error
 		_ = encDec.Close()
 		return nil, fmt.Errorf("ring: grad codec: %w", err)
 	}
-	c := &GradCodec{RawBelow: DefaultRawBelow, opts: opts, encoders: map[string]gradcodec.Encoder{}, encDec: encDec, dec: dec}
+	c := &GradCodec{RawBelow: DefaultRawBelow, MaxEncoders: DefaultMaxEncoders, opts: opts, encDec: encDec, dec: dec}
 	if errorFeedback {
 		c.ef = gradcodec.NewErrorFeedback()
 	}
@@ -100,10 +172,10 @@ func (c *GradCodec) Close() error {
 	}
 	c.closed = true
 	var errs []error
-	for k, e := range c.encoders {
-		errs = append(errs, e.Close())
-		delete(c.encoders, k)
+	for _, se := range c.encoders {
+		errs = append(errs, se.enc.Close())
 	}
+	c.encoders = nil
 	errs = append(errs, c.encDec.Close(), c.dec.Close())
 	return errors.Join(errs...)
 }
@@ -173,11 +245,23 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		c.x = make([]float32, len(src))
 	}
 	x := c.x[:len(src)]
-	copy(x, src)
+	// Error feedback without passes of its own: the residual is added in
+	// the copy, and the encoders write the new one beside recon.
+	var res []float32
 	if c.ef != nil {
-		c.ef.Apply(stream, x)
+		c.ef.ApplyTo(stream, x, src)
+		res = c.ef.ResidualFor(stream, len(x))
+	} else {
+		copy(x, src)
+	}
+	fail := func(err error) ([]byte, error) {
+		if c.ef != nil {
+			c.ef.Reset(stream) // partly overwritten
+		}
+		return nil, err
 	}
 	wp := c.wirePieces(pieces)
+	family := streamFamily(stream)
 	out := []byte{containerMagic, containerVersion}
 	out = binary.AppendUvarint(out, uint64(len(wp)))
 	off := 0
@@ -186,28 +270,37 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		rec := recon[off : off+p.n]
 		if p.raw {
 			if k := gradcodec.FirstNonFinite(seg); k >= 0 {
-				return nil, fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite)
+				return fail(fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite))
 			}
 			out = append(out, pieceRaw)
 			out = binary.AppendUvarint(out, uint64(p.n))
 			out = binary.AppendUvarint(out, uint64(4*p.n))
 			out = gradcodec.AppendFloat32s(out, seg)
 			copy(rec, seg)
+			if res != nil {
+				clear(res[off : off+p.n])
+			}
 		} else {
-			key := fmt.Sprintf("%s#%d:%dx%d", stream, i, p.shape.Rows, p.shape.Cols)
-			enc := c.encoders[key]
-			if enc == nil {
-				var err error
-				if enc, err = gradcodec.NewEncoder(c.opts); err != nil {
-					return nil, fmt.Errorf("ring: grad codec: stream %s: %w", stream, err)
-				}
-				c.encoders[key] = enc
+			enc, err := c.encoderFor(encKey{family: family, piece: i, shape: p.shape})
+			if err != nil {
+				return fail(fmt.Errorf("ring: grad codec: stream %s: %w", stream, err))
 			}
 			// EncodeRecon yields exactly what a decoder of the frame
-			// produces, without decoding the frame a second time.
-			frame, err := gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
+			// produces, without decoding the frame a second time;
+			// EncodeResidual also the residual, in the same pass.
+			var frame []byte
+			if re, ok := enc.(gradcodec.ResidualEncoder); ok && res != nil {
+				frame, err = re.EncodeResidual(c.frame[:0], seg, p.shape, rec, res[off:off+p.n])
+			} else {
+				frame, err = gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
+				if err == nil && res != nil {
+					for k, v := range seg {
+						res[off+k] = v - rec[k]
+					}
+				}
+			}
 			if err != nil {
-				return nil, fmt.Errorf("ring: grad codec: stream %s piece %d (%dx%d): %w", stream, i, p.shape.Rows, p.shape.Cols, err)
+				return fail(fmt.Errorf("ring: grad codec: stream %s piece %d (%dx%d): %w", stream, i, p.shape.Rows, p.shape.Cols, err))
 			}
 			c.frame = frame
 			out = append(out, pieceFrame)
@@ -216,9 +309,6 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			out = append(out, frame...)
 		}
 		off += p.n
-	}
-	if c.ef != nil {
-		c.ef.Update(stream, x, recon)
 	}
 	return binary.LittleEndian.AppendUint32(out, crc32.ChecksumIEEE(out)), nil
 }
@@ -295,3 +385,21 @@ func (c *GradCodec) Decode(dst []float32, wire []byte) error {
 	}
 	return nil
 }
+
+// RawWire implements RawWireCodec: with the "raw" codec the ring moves the
+// float32 values itself (the container, the per-value encoding and the
+// second checksum are skipped; error feedback has nothing to keep).
+func (c *GradCodec) RawWire() bool { return c.opts.Codec == "raw" }
+
+// wireBound is an optional Codec interface: maxWire bounds the wire size
+// of a chunk of n values, so the ring can refuse larger frames before they
+// are read.
+type wireBound interface {
+	maxWire(n int) int
+}
+
+// maxWire implements wireBound: a container of n values is at most 16
+// bytes per value (video frames of thin pieces are padded to the codec's
+// alignment; raw pieces take 4) plus 64 KiB of headers, scales and
+// parameter sets.
+func (c *GradCodec) maxWire(n int) int { return 16*n + 64<<10 }

@@ -3,10 +3,12 @@ package ring_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/codectest"
 	"github.com/vccl/vccl/internal/metric"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
@@ -188,5 +190,51 @@ func TestAllReduceErrorFeedback(t *testing.T) {
 	t.Logf("one step NMSE %.3g, mean of %d steps NMSE %.3g", first, steps, avg)
 	if !(avg < first/3) {
 		t.Fatalf("error feedback did not cut the bias: %.3g vs %.3g", avg, first)
+	}
+}
+
+// TestGradCodecEncoderCap: the sub-chunks of a stream share an encoder, at
+// most MaxEncoders stay open (least recently used closed), and every frame
+// still decodes to exactly the recon its encoder reported.
+func TestGradCodecEncoderCap(t *testing.T) {
+	for _, name := range []string{"int8", "h264"} {
+		t.Run(name, func(t *testing.T) {
+			enc := newGradCodec(t, name, true)
+			dec := newGradCodec(t, name, false)
+			enc.MaxEncoders = 3
+			for step := 0; step < 3; step++ {
+				for k := 0; k < 6; k++ {
+					sh := gradcodec.Shape{Rows: 32 + 16*k, Cols: 128}
+					src := smooth(uint64(10*step+k), sh.Rows, sh.Cols)
+					recon := make([]float32, len(src))
+					// Two sub-chunks of one stream share one encoder.
+					for sub := 0; sub < 2; sub++ {
+						stream := fmt.Sprintf("b%d/rs/c0.s%d@%d+%d", k, sub, sub*len(src), len(src))
+						wire, err := enc.Encode(stream, src, []gradcodec.Shape{sh}, recon)
+						if err != nil {
+							t.Fatal(err)
+						}
+						codectest.DecodesToRecon(t, dec, wire, recon, fmt.Sprintf("%s %v", stream, sh))
+					}
+					if n := enc.OpenEncoders(); n > 3 {
+						t.Fatalf("%d encoders open, cap 3", n)
+					}
+				}
+			}
+			if n := enc.OpenEncoders(); n != 3 {
+				t.Errorf("%d encoders open after 6 streams, want the cap 3", n)
+			}
+			enc.MaxEncoders = 100
+			for sub := 0; sub < 5; sub++ {
+				sh := gradcodec.Shape{Rows: 32, Cols: 128}
+				src := smooth(7, sh.Rows, sh.Cols)
+				if _, err := enc.Encode(fmt.Sprintf("z/rs/c1.s%d@%d+%d", sub, sub*len(src), len(src)), src, []gradcodec.Shape{sh}, make([]float32, len(src))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := enc.OpenEncoders(); n != 4 {
+				t.Errorf("5 sub-chunks of one new stream: %d encoders open, want 3+1", n)
+			}
+		})
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,23 +53,15 @@ func TestStatusOvertakingDataKeepsTheCause(t *testing.T) {
 		rings[r] = net.Ring(r)
 	}
 	rings[3].Next = slowLink{rings[3].Next, 30 * time.Millisecond}
-	var wg sync.WaitGroup
-	errs := make([]error, size)
-	for r := range rings {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var cd ring.Codec = &ringtest.RawCodec{}
-			if r == 1 {
-				cd = &failNth{at: 2 * (size - 1) * k}
-			}
-			data := make([]float32, size*k*sub)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			_, errs[r] = rings[r].AllReduce(ctx, data, ring.Options{Op: 1, Codec: cd, SubChunkValues: sub})
-		}()
-	}
-	wg.Wait()
+	errs := runRanks(t, size, func(ctx context.Context, r int) error {
+		var cd ring.Codec = &ringtest.RawCodec{}
+		if r == 1 {
+			cd = &failNth{at: 2 * (size - 1) * k}
+		}
+		data := make([]float32, size*k*sub)
+		_, err := rings[r].AllReduce(ctx, data, ring.Options{Op: 1, Codec: cd, SubChunkValues: sub})
+		return err
+	})
 	for r, err := range errs {
 		if !errors.Is(err, gradcodec.ErrBadFrame) || !strings.Contains(err.Error(), "failed on rank 1") {
 			t.Errorf("rank %d: got %v, want rank 1's bad frame", r, err)

@@ -43,11 +43,7 @@ func TestReduceScatterRawExact(t *testing.T) {
 					errs := reduceScatter(t, net, in, func(int) ring.Options {
 						return ring.Options{Op: 1, Average: avg, Codec: &ringtest.RawCodec{}, SubChunkValues: 64}
 					})
-					for r, err := range errs {
-						if err != nil {
-							t.Fatalf("rank %d: %v", r, err)
-						}
-					}
+					noErrors(t, errs)
 					for r := range size {
 						got, want := ownSlice(in[r], r, size), ownSlice(ref, r, size)
 						for i := range got {
@@ -76,11 +72,7 @@ func TestReduceScatterLossy(t *testing.T) {
 				return ring.Options{Op: 3, Average: true, Codec: &ringtest.QuantCodec{}, SubChunkValues: 500,
 					Layout: []gradcodec.Shape{{Rows: rows, Cols: cols}}}
 			})
-			for r, err := range errs {
-				if err != nil {
-					t.Fatalf("rank %d: %v", r, err)
-				}
-			}
+			noErrors(t, errs)
 			for r := range size {
 				if e := metric.NMSE(ownSlice(in[r], r, size), ownSlice(ref, r, size)); e > 1e-3 || e == 0 {
 					t.Fatalf("rank %d: NMSE %g, want (0, 1e-3]", r, e)

@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -160,6 +161,9 @@ type allReduce struct {
 	recvs  []step
 	recon  []float32 // sender's scratch
 	buf    []float32 // controller's scratch
+	// raw: the codec is a RawWireCodec; the ring moves the values itself
+	// (see doc.go, "The raw data path").
+	raw bool
 
 	encTime, decTime time.Duration
 }
@@ -196,8 +200,24 @@ func (j *allReduce) setup(e *engine) {
 		j.sends = add(j.sends, KindAllGather, s, mod(r+1-s), true)
 		j.recvs = add(j.recvs, KindAllGather, s, mod(r-s), false)
 	}
-	j.recon = make([]float32, maxSub)
-	j.buf = make([]float32, maxSub)
+	if rc, ok := j.opts.Codec.(RawWireCodec); ok && rc.RawWire() {
+		j.raw = true
+	} else {
+		j.recon = make([]float32, maxSub)
+		j.buf = make([]float32, maxSub)
+	}
+	bound, bounded := j.opts.Codec.(wireBound)
+	e.recvMax = func(i int) int {
+		s := j.recvs[i]
+		n := j.plan.chunks[s.chunk][s.sub].n
+		switch {
+		case j.raw:
+			return 4 * n
+		case bounded:
+			return bound.maxWire(n)
+		}
+		return math.MaxInt
+	}
 	j.stream = j.opts.Stream
 	if j.stream == "" {
 		j.stream = fmt.Sprintf("len%d", len(j.data))
@@ -213,16 +233,19 @@ func (j *allReduce) streamName(phase string, s step, seg segment) string {
 	return fmt.Sprintf("%s/%s/c%d.s%d@%d+%d", j.stream, phase, s.chunk, s.sub, seg.off, seg.n)
 }
 
-func (j *allReduce) build(i int, in []byte) ([]byte, error) {
+func (j *allReduce) build(i int, in []byte, inSum uint32) ([]byte, uint32, error) {
 	s := j.sends[i]
 	seg := j.plan.chunks[s.chunk][s.sub]
-	if s.kind == KindAllGather && s.hop > 0 {
-		return in, nil // forward the owner's bytes unchanged
-	}
 	if seg.n == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	x := j.data[seg.off : seg.off+seg.n]
+	if j.raw {
+		return j.buildRaw(s, x, inSum)
+	}
+	if s.kind == KindAllGather && s.hop > 0 {
+		return in, inSum, nil // forward the owner's bytes unchanged
+	}
 	phase := "rs"
 	if s.kind == KindAllGather {
 		phase = "ag"
@@ -238,27 +261,58 @@ func (j *allReduce) build(i int, in []byte) ([]byte, error) {
 	wire, err := j.opts.Codec.Encode(j.streamName(phase, s, seg), x, seg.pieces, recon)
 	j.encTime += time.Since(t0)
 	if err != nil {
-		return nil, fmt.Errorf("rank %d: encode %s chunk %d sub %d (%d values): %w",
+		return nil, 0, fmt.Errorf("rank %d: encode %s chunk %d sub %d (%d values): %w",
 			j.r.Rank, kindName(s.kind), s.chunk, s.sub, seg.n, err)
 	}
 	if s.kind == KindAllGather {
 		copy(x, recon) // the owner keeps what every other rank decodes
 	}
-	return wire, nil
+	return wire, 0, nil
 }
 
-func (j *allReduce) consume(i int, m Message) error {
+// buildRaw is build for a RawWireCodec: the payload is x's own memory. The
+// values of this rank enter the sum either here (reduce-scatter hop 0, its
+// own chunk, checked for NaN/Inf now) or in consumeRaw's fused add (checked
+// there); every later send carries sums already checked.
+func (j *allReduce) buildRaw(s step, x []float32, inSum uint32) ([]byte, uint32, error) {
+	t0 := time.Now()
+	defer func() { j.encTime += time.Since(t0) }()
+	switch {
+	case s.kind == KindReduceScatter && s.hop == 0:
+		if k := firstNonFinite(x); k >= 0 {
+			return nil, 0, fmt.Errorf("rank %d: value %d of chunk %d sub %d is %v: %w",
+				j.r.Rank, k, s.chunk, s.sub, x[k], gradcodec.ErrNonFinite)
+		}
+	case s.kind == KindAllGather && s.hop == 0:
+		if j.opts.Average {
+			d := float32(j.r.Size)
+			for k := range x {
+				x[k] /= d
+			}
+		}
+	case s.kind == KindAllGather:
+		// Forward the owner's values: consumeRaw stored exactly the bytes
+		// that arrived with inSum.
+		return wireOf(x), inSum, nil
+	}
+	return wireOf(x), 0, nil
+}
+
+func (j *allReduce) consume(i int, m Message) (bool, error) {
 	s := j.recvs[i]
 	seg := j.plan.chunks[s.chunk][s.sub]
 	from := (j.r.Rank - 1 + j.r.Size) % j.r.Size
 	if seg.n == 0 {
 		if len(m.Payload) != 0 {
-			return fmt.Errorf("%w: rank %d got %d bytes from rank %d for empty chunk %d sub %d",
+			return false, fmt.Errorf("%w: rank %d got %d bytes from rank %d for empty chunk %d sub %d",
 				ErrProtocol, j.r.Rank, len(m.Payload), from, s.chunk, s.sub)
 		}
-		return nil
+		return false, nil
 	}
 	x := j.data[seg.off : seg.off+seg.n]
+	if j.raw {
+		return false, j.consumeRaw(s, x, m.Payload, from)
+	}
 	dst := x
 	if s.kind == KindReduceScatter {
 		dst = j.buf[:seg.n]
@@ -267,13 +321,37 @@ func (j *allReduce) consume(i int, m Message) error {
 	err := j.opts.Codec.Decode(dst, m.Payload)
 	j.decTime += time.Since(t0)
 	if err != nil {
-		return fmt.Errorf("rank %d: decode %s chunk %d sub %d (%d values) from rank %d: %w",
+		return false, fmt.Errorf("rank %d: decode %s chunk %d sub %d (%d values) from rank %d: %w",
 			j.r.Rank, kindName(s.kind), s.chunk, s.sub, seg.n, from, err)
 	}
 	if s.kind == KindReduceScatter {
 		for k, v := range dst {
 			x[k] += v
 		}
+	}
+	// An allgather payload that will be forwarded stays with the job.
+	keep := s.kind == KindAllGather && int(s.hop) < j.r.Size-2
+	return keep, nil
+}
+
+// consumeRaw is consume for a RawWireCodec: a reduce-scatter payload is
+// added into x in one pass that also checks the sums for NaN/Inf (this
+// rank's values enter the sum here); an allgather payload is stored in x
+// (one copy), from where buildRaw forwards it.
+func (j *allReduce) consumeRaw(s step, x []float32, p []byte, from int) error {
+	if len(p) != 4*len(x) {
+		return fmt.Errorf("rank %d: %s chunk %d sub %d from rank %d: raw payload of %d bytes for %d values: %w",
+			j.r.Rank, kindName(s.kind), s.chunk, s.sub, from, len(p), len(x), gradcodec.ErrBadFrame)
+	}
+	t0 := time.Now()
+	defer func() { j.decTime += time.Since(t0) }()
+	if s.kind == KindAllGather {
+		copyWire(x, p)
+		return nil
+	}
+	if k := addWire(x, p); k >= 0 {
+		return fmt.Errorf("rank %d: value %d of chunk %d sub %d is %v after adding this rank's values to rank %d's partial sum: %w",
+			j.r.Rank, k, s.chunk, s.sub, x[k], from, gradcodec.ErrNonFinite)
 	}
 	return nil
 }
@@ -287,6 +365,7 @@ func (r *Ring) Barrier(ctx context.Context, op uint64) error {
 	if r.Size == 1 {
 		return nil
 	}
-	e := &engine{r: r, op: op, job: &bytesJob{}}
+	// The token round only: nothing larger than a status message comes.
+	e := &engine{r: r, op: op, job: &bytesJob{}, recvMax: func(int) int { return 0 }}
 	return e.run(ctx, nil)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/metric"
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -28,20 +29,34 @@ func runRanks(t testing.TB, n int, f func(ctx context.Context, rank int) error) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = f(ctx, i)
-		}()
-	}
-	wg.Wait()
+	errs := testenv.Parallel(n, func(i int) error { return f(ctx, i) })
 	if ctx.Err() != nil {
 		t.Fatalf("collective hit the %v hang guard: %v", hangGuard, errs)
 	}
 	return errs
+}
+
+// usableAgain checks that after a failure that was not fatal the ring of
+// net works: an allreduce of op op succeeds with bit-identical results.
+func usableAgain(t testing.TB, net *ringtest.Network, op uint64) {
+	t.Helper()
+	in := inputsFor(net.Size(), 500, op)
+	for r, err := range allReduce(t, net, in, rawOpts(op)) {
+		if err != nil {
+			t.Fatalf("after the failure, rank %d: %v", r, err)
+		}
+	}
+	checkIdentical(t, in)
+}
+
+// noErrors fails the test if any rank returned an error.
+func noErrors(t testing.TB, errs []error) {
+	t.Helper()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
 }
 
 func randData(seed uint64, n int) []float32 {
@@ -64,7 +79,7 @@ func hash(x []float32) [32]byte {
 
 // allReduce runs one AllReduce on every rank of net over inputs (modified in
 // place) and returns the per-rank errors.
-func allReduce(t *testing.T, net *ringtest.Network, inputs [][]float32, mk func(rank int) ring.Options) []error {
+func allReduce(t testing.TB, net *ringtest.Network, inputs [][]float32, mk func(rank int) ring.Options) []error {
 	t.Helper()
 	return runRanks(t, net.Size(), func(ctx context.Context, rank int) error {
 		_, err := net.Ring(rank).AllReduce(ctx, inputs[rank], mk(rank))
@@ -95,7 +110,7 @@ func reference(in [][]float32, average bool) []float64 {
 	return ref
 }
 
-func checkIdentical(t *testing.T, out [][]float32) {
+func checkIdentical(t testing.TB, out [][]float32) {
 	t.Helper()
 	h0 := hash(out[0])
 	for r := 1; r < len(out); r++ {
@@ -123,11 +138,7 @@ func TestAllReduceRawExact(t *testing.T) {
 					errs := allReduce(t, net, in, func(rank int) ring.Options {
 						return ring.Options{Op: 1, Average: avg, Codec: &ringtest.RawCodec{}, SubChunkValues: 64}
 					})
-					for r, err := range errs {
-						if err != nil {
-							t.Fatalf("rank %d: %v", r, err)
-						}
-					}
+					noErrors(t, errs)
 					checkIdentical(t, in)
 					// Each value is a float32 sum of size terms: allow
 					// size float32 roundings of the running magnitude.
@@ -168,11 +179,7 @@ func TestAllReduceLossyWithinNMSE(t *testing.T) {
 			errs := allReduce(t, net, in, func(rank int) ring.Options {
 				return ring.Options{Op: 7, Average: true, Codec: &ringtest.QuantCodec{}, SubChunkValues: 500}
 			})
-			for r, err := range errs {
-				if err != nil {
-					t.Fatalf("rank %d: %v", r, err)
-				}
-			}
+			noErrors(t, errs)
 			checkIdentical(t, in)
 			if e := metric.NMSE(in[0], ref); e > maxNMSE || e == 0 {
 				t.Fatalf("NMSE %g, want (0, %g]", e, maxNMSE)
@@ -348,13 +355,7 @@ func TestFaultCorruptFrame(t *testing.T) {
 			}
 			sameError(t, errs, gradcodec.ErrBadFrame, "failed on rank 2")
 			// The failure was not fatal: the ring is clean and usable.
-			in := inputsFor(4, 1000, 2)
-			for r, err := range allReduce(t, net, in, rawOpts(2)) {
-				if err != nil {
-					t.Fatalf("after the failure, rank %d: %v", r, err)
-				}
-			}
-			checkIdentical(t, in)
+			usableAgain(t, net, 2)
 		})
 	}
 	noLeak(t, base)
@@ -427,11 +428,7 @@ func TestFaultReplay(t *testing.T) {
 	errs := allReduce(t, net, inputsFor(3, 500, 2), rawOpts(2))
 	sameError(t, errs, ring.ErrProtocol, "of op 1")
 	// The replay was rejected, not decoded; the ring is usable again.
-	in := inputsFor(3, 500, 3)
-	if errs := allReduce(t, net, in, rawOpts(3)); errors.Join(errs...) != nil {
-		t.Fatal(errs)
-	}
-	checkIdentical(t, in)
+	usableAgain(t, net, 3)
 	noLeak(t, base)
 }
 
@@ -696,11 +693,7 @@ func TestStaleFatalAbort(t *testing.T) {
 	net.Enqueue(1, sent[0])
 	errs := allReduce(t, net, inputsFor(3, 100, 1), rawOpts(5))
 	sameError(t, errs, ring.ErrProtocol, "abort message of op 4")
-	in := inputsFor(3, 100, 2)
-	if errs := allReduce(t, net, in, rawOpts(6)); errors.Join(errs...) != nil {
-		t.Fatal(errs)
-	}
-	checkIdentical(t, in)
+	usableAgain(t, net, 6)
 }
 
 // TestFaultRefusedSend: a link that refuses one message but stays up fails

@@ -41,13 +41,17 @@ func (c *GradCodec) ReleaseStream(stream string) int {
 	defer c.encMu.Unlock()
 	ours := func(name string) bool { return StreamBase(name) == stream }
 	n := 0
-	for key, enc := range c.encoders {
-		if i := strings.LastIndexByte(key, '#'); i >= 0 && ours(key[:i]) {
-			_ = enc.Close()
-			delete(c.encoders, key)
+	kept := c.encoders[:0]
+	for _, se := range c.encoders {
+		if ours(se.key.family) {
+			_ = se.enc.Close()
 			n++
+			continue
 		}
+		kept = append(kept, se)
 	}
+	clear(c.encoders[len(kept):])
+	c.encoders = kept
 	if c.ef != nil {
 		n += c.ef.ResetMatching(ours)
 	}

@@ -7,10 +7,10 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/vccl/vccl/internal/testenv"
 	"github.com/vccl/vccl/ring"
 	"github.com/vccl/vccl/ring/ringtest"
 )
@@ -61,18 +61,13 @@ func TestAbsentRank(t *testing.T) {
 			}
 		}
 	}
-	fails := make([]error, len(cases))
-	var wg sync.WaitGroup
-	for i, c := range cases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := absentCase(c.name, c.size, c.absent); err != nil {
-				fails[i] = fmt.Errorf("%s size %d absent %d: %w", c.name, c.size, c.absent, err)
-			}
-		}()
-	}
-	wg.Wait()
+	fails := testenv.Parallel(len(cases), func(i int) error {
+		c := cases[i]
+		if err := absentCase(c.name, c.size, c.absent); err != nil {
+			return fmt.Errorf("%s size %d absent %d: %w", c.name, c.size, c.absent, err)
+		}
+		return nil
+	})
 	for _, err := range fails {
 		if err != nil {
 			t.Error(err)
@@ -90,16 +85,7 @@ func absentCase(name string, size, absent int) error {
 	for r := range rings {
 		rings[r] = net.Ring(r)
 	}
-	each := func(f func(r int) error) []error {
-		errs := make([]error, size)
-		var wg sync.WaitGroup
-		for r := range size {
-			wg.Add(1)
-			go func() { defer wg.Done(); errs[r] = f(r) }()
-		}
-		wg.Wait()
-		return errs
-	}
+	each := func(f func(r int) error) []error { return testenv.Parallel(size, f) }
 	// Op 1 works on every rank, without a timeout; rank absent skips op 2.
 	if err := errors.Join(each(func(r int) error { return collectives[name](ctx, rings[r], 1) })...); err != nil {
 		return fmt.Errorf("op 1: %w", err)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh installs what vccl needs on a fresh Debian 12 machine: FFmpeg's
-# development packages (libavcodec with libx264/libx265), pkg-config and a C
+# development packages (libavcodec), libx264/libx265 development packages (the
+# video codecs call them directly), pkg-config and a C
 # compiler for cgo, iproute2 for the network-namespace tests, and the Go
 # modules. It is idempotent and quiet when everything is already there.
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 
 pkgs=(pkg-config gcc libc6-dev libavcodec-dev libavformat-dev libavutil-dev
-      libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev iproute2 procps)
+      libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev libx264-dev libx265-dev
+      iproute2 procps)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

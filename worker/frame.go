@@ -10,10 +10,10 @@ import (
 )
 
 // Wire format of one ring.Message: one binary websocket message made of a
-// 64-byte little-endian header and the payload.
+// 72-byte little-endian header and the payload.
 //
 //	 0  magic "VCCL"
-//	 4  version (1), 3 zero bytes
+//	 4  version (2), 3 zero bytes
 //	 8  job id (8 bytes, derived from the secret)
 //	16  seq     uint64: per direction of a connection, from 0, no gaps
 //	24  op      uint64
@@ -23,13 +23,19 @@ import (
 //	44  sub     uint32
 //	48  total   uint64
 //	56  payload length uint32
-//	60  CRC-32C of bytes 0..59 and the payload
+//	60  payload CRC-32C (ring.Message.Sum)
+//	64  header CRC-32C of bytes 0..63
+//	68  4 zero bytes (the payload starts 8-byte aligned)
 //
 // The job id rejects frames of another job, the sequence number replayed,
-// dropped or reordered frames, the checksum corrupted ones.
+// dropped or reordered frames, the checksums corrupted ones. The header is
+// checked on its own before the payload is read, so a damaged length is
+// caught before it sizes anything; the payload checksum is the one the
+// ring computed where the bytes were produced (ring.Message.Sum), checked
+// once on arrival: one integrity check per message end to end.
 const (
-	frameHeaderSize = 64
-	frameVersion    = 1
+	frameHeaderSize = 72
+	frameVersion    = 2
 	// MaxPayload is the largest Message.Payload a link carries (1 GiB).
 	MaxPayload = 1 << 30
 )
@@ -39,13 +45,15 @@ var (
 	castagnoli = crc32.MakeTable(crc32.Castagnoli)
 )
 
-// appendFrame appends the frame of m to dst with seq and checksum left zero;
-// sealFrame fills them in.
-func appendFrame(dst []byte, job [8]byte, m ring.Message) []byte {
-	var h [frameHeaderSize]byte
+// putHeader writes the header of m, with seq and the payload checksum sum,
+// into h (frameHeaderSize bytes) and seals it with the header checksum.
+func putHeader(h []byte, job [8]byte, m ring.Message, seq uint64, sum uint32) {
+	h = h[:frameHeaderSize]
+	clear(h)
 	copy(h[0:4], frameMagic[:])
 	h[4] = frameVersion
 	copy(h[8:16], job[:])
+	binary.LittleEndian.PutUint64(h[16:], seq)
 	binary.LittleEndian.PutUint64(h[24:], m.Op)
 	h[32] = byte(m.Kind)
 	binary.LittleEndian.PutUint32(h[36:], m.Hop)
@@ -53,32 +61,44 @@ func appendFrame(dst []byte, job [8]byte, m ring.Message) []byte {
 	binary.LittleEndian.PutUint32(h[44:], m.Sub)
 	binary.LittleEndian.PutUint64(h[48:], m.Total)
 	binary.LittleEndian.PutUint32(h[56:], uint32(len(m.Payload)))
+	binary.LittleEndian.PutUint32(h[60:], sum)
+	binary.LittleEndian.PutUint32(h[64:], crc32.Checksum(h[:64], castagnoli))
+}
+
+// payloadSum returns m.Sum, or computes it when the sender left it 0.
+func payloadSum(m ring.Message) uint32 {
+	if m.Sum != 0 {
+		return m.Sum
+	}
+	return crc32.Checksum(m.Payload, castagnoli)
+}
+
+// appendFrame appends the whole frame of m, sealed with seq, to dst (tests
+// forge frames from it; links write the header and the payload in place).
+func appendFrame(dst []byte, job [8]byte, m ring.Message, seq uint64) []byte {
+	var h [frameHeaderSize]byte
+	putHeader(h[:], job, m, seq, payloadSum(m))
 	dst = append(dst, h[:]...)
 	return append(dst, m.Payload...)
 }
 
-// sealFrame writes seq and the checksum into a frame made by appendFrame.
+// sealFrame rewrites the sequence number and both checksums of a whole
+// frame made by appendFrame (after a test changed it).
 func sealFrame(f []byte, seq uint64) {
 	binary.LittleEndian.PutUint64(f[16:], seq)
-	binary.LittleEndian.PutUint32(f[60:], frameCRC(f[:frameHeaderSize], f[frameHeaderSize:]))
-}
-
-// frameCRC is the CRC-32C of the header (without its checksum field) and
-// the payload.
-func frameCRC(h, payload []byte) uint32 {
-	c := crc32.Update(0, castagnoli, h[:60])
-	return crc32.Update(c, castagnoli, payload)
+	binary.LittleEndian.PutUint32(f[60:], crc32.Checksum(f[frameHeaderSize:], castagnoli))
+	binary.LittleEndian.PutUint32(f[64:], crc32.Checksum(f[:64], castagnoli))
 }
 
 // frameHeader is a parsed header.
 type frameHeader struct {
-	seq     uint64
-	msg     ring.Message // without Payload
-	length  int
-	wantCRC uint32
+	seq    uint64
+	msg    ring.Message // without Payload; Sum set
+	length int
 }
 
-// parseHeader checks the fixed fields of a header. Errors wrap
+// parseHeader checks a header on its own: magic, version, job, its
+// checksum, kind and the absolute length limit. Errors wrap
 // gradcodec.ErrBadFrame.
 func parseHeader(h []byte, job [8]byte) (frameHeader, error) {
 	var fh frameHeader
@@ -92,7 +112,10 @@ func parseHeader(h []byte, job [8]byte) (frameHeader, error) {
 		return fh, fmt.Errorf("%w: link frame version %d, this build speaks %d", gradcodec.ErrBadFrame, h[4], frameVersion)
 	}
 	if [8]byte(h[8:16]) != job {
-		return fh, fmt.Errorf("%w: link frame of job %x, this is job %x", gradcodec.ErrBadFrame, h[8:16], job[:])
+		return fh, fmt.Errorf("%w: link frame of job %x, this is job %x", gradcodec.ErrBadFrame, h[8:16], job) // job, not job[:]: no escape
+	}
+	if c, want := crc32.Checksum(h[:64], castagnoli), binary.LittleEndian.Uint32(h[64:]); c != want {
+		return fh, fmt.Errorf("%w: link frame header checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, want)
 	}
 	fh.seq = binary.LittleEndian.Uint64(h[16:])
 	fh.msg = ring.Message{
@@ -102,6 +125,7 @@ func parseHeader(h []byte, job [8]byte) (frameHeader, error) {
 		Chunk: binary.LittleEndian.Uint32(h[40:]),
 		Sub:   binary.LittleEndian.Uint32(h[44:]),
 		Total: binary.LittleEndian.Uint64(h[48:]),
+		Sum:   binary.LittleEndian.Uint32(h[60:]),
 	}
 	if fh.msg.Kind == 0 {
 		return fh, fmt.Errorf("%w: link frame of kind 0", gradcodec.ErrBadFrame)
@@ -111,6 +135,5 @@ func parseHeader(h []byte, job [8]byte) (frameHeader, error) {
 		return fh, fmt.Errorf("%w: link frame payload of %d bytes exceeds %d", gradcodec.ErrBadFrame, n, MaxPayload)
 	}
 	fh.length = int(n)
-	fh.wantCRC = binary.LittleEndian.Uint32(h[60:])
 	return fh, nil
 }

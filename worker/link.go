@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"math/bits"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -21,63 +24,111 @@ import (
 var ErrClosed = errors.New("worker: closed")
 
 const (
-	// ioChunk is the granularity at which frame reads and writes extend
-	// their deadlines, so a large frame on a slow link is not mistaken for
-	// a stall while it makes progress.
+	// ioChunk is the granularity at which frame reads extend their read
+	// deadline, so a large frame on a slow link is not mistaken for a stall
+	// while it makes progress.
 	ioChunk = 1 << 20
-	// sendQueue is how many frames Send may queue ahead of the socket.
-	sendQueue = 8
-	// maxQueuedBytes bounds the received frames not yet taken by Recv.
-	maxQueuedBytes = 4 << 30
+	// maxFree is how many received payload buffers a link keeps for reuse.
+	maxFree = 12 // the reader, readAhead, the ring's pump and controller hold up to 9
+	// readAhead is how many frames the reader may read before Recv asks.
+	readAhead = 2
+	// writeTail is the part of a large payload that goes through the
+	// websocket write buffer, so the final fragment carries data and a
+	// message costs two writes (header and bulk in one writev, then the
+	// tail) rather than three.
+	writeTail = 16 << 10
+	// interruptGrace is how long a write may go on after its context ended
+	// before it is broken off.
+	interruptGrace = 500 * time.Millisecond
 )
 
-// link is one websocket connection to a ring neighbour. It implements
-// ring.Link in both directions: Send frames go out through one writer
-// goroutine, a reader goroutine queues incoming frames for Recv (and keeps
-// answering pings while Recv is not called), and a pinger keeps the peer's
-// read deadline fed.
+// link is one websocket connection between ring neighbours. The rank that
+// sends data is the websocket server: it accepted the connection its
+// successor dialled, so its data frames are unmasked and gorilla/websocket
+// writes payloads straight from the caller's memory. One link object serves
+// both directions (ring.Link): Send writes a frame synchronously from the
+// calling goroutine; a reader goroutine reads the connection, answering
+// control frames, and reads a data frame's payload only when Recv asks for
+// one, into a buffer bounded by what Recv expects; a pinger keeps the
+// peer's read deadline fed.
 type link struct {
 	w    *Worker
 	peer int    // rank at the other end
 	name string // "next" or "prev", for errors
 	ws   *websocket.Conn
 
-	out     chan outFrame // sealed by the writer
-	stopOut chan struct{} // closed by shutdown: the writer drains out and exits
-	wdone   chan struct{} // closed when the writer has exited
+	// send side
+	wmu         sync.Mutex // serialises Send
+	seq         uint64     // next sequence number to send (guarded by wmu)
+	whdr        [frameHeaderSize]byte
+	watch       chan (<-chan struct{}) // Send -> watcher: the ctx of a write
+	unwatch     chan struct{}          // Send -> watcher: the write ended
+	interrupted atomic.Bool            // the watcher broke a write off (ctx ended)
+
+	// receive side: Recv hands the reader a bound on want, the reader
+	// answers on got (capacity 1: an answer Recv gave up on waits for the
+	// next Recv, in order).
+	want chan int
+	got  chan recvResult
+	hdr  [frameHeaderSize]byte // reader only
+	// The reader may read up to readAhead frames ahead of Recv, each no
+	// larger than the bound of the last RecvLimit (lastMax, guarded by mu;
+	// 0 after a Recv without a real bound), so it keeps noticing a dead
+	// peer while this rank is busy; beyond that it waits (backpressure).
+	ahead   []ring.Message
+	lastMax int
+	notify  chan struct{} // capacity 1: a frame was queued ahead
+	drained chan struct{} // capacity 1: Recv took a frame queued ahead
+
+	stopOut chan struct{} // closed by shutdown
 	rdone   chan struct{} // closed when the reader has exited
 	pdone   chan struct{} // closed when the pinger has exited
+	wtdone  chan struct{} // closed when the watcher has exited
 
 	mu      sync.Mutex
-	q       []ring.Message
-	qBytes  int64
-	notify  chan struct{} // capacity 1: something was queued or failed
+	free    [][]byte      // payload buffers for reuse
 	err     error         // sticky I/O failure (a *ring.PeerLostError or ErrClosed)
 	badErr  error         // sticky bad frame; later frames are discarded
+	bad     chan struct{} // closed when badErr is set
 	dead    chan struct{} // closed when err is set
 	closing bool
 
 	shutOnce sync.Once
 }
 
-var _ ring.Link = (*link)(nil)
+// recvResult is the reader's answer to one Recv.
+type recvResult struct {
+	m   ring.Message
+	err error
+}
+
+var (
+	_ ring.Link        = (*link)(nil)
+	_ ring.LimitedLink = (*link)(nil)
+	_ ring.Recycler    = (*link)(nil)
+)
 
 // newLink wraps an upgraded connection and starts its goroutines.
 func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 	l := &link{
 		w: w, peer: peer, name: name, ws: ws,
-		out:     make(chan outFrame, sendQueue),
+		watch:   make(chan (<-chan struct{})),
+		unwatch: make(chan struct{}),
+		want:    make(chan int),
+		got:     make(chan recvResult, 1),
+		notify:  make(chan struct{}, 1),
+		drained: make(chan struct{}, 1),
 		stopOut: make(chan struct{}),
-		wdone:   make(chan struct{}),
 		rdone:   make(chan struct{}),
 		pdone:   make(chan struct{}),
-		notify:  make(chan struct{}, 1),
+		wtdone:  make(chan struct{}),
+		bad:     make(chan struct{}),
 		dead:    make(chan struct{}),
 	}
 	ws.SetReadLimit(frameHeaderSize + MaxPayload)
-	go l.writer()
 	go l.reader()
 	go l.pinger()
+	go l.watcher()
 	return l
 }
 
@@ -89,9 +140,14 @@ func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 func (l *link) readTimeout() time.Duration  { return l.w.cfg.PeerTimeout * 4 / 5 }
 func (l *link) pingInterval() time.Duration { return l.w.cfg.PeerTimeout / 8 }
 
-// Send queues m for the peer. It returns once the frame is queued (the
-// payload is copied), or with an error when ctx ends, the link or any peer
-// of the job is lost, or the worker is closed.
+// Send writes m to the peer and returns once the socket has taken all of
+// it: the payload is not copied and may be reused when Send returns. A
+// peer that is alive but not reading (a rank that has not entered the
+// collective yet) slows Send down rather than failing it; a dead, stalled
+// or cut peer fails it within PeerTimeout (the reader's deadline, fed by
+// the peer's pings, closes the connection). Send fails when ctx ends (the
+// connection is then given up, as after any interrupted write), the link
+// or any peer of the job is lost, or the worker is closed.
 func (l *link) Send(ctx context.Context, m ring.Message) error {
 	if err := l.sendErr(ctx); err != nil {
 		return err
@@ -102,19 +158,130 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 	if m.Kind == 0 {
 		return fmt.Errorf("worker: rank %d: send to rank %d: message kind 0", l.w.cfg.Rank, l.peer)
 	}
-	f := appendFrame(make([]byte, 0, frameHeaderSize+len(m.Payload)), l.w.keys.job, m)
-	select {
-	case l.out <- outFrame{f: f}:
-		return nil
-	case <-ctx.Done():
-	case <-l.dead:
-	case <-l.stopOut:
-	case <-l.w.lostCh:
+	sum := payloadSum(m)
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	putHeader(l.whdr[:], l.w.keys.job, m, l.seq, sum)
+	return l.write(ctx, l.whdr[:], m.Payload)
+}
+
+// write sends one frame (header and payload) as one websocket message,
+// advancing the sequence number. Caller holds wmu.
+func (l *link) write(ctx context.Context, hdr, payload []byte) error {
+	if done := ctx.Done(); done != nil {
+		select {
+		case l.watch <- done:
+		case <-l.wtdone:
+			return l.sendErr(ctx)
+		}
 	}
-	if err := l.sendErr(ctx); err != nil {
+	err := l.writeFrame(hdr, payload)
+	if ctx.Done() != nil {
+		l.unwatch <- struct{}{} // the watcher is idle again after this
+	}
+	if err == nil {
+		// A break-off that came too late to stop the write did no harm:
+		// gorilla sets its own deadline before every write.
+		l.interrupted.Store(false)
+	}
+	if err != nil {
+		if l.interrupted.Load() {
+			// The caller's context ended (or the worker closed) mid-write:
+			// the frame may be cut off, so the connection is of no further
+			// use.
+			l.fail(l.lostPeer(fmt.Errorf("link given up: a send to it was interrupted: %w", context.Cause(ctx))), failQuiet)
+			l.ws.Close()
+			if ctx.Err() == nil {
+				return l.sendErr(ctx)
+			}
+			return fmt.Errorf("worker: rank %d: send to rank %d (%s link): %w", l.w.cfg.Rank, l.peer, l.name, context.Cause(ctx))
+		}
+		l.fail(l.lostPeer(fmt.Errorf("write to %s: %w", l.ws.RemoteAddr(), err)), failReport)
+		return l.sendErr(ctx)
+	}
+	l.seq++
+	l.w.metrics.LinkSentBytes.Add(int64(len(hdr) + len(payload)))
+	l.w.metrics.LinkSentFrames.Add(1)
+	return nil
+}
+
+// writeFrame writes header and payload as one binary message. As the
+// websocket server, gorilla writes a payload chunk larger than twice its
+// write buffer straight from payload (writev of frame header, link header
+// and data); the small tail goes through the buffer with the final flag.
+// No write deadline: liveness is the reader's business (see Send).
+func (l *link) writeFrame(hdr, payload []byte) error {
+	wr, err := l.ws.NextWriter(websocket.BinaryMessage)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("worker: rank %d: send to rank %d: %w", l.w.cfg.Rank, l.peer, ErrClosed)
+	if _, err := wr.Write(hdr); err != nil {
+		return err
+	}
+	if len(payload) > 4*writeTail {
+		bulk := len(payload) - writeTail
+		if _, err := wr.Write(payload[:bulk]); err != nil {
+			return err
+		}
+		payload = payload[bulk:]
+	}
+	if _, err := wr.Write(payload); err != nil {
+		return err
+	}
+	return wr.Close()
+}
+
+// watcher breaks off a write whose context ends: it sets the connection's
+// write deadline in the past until the write returns.
+func (l *link) watcher() {
+	defer close(l.wtdone)
+	for {
+		var done <-chan struct{}
+		select {
+		case done = <-l.watch:
+		case <-l.stopOut:
+			return
+		}
+		select {
+		case <-l.unwatch:
+			continue
+		case <-done:
+			// A write in progress usually ends on its own within moments;
+			// only one stuck on a peer that does not read is broken off
+			// (which gives the connection up). So a rank that fails and
+			// stops its sender still leaves a working link for the abort
+			// it passes on.
+			t := time.NewTimer(interruptGrace)
+			select {
+			case <-l.unwatch:
+				t.Stop()
+				continue
+			case <-t.C:
+			}
+		case <-l.stopOut:
+			// Closing: give the write readTimeout to finish.
+			t := time.NewTimer(l.readTimeout())
+			select {
+			case <-l.unwatch:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		l.interrupted.Store(true)
+		t := time.NewTicker(10 * time.Millisecond)
+		for stopped := false; !stopped; {
+			// gorilla sets its own deadline before each fragment: repeat
+			// until the write has returned.
+			l.ws.NetConn().SetWriteDeadline(time.Unix(1, 0))
+			select {
+			case <-l.unwatch:
+				stopped = true
+			case <-t.C:
+			}
+		}
+		t.Stop()
+	}
 }
 
 // sendErr reports why Send cannot proceed, or nil.
@@ -128,7 +295,7 @@ func (l *link) sendErr(ctx context.Context) error {
 	if err != nil {
 		return wrap(err)
 	}
-	if closing {
+	if closing || l.interrupted.Load() {
 		return wrap(ErrClosed)
 	}
 	if err := l.w.lost(); err != nil {
@@ -140,31 +307,91 @@ func (l *link) sendErr(ctx context.Context) error {
 	return nil
 }
 
-// Recv returns the next frame from the peer. Frames that arrived before a
-// failure are still returned; after them Recv fails with the failure: a
-// *ring.PeerLostError when the peer or the link is lost (or any other rank
-// of the job, as reported by memberlist), an error wrapping
-// gradcodec.ErrBadFrame for a malformed, corrupted, replayed or foreign
-// frame, or ctx's error.
+// Recv is RecvLimit with the link's own limit, MaxPayload.
 func (l *link) Recv(ctx context.Context) (ring.Message, error) {
+	return l.RecvLimit(ctx, MaxPayload)
+}
+
+// RecvLimit implements ring.LimitedLink: it returns the next frame from the
+// peer, refusing one whose header announces a payload over max before
+// anything of that size is allocated or read. At most readAhead frames, each
+// within the bound of the last RecvLimit, are read before they are asked
+// for (so a dead peer is noticed while this rank is busy); beyond that the
+// reader waits for Recv, and a peer that sends faster than this rank
+// receives is slowed down by TCP. Recv without a bound reads nothing ahead.
+// Frames
+// that arrived before a failure are still returned; after them Recv fails
+// with the failure: a *ring.PeerLostError when the peer or the link is
+// lost (or any other rank of the job, as reported by memberlist), an error
+// wrapping gradcodec.ErrBadFrame for a malformed, corrupted, replayed,
+// foreign or oversized frame, or ctx's error. The payload is the link's
+// until the caller hands it back with Recycle (or drops it).
+func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("worker: rank %d: recv from rank %d (%s link): %w", l.w.cfg.Rank, l.peer, l.name, err)
 	}
+	bounded := max < MaxPayload
+	max = min(max, MaxPayload)
+	wait := func() (ring.Message, error) {
+		select {
+		case res := <-l.got:
+			if res.err != nil {
+				return ring.Message{}, wrap(res.err)
+			}
+			return res.m, nil
+		case <-ctx.Done():
+			return ring.Message{}, wrap(ctx.Err())
+		case <-l.w.lostCh:
+			return ring.Message{}, wrap(l.w.lost())
+		}
+	}
+	// An answer to an earlier Recv that gave up comes first.
+	select {
+	case res := <-l.got:
+		if res.err != nil {
+			return ring.Message{}, wrap(res.err)
+		}
+		return res.m, nil
+	default:
+	}
 	for {
 		l.mu.Lock()
-		if len(l.q) > 0 {
-			m := l.q[0]
-			l.q[0] = ring.Message{}
-			l.q = l.q[1:]
-			l.qBytes -= int64(len(m.Payload))
+		l.lastMax = 0
+		if bounded {
+			l.lastMax = max
+		}
+		if len(l.ahead) > 0 {
+			m := l.ahead[0]
+			n := copy(l.ahead, l.ahead[1:])
+			l.ahead[n] = ring.Message{}
+			l.ahead = l.ahead[:n]
+			if len(m.Payload) > max {
+				l.setBadLocked(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next", gradcodec.ErrBadFrame, len(m.Payload), max))
+				bad := l.badErr
+				l.mu.Unlock()
+				return ring.Message{}, wrap(bad)
+			}
 			l.mu.Unlock()
+			select {
+			case l.drained <- struct{}{}:
+			default:
+			}
 			return m, nil
 		}
-		bad, err := l.badErr, l.err
+		bad := l.badErr
 		l.mu.Unlock()
 		if bad != nil {
 			return ring.Message{}, wrap(bad)
 		}
+		// A frame the reader already holds goes before any failure.
+		select {
+		case l.want <- max:
+			return wait()
+		default:
+		}
+		l.mu.Lock()
+		err := l.err
+		l.mu.Unlock()
 		if err != nil {
 			return ring.Message{}, wrap(err)
 		}
@@ -175,7 +402,10 @@ func (l *link) Recv(ctx context.Context) (ring.Message, error) {
 			return ring.Message{}, wrap(err)
 		}
 		select {
+		case l.want <- max:
+			return wait()
 		case <-l.notify:
+		case <-l.bad:
 		case <-l.dead:
 		case <-l.w.lostCh:
 		case <-ctx.Done():
@@ -183,13 +413,71 @@ func (l *link) Recv(ctx context.Context) (ring.Message, error) {
 	}
 }
 
-// wake nudges a waiting Recv.
-func (l *link) wake() {
-	select {
-	case l.notify <- struct{}{}:
-	default:
+// setBadLocked records the first bad frame (l.mu held).
+func (l *link) setBadLocked(err error) {
+	if l.badErr == nil {
+		l.badErr = err
+		close(l.bad)
 	}
 }
+
+// Recycle implements ring.Recycler: a payload Recv returned is free to
+// receive into again.
+func (l *link) Recycle(p []byte) {
+	if cap(p) <= smallPayload {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.free) < maxFree {
+		l.free = append(l.free, p[:0])
+		return
+	}
+	// Full: keep the larger buffers, which serve every size.
+	small := 0
+	for i, b := range l.free {
+		if cap(b) < cap(l.free[small]) {
+			small = i
+		}
+	}
+	if cap(l.free[small]) < cap(p) {
+		l.free[small] = p[:0]
+	}
+}
+
+// buffer returns a payload buffer of n bytes, reusing a recycled one when
+// one is large enough. New buffers are rounded up (to 1/8 of the next
+// power of two) so that the slightly different sizes of sub-chunks reuse
+// each other's buffers.
+func (l *link) buffer(n int) []byte {
+	if n <= smallPayload {
+		// Status messages and tiny chunks: not worth a big buffer (the
+		// ring forwards status payloads and never hands them back).
+		return make([]byte, n)
+	}
+	l.mu.Lock()
+	best := -1
+	for i, b := range l.free {
+		if cap(b) >= n && (best < 0 || cap(b) < cap(l.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		b := l.free[best]
+		l.free[best] = l.free[len(l.free)-1]
+		l.free[len(l.free)-1] = nil
+		l.free = l.free[:len(l.free)-1]
+		l.mu.Unlock()
+		return b[:n]
+	}
+	l.mu.Unlock()
+	step := 1 << (bits.Len(uint(n-1)) - 3)
+	return make([]byte, n, (n+step-1)/step*step)
+}
+
+// smallPayload is the size up to which received payloads get their own
+// small allocation rather than a recycled buffer.
+const smallPayload = 4 << 10
 
 // How a link failure spreads.
 const (
@@ -229,7 +517,6 @@ func (l *link) fail(lost *ring.PeerLostError, how int) {
 		l.w.peerLost(lost, how == failReport)
 	}
 	close(l.dead) // l.err was set once, above: this runs once
-	l.wake()
 }
 
 // lostPeer blames the peer of l.
@@ -237,81 +524,10 @@ func (l *link) lostPeer(cause error) *ring.PeerLostError {
 	return &ring.PeerLostError{Rank: l.peer, Cause: cause}
 }
 
-// outFrame is a frame waiting for the writer. mutate, set only by tests,
-// rewrites the sealed frame to forge a bad one.
-type outFrame struct {
-	f      []byte
-	mutate func([]byte) []byte
-}
-
-// writer is the only goroutine that writes data frames.
-func (l *link) writer() {
-	defer close(l.wdone)
-	var seq uint64
-	write := func(o outFrame) bool {
-		f := o.f
-		sealFrame(f, seq)
-		seq++
-		if o.mutate != nil {
-			f = o.mutate(f)
-		}
-		if err := l.writeFrame(f); err != nil {
-			l.fail(l.lostPeer(fmt.Errorf("write to %s: %w", l.ws.RemoteAddr(), err)), failReport)
-			return false
-		}
-		l.w.metrics.LinkSentBytes.Add(int64(len(f)))
-		l.w.metrics.LinkSentFrames.Add(1)
-		return true
-	}
-	for {
-		select {
-		case f := <-l.out:
-			if !write(f) {
-				return
-			}
-		case <-l.dead:
-			return
-		case <-l.stopOut:
-			for { // flush what Send already accepted
-				select {
-				case f := <-l.out:
-					if !write(f) {
-						return
-					}
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
-// writeFrame writes one binary message, extending the write deadline per
-// chunk that the socket accepts.
-func (l *link) writeFrame(f []byte) error {
-	wr, err := l.ws.NextWriter(websocket.BinaryMessage)
-	if err != nil {
-		return err
-	}
-	for len(f) > 0 {
-		n := min(len(f), ioChunk)
-		if err := l.ws.SetWriteDeadline(time.Now().Add(l.w.cfg.PeerTimeout)); err != nil {
-			return err
-		}
-		if _, err := wr.Write(f[:n]); err != nil {
-			return err
-		}
-		f = f[n:]
-	}
-	if err := l.ws.SetWriteDeadline(time.Now().Add(l.w.cfg.PeerTimeout)); err != nil {
-		return err
-	}
-	return wr.Close()
-}
-
 // pinger sends a ping every pingInterval so that the peer's read deadline
 // holds while no data flows. Its write errors are left to the reader and
-// writer to notice.
+// Send to notice; a ping that cannot get past a long data write in time is
+// skipped (the data itself feeds the peer's deadline).
 func (l *link) pinger() {
 	defer close(l.pdone)
 	t := time.NewTicker(l.pingInterval())
@@ -319,7 +535,7 @@ func (l *link) pinger() {
 	for {
 		select {
 		case <-t.C:
-			l.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(l.readTimeout()))
+			l.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(l.pingInterval()))
 		case <-l.dead:
 			return
 		case <-l.stopOut:
@@ -331,21 +547,17 @@ func (l *link) pinger() {
 // extend pushes the read deadline out by readTimeout.
 func (l *link) extend() { l.ws.SetReadDeadline(time.Now().Add(l.readTimeout())) }
 
-// reader is the only goroutine that reads the connection.
+// errStopped ends the reader when the link shuts down.
+var errStopped = errors.New("worker: link shutting down")
+
+// reader is the only goroutine that reads the connection. Both ends ping,
+// so a ping or pong just feeds the read deadline; no pong is written (it
+// could wait behind a long data write, holding up this loop).
 func (l *link) reader() {
 	defer close(l.rdone)
-	l.ws.SetPingHandler(func(data string) error {
-		l.extend()
-		err := l.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(l.readTimeout()))
-		var ne net.Error
-		if err == websocket.ErrCloseSent || errors.As(err, &ne) && ne.Timeout() {
-			return nil
-		}
-		return err
-	})
+	l.ws.SetPingHandler(func(string) error { l.extend(); return nil })
 	l.ws.SetPongHandler(func(string) error { l.extend(); return nil })
 	var seq uint64
-	hdr := make([]byte, frameHeaderSize)
 	for {
 		l.extend()
 		typ, r, err := l.ws.NextReader()
@@ -354,42 +566,38 @@ func (l *link) reader() {
 			return
 		}
 		l.extend()
-		m, n, err := l.readFrame(typ, r, hdr, &seq)
-		if err != nil {
-			var bad badFrame
-			if !errors.As(err, &bad) {
-				l.readFailed(err)
-				return
-			}
-			l.mu.Lock()
-			first := l.badErr == nil
-			if first {
-				l.badErr = fmt.Errorf("frame %d from rank %d: %w", seq, l.peer, bad.err)
-			}
-			l.mu.Unlock()
-			if first {
-				l.w.logf("rejected a frame from rank %d on the %s link: %v", l.peer, l.name, bad.err)
-				l.wake()
-			}
+		asked, err := l.readFrame(typ, r, &seq)
+		if err == nil {
 			continue
 		}
-		l.w.metrics.LinkRecvBytes.Add(int64(n))
-		l.w.metrics.LinkRecvFrames.Add(1)
+		var bad badFrame
+		if errors.Is(err, errStopped) {
+			if asked {
+				l.got <- recvResult{err: ErrClosed}
+			}
+			return
+		}
+		if !errors.As(err, &bad) {
+			l.readFailed(err)
+			if asked {
+				l.mu.Lock()
+				lerr := l.err
+				l.mu.Unlock()
+				l.got <- recvResult{err: lerr}
+			}
+			return
+		}
 		l.mu.Lock()
-		if l.badErr != nil { // the stream is no longer trusted
-			l.mu.Unlock()
-			continue
-		}
-		if l.qBytes+int64(len(m.Payload)) > maxQueuedBytes {
-			l.badErr = fmt.Errorf("%w: more than %d bytes received from rank %d and not taken by Recv", gradcodec.ErrBadFrame, maxQueuedBytes, l.peer)
-			l.mu.Unlock()
-			l.wake()
-			continue
-		}
-		l.q = append(l.q, m)
-		l.qBytes += int64(len(m.Payload))
+		first := l.badErr == nil
+		l.setBadLocked(fmt.Errorf("frame %d from rank %d: %w", seq, l.peer, bad.err))
+		badErr := l.badErr
 		l.mu.Unlock()
-		l.wake()
+		if first {
+			l.w.logf("rejected a frame from rank %d on the %s link: %v", l.peer, l.name, bad.err)
+		}
+		if asked {
+			l.got <- recvResult{err: badErr}
+		}
 	}
 }
 
@@ -398,58 +606,124 @@ type badFrame struct{ err error }
 
 func (b badFrame) Error() string { return b.err.Error() }
 
-// readFrame reads and checks one message. Errors of the frame itself come
-// back as badFrame; others are I/O errors.
-func (l *link) readFrame(typ int, r io.Reader, hdr []byte, seq *uint64) (ring.Message, int, error) {
-	if typ != websocket.BinaryMessage {
-		io.Copy(io.Discard, r)
-		return ring.Message{}, 0, badFrame{fmt.Errorf("%w: websocket message of type %d, want binary", gradcodec.ErrBadFrame, typ)}
+// readFrame reads and checks one message: the header first, then — once a
+// Recv asks, with its bound — the payload, straight into a (recycled)
+// buffer. A good frame is handed to that Recv. asked reports that a Recv's
+// request was taken and not answered (the caller answers it with err).
+// Errors of the frame itself come back as badFrame; others are I/O errors
+// or errStopped.
+func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err error) {
+	discard := func(e error) (bool, error) {
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return asked, err
+		}
+		return asked, badFrame{e}
 	}
+	if typ != websocket.BinaryMessage {
+		return discard(fmt.Errorf("%w: websocket message of type %d, want binary", gradcodec.ErrBadFrame, typ))
+	}
+	hdr := l.hdr[:]
 	n, err := io.ReadFull(r, hdr)
 	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		return ring.Message{}, n, badFrame{fmt.Errorf("%w: link frame of %d bytes is shorter than its %d-byte header (truncated)", gradcodec.ErrBadFrame, n, frameHeaderSize)}
+		return false, badFrame{fmt.Errorf("%w: link frame of %d bytes is shorter than its %d-byte header (truncated)", gradcodec.ErrBadFrame, n, frameHeaderSize)}
 	} else if err != nil {
-		return ring.Message{}, n, err
+		return false, err
+	}
+	l.mu.Lock()
+	untrusted := l.badErr != nil
+	l.mu.Unlock()
+	if untrusted { // after a bad frame the stream is no longer trusted
+		_, err := discard(nil)
+		if _, ok := err.(badFrame); ok {
+			err = nil
+		}
+		return false, err
 	}
 	fh, err := parseHeader(hdr, l.w.keys.job)
 	if err != nil {
-		if _, err := io.Copy(io.Discard, r); err != nil {
-			return ring.Message{}, n, err
-		}
-		return ring.Message{}, n, badFrame{err}
+		return discard(err)
 	}
-	payload := make([]byte, fh.length)
+	if fh.seq != *seq {
+		return discard(fmt.Errorf("%w: link frame sequence %d, expected %d (replayed, dropped or reordered)", gradcodec.ErrBadFrame, fh.seq, *seq))
+	}
+	// Read ahead when the frame fits what the last Recv expected and there
+	// is room; otherwise wait for a Recv (and its bound): until then
+	// nothing of the payload is read.
+	l.mu.Lock()
+	max := l.lastMax
+	ahead := len(l.ahead) < readAhead && fh.length <= max
+	l.mu.Unlock()
+	if !ahead {
+		for { // frames queued ahead go first
+			l.mu.Lock()
+			n := len(l.ahead)
+			l.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			select {
+			case <-l.drained:
+			case <-l.stopOut:
+				return false, errStopped
+			}
+		}
+		select {
+		case max = <-l.want:
+			asked = true
+		case <-l.stopOut:
+			return false, errStopped
+		}
+	}
+	l.extend() // the deadline set before a wait may long have passed
+	if fh.length > max {
+		return discard(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next (op %d %s hop %d chunk %d sub %d)",
+			gradcodec.ErrBadFrame, fh.length, max, fh.msg.Op, fh.msg.Kind, fh.msg.Hop, fh.msg.Chunk, fh.msg.Sub))
+	}
+	payload := l.buffer(fh.length)
 	got := 0
 	for got < len(payload) {
 		k, err := io.ReadFull(r, payload[got:min(len(payload), got+ioChunk)])
 		got += k
 		if err == io.ErrUnexpectedEOF || err == io.EOF {
-			return ring.Message{}, n + got, badFrame{fmt.Errorf("%w: link frame payload of %d bytes, header says %d (truncated)", gradcodec.ErrBadFrame, got, fh.length)}
+			l.Recycle(payload)
+			return asked, badFrame{fmt.Errorf("%w: link frame payload of %d bytes, header says %d (truncated)", gradcodec.ErrBadFrame, got, fh.length)}
 		} else if err != nil {
-			return ring.Message{}, n + got, err
+			return asked, err
 		}
 		l.extend()
 	}
 	var one [1]byte
 	if k, err := io.ReadFull(r, one[:]); k > 0 {
+		l.Recycle(payload)
 		extra, err := io.Copy(io.Discard, r)
 		if err != nil {
-			return ring.Message{}, n + got, err
+			return asked, err
 		}
-		return ring.Message{}, n + got, badFrame{fmt.Errorf("%w: %d bytes after the %d-byte payload the header announces", gradcodec.ErrBadFrame, extra+1, fh.length)}
+		return asked, badFrame{fmt.Errorf("%w: %d bytes after the %d-byte payload the header announces", gradcodec.ErrBadFrame, extra+1, fh.length)}
 	} else if err != io.EOF && err != io.ErrUnexpectedEOF {
-		return ring.Message{}, n + got, err
+		return asked, err
 	}
-	if c := frameCRC(hdr, payload); c != fh.wantCRC {
-		return ring.Message{}, n + got, badFrame{fmt.Errorf("%w: link frame checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, fh.wantCRC)}
-	}
-	if fh.seq != *seq {
-		return ring.Message{}, n + got, badFrame{fmt.Errorf("%w: link frame sequence %d, expected %d (replayed, dropped or reordered)", gradcodec.ErrBadFrame, fh.seq, *seq)}
+	if c := crc32.Checksum(payload, castagnoli); c != fh.msg.Sum {
+		l.Recycle(payload)
+		return asked, badFrame{fmt.Errorf("%w: link frame payload checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, fh.msg.Sum)}
 	}
 	*seq++
 	m := fh.msg
 	m.Payload = payload
-	return m, n + got, nil
+	l.w.metrics.LinkRecvBytes.Add(int64(frameHeaderSize + got))
+	l.w.metrics.LinkRecvFrames.Add(1)
+	if !asked {
+		l.mu.Lock()
+		l.ahead = append(l.ahead, m)
+		l.mu.Unlock()
+		select {
+		case l.notify <- struct{}{}:
+		default:
+		}
+		return false, nil
+	}
+	l.got <- recvResult{m: m}
+	return false, nil
 }
 
 // readFailed turns a read error into the link's failure.
@@ -509,17 +783,18 @@ func (l *link) parseCloseReason(text string) (*ring.PeerLostError, bool) {
 	return &ring.PeerLostError{Rank: r, Cause: fmt.Errorf("reported by rank %d as it closed: %s", l.peer, cause)}, true
 }
 
-// shutdown flushes queued frames (bounded by PeerTimeout), closes the link
-// with a close handshake (bounded by readTimeout) and waits for the link's
-// goroutines. It is idempotent.
+// shutdown ends the link: an ongoing Send finishes or fails (bounded by
+// readTimeout), the link closes with a close handshake (bounded by
+// readTimeout) and shutdown waits for the link's goroutines. It is
+// idempotent.
 func (l *link) shutdown() {
 	l.shutOnce.Do(func() {
 		l.mu.Lock()
 		l.closing = true
 		l.mu.Unlock()
 		close(l.stopOut)
-		<-l.wdone
 		<-l.pdone
+		<-l.wtdone
 		l.ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, l.closeReason()),
 			time.Now().Add(l.readTimeout()))
@@ -531,6 +806,8 @@ func (l *link) shutdown() {
 		t.Stop()
 		l.ws.Close()
 		<-l.rdone
+		l.wmu.Lock() // a Send in progress has failed by now
+		l.wmu.Unlock()
 		l.fail(nil, failQuiet)
 	})
 }

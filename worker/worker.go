@@ -24,7 +24,7 @@ import (
 const linkPath = "/vccl/link"
 
 // dialHook, set only by tests, rewrites the address a rank dials for its
-// successor's link (to route it through a proxy that can stall).
+// predecessor's link (to route it through a proxy that can stall).
 var dialHook func(from, to int, addr string) string
 
 // Worker is one running rank: its membership, its two ring links and its
@@ -46,7 +46,7 @@ type Worker struct {
 	warned   map[string]bool
 	lostErr  *ring.PeerLostError
 	timers   []*time.Timer
-	prevBusy bool // a link from the predecessor was accepted
+	nextBusy bool // a link from the successor was accepted
 	// startAbort is an inconsistency of the world that another rank found
 	// while starting; it ends this rank's Start too.
 	startAbort error
@@ -55,7 +55,7 @@ type Worker struct {
 
 	lostCh   chan struct{} // closed when lostErr is set
 	memberCh chan struct{} // capacity 1: the member list changed
-	prevCh   chan *link    // capacity 1: the accepted predecessor link
+	nextCh   chan *link    // capacity 1: the accepted successor link
 
 	ml       *memberlist.Memberlist
 	bcast    *memberlist.TransmitLimitedQueue
@@ -91,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Worker, error) {
 		byes:     make(map[int]bool),
 		lostCh:   make(chan struct{}),
 		memberCh: make(chan struct{}, 1),
-		prevCh:   make(chan *link, 1),
+		nextCh:   make(chan *link, 1),
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	if err := w.start(ctx); err != nil {
@@ -148,20 +148,23 @@ func (w *Worker) start(ctx context.Context) error {
 
 	nextRank := (w.cfg.Rank + 1) % w.cfg.WorldSize
 	prevRank := (w.cfg.Rank - 1 + w.cfg.WorldSize) % w.cfg.WorldSize
-	next, err := w.dial(ctx, nextRank, wd.meta[nextRank].Link)
+	// Data flows from a rank to its successor over the connection the
+	// successor dialled: the sender is the websocket server, whose frames
+	// are not masked (see link).
+	prev, err := w.dial(ctx, prevRank, wd.meta[prevRank].Link)
 	if err != nil {
 		return err
 	}
 	w.mu.Lock()
-	w.next = next
+	w.prev = prev
 	w.mu.Unlock()
 	select {
-	case p := <-w.prevCh:
+	case n := <-w.nextCh:
 		w.mu.Lock()
-		w.prev = p
+		w.next = n
 		w.mu.Unlock()
 	case <-ctx.Done():
-		return fmt.Errorf("worker: rank %d: rank %d (predecessor) did not open its link within the join timeout %v: %w", w.cfg.Rank, prevRank, w.cfg.JoinTimeout, context.Cause(ctx))
+		return fmt.Errorf("worker: rank %d: rank %d (successor) did not open its link within the join timeout %v: %w", w.cfg.Rank, nextRank, w.cfg.JoinTimeout, context.Cause(ctx))
 	}
 	// A rank lost while this one was linking fails Start.
 	if err := w.lost(); err != nil {
@@ -253,9 +256,9 @@ var upgrader = websocket.Upgrader{
 	CheckOrigin: func(*http.Request) bool { return true },
 }
 
-// acceptLink authenticates and upgrades the predecessor's link request. It
+// acceptLink authenticates and upgrades the successor's link request. It
 // refuses a request without credentials with 401 and one with wrong
-// credentials, from a rank other than the predecessor, or replayed, with
+// credentials, from a rank other than the successor, or replayed, with
 // 403, and logs each refusal.
 func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 	refuse := func(code int, why string) {
@@ -290,15 +293,15 @@ func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, fmt.Sprintf("replayed credentials of rank %d", from))
 		return
 	}
-	prevRank := (w.cfg.Rank - 1 + w.cfg.WorldSize) % w.cfg.WorldSize
-	if to != w.cfg.Rank || from != prevRank {
-		refuse(http.StatusForbidden, fmt.Sprintf("rank %d asked for a link to rank %d; this is rank %d and accepts only rank %d", from, to, w.cfg.Rank, prevRank))
+	nextRank := (w.cfg.Rank + 1) % w.cfg.WorldSize
+	if to != w.cfg.Rank || from != nextRank {
+		refuse(http.StatusForbidden, fmt.Sprintf("rank %d asked for a link to rank %d; this is rank %d and accepts only rank %d", from, to, w.cfg.Rank, nextRank))
 		return
 	}
 	w.mu.Lock()
-	busy, closing := w.prevBusy, w.closing
+	busy, closing := w.nextBusy, w.closing
 	if !busy && !closing {
-		w.prevBusy = true
+		w.nextBusy = true
 		w.wg.Add(1) // Close waits for this handler to hand its link over
 		defer w.wg.Done()
 	}
@@ -316,20 +319,20 @@ func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 	ws, err := upgrader.Upgrade(rw, r, resp)
 	if err != nil {
 		w.mu.Lock()
-		w.prevBusy = false
+		w.nextBusy = false
 		w.mu.Unlock()
 		w.logf("upgrade of rank %d's link failed: %v", from, err)
 		return
 	}
-	l := newLink(w, from, "prev", ws)
+	l := newLink(w, from, "next", ws)
 	select {
-	case w.prevCh <- l:
-	default: // cannot happen: prevBusy admits one link
+	case w.nextCh <- l:
+	default: // cannot happen: nextBusy admits one link
 		l.shutdown()
 	}
 }
 
-// dial opens the authenticated link to the successor, retrying refused
+// dial opens the authenticated link to the predecessor, retrying refused
 // connections until ctx ends; an authentication refusal is final.
 func (w *Worker) dial(ctx context.Context, to int, addr string) (*link, error) {
 	d := websocket.Dialer{
@@ -358,7 +361,7 @@ func (w *Worker) dial(ctx context.Context, to int, addr string) (*link, error) {
 				ws.Close()
 				return nil, fmt.Errorf("worker: rank %d: link to rank %d at %s: the listener did not prove it holds the job secret", w.cfg.Rank, to, addr)
 			}
-			return newLink(w, to, "next", ws), nil
+			return newLink(w, to, "prev", ws), nil
 		}
 		if resp != nil {
 			return nil, fmt.Errorf("worker: rank %d: link to rank %d at %s refused: %s", w.cfg.Rank, to, addr, resp.Status)
@@ -552,9 +555,9 @@ func (w *Worker) Close() error {
 			w.metricsSrv.Close()
 		}
 		w.wg.Wait()
-		// A predecessor link accepted while Start was failing.
+		// A successor link accepted while Start was failing.
 		select {
-		case l := <-w.prevCh:
+		case l := <-w.nextCh:
 			l.shutdown()
 		default:
 		}

@@ -2,8 +2,10 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net"
 	"net/http"
@@ -238,22 +240,36 @@ func TestFramesFlushedOnClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The receiver takes the frames while the sender closes: Close waits
+	// (up to 4/5 of the peer timeout) for the peer to have read everything
+	// before it closes the socket. Frames stay in the sockets until the
+	// receiver asks for them: nothing is buffered in its process.
+	got := make(chan error, 1)
+	go func() {
+		for op := range uint64(n) {
+			m, err := ws[1].Prev().Recv(ctx)
+			if err != nil {
+				got <- fmt.Errorf("frame %d: %w", op, err)
+				return
+			}
+			if err := checkMsg(m, 0, op, 50000); err != nil {
+				got <- fmt.Errorf("frame %d: %w", op, err)
+				return
+			}
+		}
+		_, err := ws[1].Prev().Recv(ctx)
+		var pl *ring.PeerLostError
+		if !errors.As(err, &pl) || pl.Rank != 0 {
+			got <- fmt.Errorf("Recv after the peer closed: %v, want rank 0 lost", err)
+			return
+		}
+		got <- nil
+	}()
 	if err := ws[0].Close(); err != nil {
 		t.Fatal(err)
 	}
-	for op := range uint64(n) {
-		m, err := ws[1].Prev().Recv(ctx)
-		if err != nil {
-			t.Fatalf("frame %d: %v", op, err)
-		}
-		if err := checkMsg(m, 0, op, 50000); err != nil {
-			t.Fatalf("frame %d: %v", op, err)
-		}
-	}
-	_, err := ws[1].Prev().Recv(ctx)
-	var pl *ring.PeerLostError
-	if !errors.As(err, &pl) || pl.Rank != 0 {
-		t.Fatalf("Recv after the peer closed: %v, want rank 0 lost", err)
+	if err := <-got; err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -284,29 +300,29 @@ func linkHeaders(k jobKeys, from, to int) http.Header {
 
 func TestLinkUpgradeRefusesStrangers(t *testing.T) {
 	ws, logs := mustWorld(t, 3, nil)
-	target := ws[1] // its predecessor is rank 0
+	target := ws[1] // it accepts a link from its successor, rank 2
 	url := "ws://" + target.linkAddr + linkPath
 	wrong, err := deriveKeys([]byte("not the job secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	right := target.keys
-	replayed := linkHeaders(right, 0, 1)
+	replayed := linkHeaders(right, 2, 1)
 	for _, tc := range []struct {
 		name   string
 		header http.Header
 		status int
 	}{
 		{"no secret", nil, http.StatusUnauthorized},
-		{"wrong secret", linkHeaders(wrong, 0, 1), http.StatusForbidden},
+		{"wrong secret", linkHeaders(wrong, 2, 1), http.StatusForbidden},
 		{"wrong secret, right job id", func() http.Header {
-			h := linkHeaders(wrong, 0, 1)
+			h := linkHeaders(wrong, 2, 1)
 			h.Set(hdrJob, right.jobHex())
 			return h
 		}(), http.StatusForbidden},
-		{"tampered rank", func() http.Header { h := linkHeaders(right, 0, 1); h.Set(hdrFrom, "2"); return h }(), http.StatusForbidden},
-		{"not the predecessor", linkHeaders(right, 2, 1), http.StatusForbidden},
-		{"predecessor already linked", replayed, http.StatusConflict},
+		{"tampered rank", func() http.Header { h := linkHeaders(right, 2, 1); h.Set(hdrFrom, "0"); return h }(), http.StatusForbidden},
+		{"not the successor", linkHeaders(right, 0, 1), http.StatusForbidden},
+		{"successor already linked", replayed, http.StatusConflict},
 		{"replayed request", replayed, http.StatusForbidden},
 	} {
 		ws, resp, err := websocket.DefaultDialer.Dial(url, tc.header)
@@ -397,6 +413,16 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	noWorkerGoroutines(t) // a failed Start cleans up after itself
 }
 
+// everyErrorSays fails the test unless every process's error contains want.
+func everyErrorSays(t *testing.T, errs []error, want string) {
+	t.Helper()
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("process %d: %v, want an error saying %q", r, err, want)
+		}
+	}
+}
+
 func TestWorldValidation(t *testing.T) {
 	t.Run("duplicate rank", func(t *testing.T) {
 		_, errs, _ := startWorld(t, 3, func(r int, c *Config) {
@@ -405,11 +431,7 @@ func TestWorldValidation(t *testing.T) {
 				c.Rank = 1
 			}
 		})
-		for r, err := range errs {
-			if err == nil || !strings.Contains(err.Error(), "duplicate rank 1") {
-				t.Errorf("process %d: %v, want duplicate rank 1", r, err)
-			}
-		}
+		everyErrorSays(t, errs, "duplicate rank 1")
 	})
 	t.Run("world size", func(t *testing.T) {
 		_, errs, _ := startWorld(t, 2, func(r int, c *Config) {
@@ -418,11 +440,7 @@ func TestWorldValidation(t *testing.T) {
 				c.WorldSize = 3
 			}
 		})
-		for r, err := range errs {
-			if err == nil || !strings.Contains(err.Error(), "world size") {
-				t.Errorf("process %d: %v, want a world size error", r, err)
-			}
-		}
+		everyErrorSays(t, errs, "world size")
 		if errs[0] != nil && !strings.Contains(errs[0].Error(), "rank 1") {
 			t.Errorf("rank 0's error does not name rank 1: %v", errs[0])
 		}
@@ -633,7 +651,7 @@ func TestStalledLink(t *testing.T) {
 	var proxy *stallProxy
 	var proxyErr error
 	dialHook = func(from, to int, addr string) string {
-		if from != 1 {
+		if from != 2 { // rank 2 dials rank 1 for the link from 1 to 2
 			return addr
 		}
 		mu.Lock()
@@ -680,15 +698,17 @@ func TestStalledLink(t *testing.T) {
 	wg.Wait()
 }
 
-// send queues a forged frame on l: mutate rewrites the sealed frame.
+// sendForged sends a forged frame on l: mutate rewrites the sealed frame
+// before it is written as one websocket message.
 func sendForged(t *testing.T, l *link, m ring.Message, mutate func([]byte) []byte) {
 	t.Helper()
-	f := appendFrame(nil, l.w.keys.job, m)
-	select {
-	case l.out <- outFrame{f: f, mutate: mutate}:
-	case <-time.After(10 * time.Second):
-		t.Fatal("forged frame not queued")
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	f := mutate(appendFrame(nil, l.w.keys.job, m, l.seq))
+	if err := l.ws.WriteMessage(websocket.BinaryMessage, f); err != nil {
+		t.Fatalf("forged frame not sent: %v", err)
 	}
+	l.seq++
 }
 
 func TestBadFramesRejected(t *testing.T) {
@@ -790,7 +810,8 @@ func noWorkerGoroutines(t *testing.T) {
 }
 
 // BenchmarkLink measures one link's throughput between two in-process
-// workers on loopback.
+// workers on loopback; the receiver recycles payloads as the ring does, so
+// allocs/op is what a message costs in steady state.
 func BenchmarkLink(b *testing.B) {
 	for _, size := range []int{64 << 10, 4 << 20} {
 		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
@@ -800,12 +821,15 @@ func BenchmarkLink(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ResetTimer()
 			errc := make(chan error, 1)
+			b.ReportAllocs()
 			go func() {
 				for range b.N {
-					if _, err := ws[1].Prev().Recv(ctx); err != nil {
+					m, err := ws[1].Prev().Recv(ctx)
+					if err != nil {
 						errc <- err
 						return
 					}
+					ws[1].prev.Recycle(m.Payload)
 				}
 				errc <- nil
 			}()
@@ -818,5 +842,118 @@ func BenchmarkLink(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestBackpressure: a receiver that does not call Recv for longer than the
+// peer timeout slows its sender down (Send blocks: nothing is buffered on
+// the receiving side beyond the sockets) but neither side takes the other
+// for dead; once Recv is called, every frame arrives intact and in order.
+func TestBackpressure(t *testing.T) {
+	ws, _ := mustWorld(t, 2, func(_ int, c *Config) { c.PeerTimeout = 2 * time.Second })
+	ctx := context.Background()
+	const n, size = 8, 4 << 20 // 32 MiB: more than loopback sockets hold
+	sent := make(chan error, 1)
+	var sentAt time.Time
+	msgs := make([]ring.Message, n)
+	for i := range msgs {
+		msgs[i] = testMsg(0, uint64(i), size)
+	}
+	go func() {
+		for _, m := range msgs {
+			if err := ws[0].Next().Send(ctx, m); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sentAt = time.Now()
+		sent <- nil
+	}()
+	away := 3 * time.Second // 1.5 PeerTimeout
+	// Live heap after a GC: what the links hold (memberlist's garbage
+	// does not count).
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	heap0 := int64(ms.HeapAlloc)
+	time.Sleep(away)
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if d := int64(ms.HeapAlloc) - heap0; d > 8<<20 {
+		t.Errorf("live heap grew by %d bytes while the receiver was away: the link buffered", d)
+	}
+	select {
+	case err := <-sent:
+		t.Fatalf("all %d MiB were sent while the receiver was away (err %v): no backpressure", n*size>>20, err)
+	default:
+	}
+	back := time.Now()
+	for i := range n {
+		m, err := ws[1].Prev().Recv(ctx)
+		if err != nil {
+			t.Fatalf("Recv %d after %v away: %v", i, away, err)
+		}
+		if err := checkMsg(m, 0, uint64(i), size); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	if sentAt.Before(back) {
+		t.Errorf("the sender finished before the receiver came back")
+	}
+}
+
+// TestSendHonoursContext: a Send blocked on a peer that does not read
+// returns soon after its context ends.
+func TestSendHonoursContext(t *testing.T) {
+	ws, _ := mustWorld(t, 2, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	m := testMsg(0, 0, 8<<20)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := ws[0].Next().Send(ctx, m); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // let the sockets fill up
+	cancel()
+	t0 := time.Now()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Send: %v, want context.Canceled", err)
+		}
+		t.Logf("Send returned %v after the cancel: %v", time.Since(t0).Round(time.Millisecond), err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Send still blocked 5s after its context ended")
+	}
+}
+
+// TestHostileLength: a frame whose header announces 512 MiB, where Recv
+// expects at most 1 MiB, is refused from the header: nothing of that size
+// is allocated and the error names the sender.
+func TestHostileLength(t *testing.T) {
+	ws, _ := mustWorld(t, 2, nil)
+	ctx := context.Background()
+	sendForged(t, ws[0].next, testMsg(0, 1, 1000), func(f []byte) []byte {
+		binary.LittleEndian.PutUint32(f[56:], 512<<20)
+		binary.LittleEndian.PutUint32(f[64:], crc32.Checksum(f[:64], castagnoli))
+		return f
+	})
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	alloc0 := ms.TotalAlloc
+	_, err := ws[1].prev.RecvLimit(ctx, 1<<20)
+	runtime.ReadMemStats(&ms)
+	if !errors.Is(err, gradcodec.ErrBadFrame) || !strings.Contains(err.Error(), "exceeds the 1048576 bytes expected") || !strings.Contains(err.Error(), "rank 0") {
+		t.Fatalf("RecvLimit: %v, want a bad frame naming rank 0 that exceeds the bound", err)
+	}
+	if d := ms.TotalAlloc - alloc0; d > 16<<20 {
+		t.Errorf("%d bytes allocated while refusing the frame", d)
 	}
 }

@@ -7,6 +7,8 @@
 //	                                              or not) on stdin, write its per-size -json records with
 //	                                              rate, delay, hosts and codec added
 //	netringtool table [-codecs raw,fp16,h264,hevc]  read tagged records on stdin, print the netring table
+//	netringtool compare [-codecs …]               read tagged records of several sweeps, print each
+//	                                              setting's median, spread and ratio to gloo/nccl
 //
 // sink and blast measure what a shaped link really carries; tag and table
 // build the benchmark's table.
@@ -33,7 +35,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: netringtool sink|blast|tag|table [flags]")
+		fmt.Fprintln(os.Stderr, "usage: netringtool sink|blast|tag|table|compare [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -48,8 +50,10 @@ func main() {
 		err = runTag(os.Args[2:], os.Stdin, os.Stdout)
 	case "table":
 		err = runTable(os.Args[2:], os.Stdin, os.Stdout)
+	case "compare":
+		err = runCompare(os.Args[2:], os.Stdin, os.Stdout)
 	default:
-		err = fmt.Errorf("unknown subcommand %q (want sink, blast, tag or table)", os.Args[1])
+		err = fmt.Errorf("unknown subcommand %q (want sink, blast, tag, table or compare)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "netringtool:", err)
@@ -156,6 +160,7 @@ func runTag(args []string, in io.Reader, out io.Writer) error {
 	delay := fs.String("delay", "0", "netem delay")
 	hosts := fs.Int("hosts", 0, "ranks in the ring")
 	codec := fs.String("codec", "", "codec, when the record lacks one")
+	sweep := fs.Int("sweep", 0, "repetition of the benchmark this record belongs to (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -185,6 +190,9 @@ func runTag(args []string, in io.Reader, out io.Writer) error {
 		if *hosts > 0 {
 			obj["hosts"] = *hosts
 		}
+		if *sweep > 0 {
+			obj["sweep"] = *sweep
+		}
 		if _, ok := obj["codec"]; !ok && *codec != "" {
 			obj["codec"] = *codec
 		}
@@ -206,14 +214,28 @@ func runTag(args []string, in io.Reader, out io.Writer) error {
 }
 
 func runTable(args []string, in io.Reader, out io.Writer) error {
-	fs := flag.NewFlagSet("table", flag.ContinueOnError)
-	codecs := fs.String("codecs", "raw,fp16,bf16,int8,h264,hevc", "codec order in the table")
+	return runReport("table", "gloo,nccl,raw,fp16,bf16,int8,h264,hevc", "codec order in the table",
+		args, in, out, results.Table, results.WriteTable)
+}
+
+func runCompare(args []string, in io.Reader, out io.Writer) error {
+	return runReport("compare", "raw,fp16,bf16,int8,h264,hevc", "codec order in the table (gloo and nccl come first)",
+		args, in, out, results.Compare, results.WriteCompare)
+}
+
+// runReport is the table and compare commands: parse the -codecs flag
+// (default codecs, described by usage), read the records on in, order them
+// with build and print them on out with write.
+func runReport[R any](name, codecs, usage string, args []string, in io.Reader, out io.Writer,
+	build func([]results.Perf, []string) []R, write func(io.Writer, []R) error) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	order := fs.String("codecs", codecs, usage)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	recs, err := results.ReadPerf(in)
 	if err != nil {
-		return fmt.Errorf("table: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	return results.WriteTable(out, results.Table(recs, strings.Split(*codecs, ",")))
+	return write(out, build(recs, strings.Split(*order, ",")))
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vccl/vccl/bench/results"
+	"os/exec"
 )
 
 func TestTagAndTable(t *testing.T) {
@@ -61,5 +62,36 @@ func TestSinkBlast(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Mbit/s") {
 		t.Errorf("blast printed %q", out.String())
+	}
+}
+
+// TestTorchBaseline runs bench/torch_allreduce.py (2 local Gloo ranks, two
+// small sizes) and reads its -json lines like netring.sh does: the records
+// must be allreduce_perf's, exact and identical on both ranks. It skips where
+// python3 cannot import torch.
+func TestTorchBaseline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts python3 with torch (about 10 s)")
+	}
+	py := "/usr/bin/python3"
+	if err := exec.Command(py, "-c", "import torch.distributed").Run(); err != nil {
+		t.Skipf("%s cannot import torch: %v", py, err)
+	}
+	out, err := exec.Command(py, "../torch_allreduce.py", "--spawn", "2", "--backend", "gloo",
+		"-b", "4K", "-e", "16K", "-f", "4", "-w", "1", "-n", "2", "-json").CombinedOutput()
+	if err != nil {
+		t.Fatalf("torch_allreduce.py: %v\n%s", err, out)
+	}
+	recs, err := results.ReadPerf(strings.NewReader(string(out)))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(recs) != 2 || recs[0].Size != 4096 || recs[1].Size != 16384 {
+		t.Fatalf("records %+v, want sizes 4096 and 16384", recs)
+	}
+	for _, r := range recs {
+		if r.Codec != "gloo" || r.Wrong != 0 || !(r.NMSE < 1e-12) || r.TimeUS <= 0 || r.Hosts != 2 || r.BPV != 32 {
+			t.Errorf("record %+v: want gloo, #wrong 0, exact, positive time, 2 ranks", r)
+		}
 	}
 }

@@ -25,7 +25,7 @@ var ErrNoRecords = errors.New("results: no records")
 
 // Perf is one allreduce_perf measurement (one size of one job).
 type Perf struct {
-	Rate      string  // link rate in tc syntax ("1gbit"), added by netring.sh; "" when unshaped
+	Rate      string  // link rate in tc syntax ("1gbit"), added by netring.sh; "loopback" or "" when unshaped
 	RateBPS   float64 // Rate in bits per second; 0 when unknown
 	Delay     string  // netem delay, "0" when none
 	Hosts     int     // ranks in the ring
@@ -38,6 +38,8 @@ type Perf struct {
 	WireBytes int64   // payload bytes rank 0 sent, 0 when not reported
 	NMSE      float64 // error against the exact sum; NaN when not reported
 	Wrong     int     // ranks whose result differs from rank 0's; -1 when unchecked
+	Sweep     int     // which repetition of the whole benchmark (netring.sh --sweeps), from 1; 0 when untagged
+	Alloc     int64   // heap bytes allocated per allreduce on the rank that allocated most; -1 when not reported
 }
 
 // RD is one codec_rd measurement: one tensor file through one codec at one
@@ -171,7 +173,9 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 			NMSE:  math.NaN(),
 			Wrong: -1,
 		}
-		if p.Rate != "" {
+		if p.Rate == "loopback" {
+			p.RateBPS = math.Inf(1) // unshaped: sorts first
+		} else if p.Rate != "" {
 			bps, err := ParseRate(p.Rate)
 			if err != nil {
 				return Perf{}, false, err
@@ -207,6 +211,13 @@ func ReadPerf(r io.Reader) ([]Perf, error) {
 		}
 		if v, ok := num(obj, "wrong", "#wrong", "n_wrong"); ok {
 			p.Wrong = int(v)
+		}
+		if v, ok := num(obj, "sweep"); ok {
+			p.Sweep = int(v)
+		}
+		p.Alloc = -1
+		if v, ok := num(obj, "alloc_bytes"); ok {
+			p.Alloc = int64(v)
 		}
 		return p, true, nil
 	})
@@ -329,28 +340,42 @@ func Table(recs []Perf, codecOrder []string) []Row {
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
 		a, b := rows[i], rows[j]
-		if a.RateBPS != b.RateBPS {
-			return a.RateBPS > b.RateBPS
-		}
-		if a.Delay != b.Delay {
-			return a.Delay < b.Delay
-		}
-		if a.Size != b.Size {
-			return a.Size < b.Size
-		}
-		ra, rb := rank[a.Codec], rank[b.Codec]
-		if ra == 0 {
-			ra = len(codecOrder) + 1
-		}
-		if rb == 0 {
-			rb = len(codecOrder) + 1
-		}
-		if ra != rb {
-			return ra < rb
-		}
-		return a.Codec < b.Codec
+		return orderKey{a.RateBPS, a.Delay, a.Size, a.Codec}.less(orderKey{b.RateBPS, b.Delay, b.Size, b.Codec}, rank, len(codecOrder)+1)
 	})
 	return rows
+}
+
+// orderKey is what Table and Compare order rows by.
+type orderKey struct {
+	rateBPS float64
+	delay   string
+	size    int64
+	codec   string
+}
+
+// less orders rate (fastest first), delay, size, then codec by rank (a
+// codec missing from rank counts as unranked), ties by codec name.
+func (a orderKey) less(b orderKey, rank map[string]int, unranked int) bool {
+	if a.rateBPS != b.rateBPS {
+		return a.rateBPS > b.rateBPS
+	}
+	if a.delay != b.delay {
+		return a.delay < b.delay
+	}
+	if a.size != b.size {
+		return a.size < b.size
+	}
+	ra, rb := rank[a.codec], rank[b.codec]
+	if ra == 0 {
+		ra = unranked
+	}
+	if rb == 0 {
+		rb = unranked
+	}
+	if ra != rb {
+		return ra < rb
+	}
+	return a.codec < b.codec
 }
 
 // WriteTable prints rows as an aligned text table: rate, delay, hosts,
@@ -361,29 +386,170 @@ func WriteTable(w io.Writer, rows []Row) error {
 	fmt.Fprintf(&b, "# %-8s %6s %5s %7s %6s %12s %12s %8s %6s %9s %6s\n",
 		"rate", "delay", "hosts", "size", "codec", "time(ms)", "busbw(GB/s)", "speedup", "bpv", "nmse", "#wrong")
 	for _, r := range rows {
-		rate := r.Rate
-		if rate == "" {
-			rate = "-"
-		}
-		delay := r.Delay
-		if delay == "" {
-			delay = "0"
-		}
-		sp := "-"
-		if !math.IsNaN(r.Speedup) {
-			sp = fmt.Sprintf("%.2fx", r.Speedup)
-		}
+		rate, delay := orEmpty(r.Rate, "-"), orEmpty(r.Delay, "0")
+		sp := ratioCell(r.Speedup)
 		nmse := "-"
 		if !math.IsNaN(r.NMSE) {
 			nmse = fmt.Sprintf("%.2e", r.NMSE)
 		}
-		wrong := "-"
-		if r.Wrong >= 0 {
-			wrong = strconv.Itoa(r.Wrong)
-		}
+		wrong := wrongCell(r.Wrong)
 		fmt.Fprintf(&b, "  %-8s %6s %5d %7s %6s %12.1f %12.3f %8s %6.2f %9s %6s\n",
 			rate, delay, r.Hosts, FormatSize(r.Size), r.Codec, r.TimeUS/1e3, r.BusBW, sp, r.BPV, nmse, wrong)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// orEmpty is s, or empty when s is "" (the table cell of an unset field).
+func orEmpty(s, empty string) string {
+	if s == "" {
+		return empty
+	}
+	return s
+}
+
+// ratioCell is x as "1.23x", or "-" when x is NaN (no reference row).
+func ratioCell(x float64) string {
+	if math.IsNaN(x) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", x)
+}
+
+// wrongCell is the #wrong cell: the count, or "-" when unchecked (< 0).
+func wrongCell(n int) string {
+	if n < 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
+}
+
+// Baselines are the codec names of the uncompressed torch.distributed
+// reference (bench/torch_allreduce.py), which Compare measures against.
+var Baselines = []string{"gloo", "nccl"}
+
+// CompareRow is one line of the comparison table: one rate, delay, hosts,
+// size and codec over every sweep.
+type CompareRow struct {
+	Rate, Delay string
+	RateBPS     float64
+	Hosts       int
+	Size        int64
+	Codec       string
+	Times       []float64 // microseconds, one per sweep in sweep order
+	Median      float64   // microseconds
+	Spread      float64   // slowest / fastest sweep
+	VsBase      float64   // this median / the baseline's median at the same rate, delay, hosts and size; NaN without one
+	Base        string    // the baseline VsBase is against
+	BPV         float64
+	Wrong       int   // the largest #wrong of any sweep; -1 unchecked
+	Alloc       int64 // the largest alloc_bytes of any sweep; -1 unknown
+}
+
+func median(x []float64) float64 {
+	y := append([]float64(nil), x...)
+	sort.Float64s(y)
+	n := len(y)
+	if n%2 == 1 {
+		return y[n/2]
+	}
+	return (y[n/2-1] + y[n/2]) / 2
+}
+
+// Compare groups records of several sweeps by rate, delay, hosts, size and
+// codec, and compares each group's median time with the baseline's (gloo,
+// else nccl) in the same setting. Rows are ordered as Table orders them,
+// baselines first.
+func Compare(recs []Perf, codecOrder []string) []CompareRow {
+	type key struct {
+		groupKey
+		codec string
+	}
+	groups := map[key][]Perf{}
+	var order []key
+	for _, p := range recs {
+		k := key{groupKey{p.Rate, p.Delay, p.Hosts, p.Size}, p.Codec}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], p)
+	}
+	rows := make([]CompareRow, 0, len(order))
+	base := map[groupKey]CompareRow{}
+	for _, k := range order {
+		g := groups[k]
+		sort.SliceStable(g, func(i, j int) bool { return g[i].Sweep < g[j].Sweep })
+		r := CompareRow{Rate: k.rate, Delay: k.delay, RateBPS: g[0].RateBPS, Hosts: k.hosts, Size: k.size, Codec: k.codec,
+			BPV: g[0].BPV, Wrong: -1, Alloc: -1, VsBase: math.NaN()}
+		lo, hi := math.Inf(1), 0.0
+		for _, p := range g {
+			r.Times = append(r.Times, p.TimeUS)
+			lo, hi = min(lo, p.TimeUS), max(hi, p.TimeUS)
+			r.Wrong = max(r.Wrong, p.Wrong)
+			r.Alloc = max(r.Alloc, p.Alloc)
+		}
+		r.Median, r.Spread = median(r.Times), hi/lo
+		rows = append(rows, r)
+		for i := len(Baselines) - 1; i >= 0; i-- {
+			if k.codec == Baselines[i] {
+				if _, ok := base[k.groupKey]; !ok || i == 0 {
+					base[k.groupKey] = r
+				}
+			}
+		}
+	}
+	for i := range rows {
+		if b, ok := base[groupKey{rows[i].Rate, rows[i].Delay, rows[i].Hosts, rows[i].Size}]; ok {
+			rows[i].VsBase, rows[i].Base = rows[i].Median/b.Median, b.Codec
+		}
+	}
+	rank := map[string]int{}
+	for i, c := range append(append([]string(nil), Baselines...), codecOrder...) {
+		if _, ok := rank[c]; !ok {
+			rank[c] = i + 1
+		}
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		a, b := rows[i], rows[j]
+		return orderKey{a.RateBPS, a.Delay, a.Size, a.Codec}.less(orderKey{b.RateBPS, b.Delay, b.Size, b.Codec}, rank, len(rank)+1)
+	})
+	return rows
+}
+
+// WriteCompare prints the comparison table: per row the median time over
+// the sweeps, each sweep's time, the spread (slowest/fastest sweep), the
+// ratio to the baseline's median (time/baseline: below 1 is faster), bits
+// per value, #wrong and the heap allocated per allreduce.
+func WriteCompare(w io.Writer, rows []CompareRow) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %-8s %6s %5s %7s %6s %10s %8s %9s %6s %9s %6s  %s\n",
+		"rate", "delay", "hosts", "size", "codec", "median(ms)", "spread", "vs-base", "bpv", "alloc/op", "#wrong", "sweeps(ms)")
+	for _, r := range rows {
+		rate, delay := orEmpty(r.Rate, "-"), orEmpty(r.Delay, "0")
+		vs := ratioCell(r.VsBase)
+		alloc := "-"
+		if r.Alloc >= 0 {
+			alloc = FormatBytes(r.Alloc)
+		}
+		wrong := wrongCell(r.Wrong)
+		var ts []string
+		for _, t := range r.Times {
+			ts = append(ts, fmt.Sprintf("%.1f", t/1e3))
+		}
+		fmt.Fprintf(&b, "  %-8s %6s %5d %7s %6s %10.2f %7.2fx %9s %6.2f %9s %6s  %s\n",
+			rate, delay, r.Hosts, FormatSize(r.Size), r.Codec, r.Median/1e3, r.Spread, vs, r.BPV, alloc, wrong, strings.Join(ts, " "))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// FormatBytes writes a byte count with a binary unit (512B, 3.2K, 1.5M).
+func FormatBytes(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fM", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fK", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
 }

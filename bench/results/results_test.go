@@ -2,6 +2,7 @@ package results
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -105,5 +106,50 @@ func TestReadRD(t *testing.T) {
 	}
 	if r := recs[0]; r.Shape != "256x784" || r.BPV != 1.38 || r.EncodeMvals != 20 {
 		t.Errorf("got %+v", r)
+	}
+}
+
+func TestCompare(t *testing.T) {
+	in := strings.Join([]string{
+		`{"size":1048576,"time_us":8000,"codec":"gloo","rate":"loopback","hosts":4,"sweep":1,"bpv":32,"wrong":0}`,
+		`{"size":1048576,"time_us":10000,"codec":"gloo","rate":"loopback","hosts":4,"sweep":2,"bpv":32,"wrong":0}`,
+		`{"size":1048576,"time_us":9000,"codec":"gloo","rate":"loopback","hosts":4,"sweep":3,"bpv":32,"wrong":0}`,
+		`[0] {"size":1048576,"time_us":3000,"codec":"raw","rate":"loopback","hosts":4,"sweep":2,"bpv":32,"wrong":0,"alloc_bytes":4096}`,
+		`{"size":1048576,"time_us":6000,"codec":"raw","rate":"loopback","hosts":4,"sweep":1,"bpv":32,"wrong":1,"alloc_bytes":2048}`,
+		`{"size":1048576,"time_us":4500,"codec":"raw","rate":"loopback","hosts":4,"sweep":3,"bpv":32,"wrong":0,"alloc_bytes":1024}`,
+		`{"size":65536,"time_us":500,"codec":"h264","rate":"1gbit","hosts":4,"sweep":1,"bpv":1.4,"wrong":0}`,
+	}, "\n")
+	recs, err := ReadPerf(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := Compare(recs, []string{"raw", "h264"})
+	if len(rows) != 3 {
+		t.Fatalf("%d rows, want 3: %+v", len(rows), rows)
+	}
+	gloo, raw, h264 := rows[0], rows[1], rows[2]
+	if gloo.Codec != "gloo" || raw.Codec != "raw" || h264.Codec != "h264" {
+		t.Fatalf("order %s %s %s, want loopback gloo, raw, then 1gbit h264", gloo.Codec, raw.Codec, h264.Codec)
+	}
+	if gloo.Median != 9000 || raw.Median != 4500 {
+		t.Errorf("medians %v %v, want 9000 4500", gloo.Median, raw.Median)
+	}
+	if fmt.Sprint(raw.Times) != "[6000 3000 4500]" {
+		t.Errorf("raw times %v, want sweep order [6000 3000 4500]", raw.Times)
+	}
+	if raw.Spread != 2 || raw.VsBase != 0.5 || raw.Base != "gloo" || raw.Wrong != 1 || raw.Alloc != 4096 {
+		t.Errorf("raw row %+v: want spread 2, vs gloo 0.5, wrong 1, alloc 4096", raw)
+	}
+	if !math.IsNaN(h264.VsBase) || h264.Alloc != -1 {
+		t.Errorf("h264 row without a baseline: %+v", h264)
+	}
+	var b strings.Builder
+	if err := WriteCompare(&b, rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"0.50x", "2.00x", "4.0K", "6.0 3.0 4.5", "loopback", "1gbit"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
 	}
 }

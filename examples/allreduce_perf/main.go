@@ -26,7 +26,8 @@
 // them.
 //
 // With -json, rank 0 prints one JSON object per size (see result) instead
-// of the table.
+// of the table; it includes alloc_bytes, the Go heap allocated per timed
+// AllReduce on the rank that allocated most.
 package main
 
 import (
@@ -40,6 +41,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -178,6 +180,10 @@ type result struct {
 	NMSE      float64 `json:"nmse"`       // against the exact float64 result; -1 unchecked
 	Ranks     int     `json:"ranks"`
 	Iters     int     `json:"iters"`
+	// AllocBytes is the heap allocated per timed AllReduce (Go's
+	// runtime.MemStats.TotalAlloc over the timed iterations divided by
+	// their number), the largest of any rank's.
+	AllocBytes int64 `json:"alloc_bytes"`
 }
 
 // fill writes the first len(dst) values of rank's input stream.
@@ -209,18 +215,19 @@ type perRank struct {
 	hash                [32]byte
 	timeNs              int64 // summed over the timed iterations
 	wireBytes, rawBytes int64 // summed over the timed iterations
+	allocBytes          int64 // heap allocated over the timed iterations
 }
 
 func (p perRank) marshal() []byte {
-	return jobcmd.Report{Hash: p.hash, Words: []uint64{uint64(p.timeNs), uint64(p.wireBytes), uint64(p.rawBytes)}}.Marshal()
+	return jobcmd.Report{Hash: p.hash, Words: []uint64{uint64(p.timeNs), uint64(p.wireBytes), uint64(p.rawBytes), uint64(p.allocBytes)}}.Marshal()
 }
 
 func unmarshalPerRank(b []byte) (perRank, error) {
-	r, err := jobcmd.UnmarshalReport(b, 3)
+	r, err := jobcmd.UnmarshalReport(b, 4)
 	if err != nil {
 		return perRank{}, err
 	}
-	return perRank{hash: r.Hash, timeNs: int64(r.Words[0]), wireBytes: int64(r.Words[1]), rawBytes: int64(r.Words[2])}, nil
+	return perRank{hash: r.Hash, timeNs: int64(r.Words[0]), wireBytes: int64(r.Words[1]), rawBytes: int64(r.Words[2]), allocBytes: int64(r.Words[3])}, nil
 }
 
 func hashFloats(x []float32) [32]byte {
@@ -293,7 +300,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		callOpts := append(append([]collective.Option(nil), opts...), collective.WithStream(fmt.Sprintf("allreduce_perf/%d", count)))
 		var me perRank
 		var codecUsed string
+		var ms runtime.MemStats
 		for it := 0; it < o.warmup+o.iters; it++ {
+			if it == o.warmup {
+				runtime.ReadMemStats(&ms)
+				me.allocBytes = -int64(ms.TotalAlloc)
+			}
 			copy(data, input[:count])
 			start := time.Now()
 			st, err := comm.AllReduce(ctx, data, callOpts...)
@@ -308,6 +320,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				codecUsed = st.Codec
 			}
 		}
+		runtime.ReadMemStats(&ms)
+		me.allocBytes += int64(ms.TotalAlloc)
 		res := result{Size: bytes, Count: count, Type: "float", Redop: o.op, Root: -1, Wrong: -1, NMSE: -1,
 			Codec: codecUsed, Ranks: world, Iters: o.iters}
 		if o.check == 1 {
@@ -340,6 +354,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				wrongRanks = append(wrongRanks, strconv.Itoa(r))
 			}
 			maxNs = max(maxNs, p.timeNs)
+			res.AllocBytes = max(res.AllocBytes, p.allocBytes/int64(o.iters))
 			wire += p.wireBytes
 			raw += p.rawBytes
 		}

@@ -40,6 +40,7 @@ import (
 
 	"github.com/vccl/vccl/gradcodec"
 	_ "github.com/vccl/vccl/gradcodec/video" // h264 and hevc
+	"github.com/vccl/vccl/internal/metric"
 )
 
 func main() {
@@ -208,7 +209,7 @@ func measure(x []float32, shape gradcodec.Shape, opts gradcodec.Options, cold, c
 	}
 	r.Bytes = len(frame)
 	r.BPV = 8 * float64(len(frame)) / float64(len(x))
-	r.NMSE = nmse(x, y)
+	r.NMSE = metric.NMSE32(y, x) // ‖y−x‖²/‖x‖²
 	r.SNRdB = -10 * math.Log10(r.NMSE)
 	if math.IsInf(r.SNRdB, 1) {
 		r.SNRdB = 999 // exact; JSON has no +Inf
@@ -255,22 +256,6 @@ func threadCPU() time.Time {
 		return time.Now()
 	}
 	return time.Time{}.Add(time.Duration(ru.Utime.Nano() + ru.Stime.Nano()))
-}
-
-func nmse(x, y []float32) float64 {
-	var num, den float64
-	for i := range x {
-		d := float64(x[i]) - float64(y[i])
-		num += d * d
-		den += float64(x[i]) * float64(x[i])
-	}
-	if den == 0 {
-		if num == 0 {
-			return 0
-		}
-		return math.Inf(1)
-	}
-	return num / den
 }
 
 // readNPY reads a float32 little-endian C-order 1-D or 2-D array.

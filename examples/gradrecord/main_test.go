@@ -10,6 +10,7 @@ import (
 
 	"github.com/sbinet/npyio/npy"
 
+	"github.com/vccl/vccl/examples/internal/gpt"
 	"github.com/vccl/vccl/examples/internal/mlp"
 )
 
@@ -92,5 +93,42 @@ func TestBadFlags(t *testing.T) {
 		if err := run(append([]string{"-out", t.TempDir()}, args...), io.Discard); err == nil {
 			t.Errorf("run %v: no error", args)
 		}
+	}
+}
+
+// TestRecordsTransformerGradients records two steps of examples/lm's
+// transformer on this repository's own sources and checks every 2-D
+// gradient is written with its shape, and that the steps differ.
+func TestRecordsTransformerGradients(t *testing.T) {
+	dir := t.TempDir()
+	var out strings.Builder
+	if err := run([]string{"-model", "gpt", "-data", "../..", "-out", dir, "-steps", "1,2"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	m, err := gpt.New(gpt.DefaultConfig, 1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tn := range m.Tensors() {
+		if tn.Rows < 2 || tn.Cols < 2 {
+			continue
+		}
+		n++
+		name := strings.ReplaceAll(tn.Name, ".", "_") + ".npy"
+		shape, d1 := readNPY(t, filepath.Join(dir, "step0001_"+name))
+		if !slices.Equal(shape, []int{tn.Rows, tn.Cols}) {
+			t.Errorf("%s: shape %v, want %dx%d", tn.Name, shape, tn.Rows, tn.Cols)
+		}
+		_, d2 := readNPY(t, filepath.Join(dir, "step0002_"+name))
+		if slices.Equal(d1, d2) {
+			t.Errorf("%s: steps 1 and 2 wrote the same gradient", tn.Name)
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2*n || n == 0 {
+		t.Errorf("%d files written, want %d", len(ents), 2*n)
+	}
+	if err := run([]string{"-model", "cnn", "-out", dir}, &out); err == nil || !strings.Contains(err.Error(), "-model") {
+		t.Errorf("-model cnn: %v", err)
 	}
 }

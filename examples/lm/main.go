@@ -34,7 +34,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/csv"
 	"flag"
 	"fmt"
@@ -48,9 +47,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/vccl/vccl/collective"
 	"github.com/vccl/vccl/examples/internal/gpt"
@@ -144,19 +140,15 @@ type evalReport struct {
 	wireBytes, rawBytes int64 // gradient allreduce bytes this rank sent so far
 }
 
-func (r *evalReport) marshal() []byte {
+func (r *evalReport) report() jobcmd.Report {
 	return jobcmd.Report{Hash: r.hash, Words: []uint64{math.Float64bits(r.trainLoss), uint64(r.trainSteps),
-		math.Float64bits(r.valLoss), uint64(r.valTokens), uint64(r.wireBytes), uint64(r.rawBytes)}}.Marshal()
+		math.Float64bits(r.valLoss), uint64(r.valTokens), uint64(r.wireBytes), uint64(r.rawBytes)}}
 }
 
-func unmarshalReport(b []byte) (evalReport, error) {
-	r, err := jobcmd.UnmarshalReport(b, 6)
-	if err != nil {
-		return evalReport{}, fmt.Errorf("evaluation report: %w", err)
-	}
+func fromReport(r jobcmd.Report) evalReport {
 	w := r.Words
 	return evalReport{hash: r.Hash, trainLoss: math.Float64frombits(w[0]), trainSteps: int64(w[1]),
-		valLoss: math.Float64frombits(w[2]), valTokens: int64(w[3]), wireBytes: int64(w[4]), rawBytes: int64(w[5])}, nil
+		valLoss: math.Float64frombits(w[2]), valTokens: int64(w[3]), wireBytes: int64(w[4]), rawBytes: int64(w[5])}
 }
 
 // buckets routes the model's gradients to two Bucketers: the tensors named
@@ -344,7 +336,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 
 	start := time.Now()
-	bar := newBar(o.progress, rank, o.steps, stderr)
+	bar := jobcmd.NewBar(o.progress, rank, o.steps, "train", 10*time.Second, stderr)
 	var rep evalReport
 	var stats collective.Stats
 	var waitTime, computeTime time.Duration
@@ -400,30 +392,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		rep.hash = model.Hash()
 		rep.wireBytes, rep.rawBytes = stats.WireBytes, stats.RawBytes
-		parts, err := comm.AllGather(ctx, rep.marshal())
+		reps, err := jobcmd.Gather(ctx, comm, fmt.Sprintf("step %d", step), rep.report())
 		if err != nil {
-			return fmt.Errorf("step %d: gathering the parameter hashes: %w", step, err)
+			return err
 		}
 		var sum evalReport
-		var differ []string
-		for r, p := range parts {
-			s, err := unmarshalReport(p)
-			if err != nil {
-				return fail("step %d: from rank %d: %v", step, r, err)
-			}
-			if s.hash != rep.hash {
-				differ = append(differ, strconv.Itoa(r))
-			}
+		for _, r := range reps {
+			s := fromReport(r)
 			sum.trainLoss += s.trainLoss
 			sum.trainSteps += s.trainSteps
 			sum.valLoss += s.valLoss
 			sum.valTokens += s.valTokens
 			sum.wireBytes += s.wireBytes
 			sum.rawBytes += s.rawBytes
-		}
-		if len(differ) > 0 {
-			return fail("step %d: parameters differ from this rank's (sha256 %x…) on rank(s) %s: the replicas have drifted apart",
-				step, rep.hash[:6], strings.Join(differ, ","))
 		}
 		rep.trainLoss, rep.trainSteps = 0, 0
 		if rank != 0 {
@@ -437,10 +418,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			bpv = 32 * float64(sum.wireBytes) / float64(sum.rawBytes)
 		}
 		if bar != nil {
-			fmt.Fprintln(bar.w)
+			fmt.Fprintln(bar.W)
 		}
 		fmt.Fprintf(stdout, "step %d/%d train_loss %.4f val_loss %.4f val_ppl %.3f bpv %.2f wire %s (raw %s) time %.1fs\n",
-			step, o.steps, trainLoss, valLoss, math.Exp(valLoss), bpv, megabytes(sum.wireBytes), megabytes(sum.rawBytes), elapsed.Seconds())
+			step, o.steps, trainLoss, valLoss, math.Exp(valLoss), bpv, jobcmd.Megabytes(sum.wireBytes), jobcmd.Megabytes(sum.rawBytes), elapsed.Seconds())
 		if o.verbose {
 			fmt.Fprintf(stdout, "  rank 0: compute %.1fs, waited %.1fs for allreduces; %v\n", computeTime.Seconds(), waitTime.Seconds(), stats)
 		}
@@ -459,7 +440,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	if bar != nil {
 		_ = bar.Finish()
-		fmt.Fprintln(bar.w)
+		fmt.Fprintln(bar.W)
 	}
 	if rank == 0 && o.save != "" {
 		if err := saveFloats(o.save, model.Params, model.Grads); err != nil {
@@ -488,75 +469,7 @@ func goSrc() (string, error) {
 func saveFloats(path string, slices ...[]float32) error {
 	var b []byte
 	for _, s := range slices {
-		for _, v := range s {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-		}
+		b = gradcodec.AppendFloat32s(b, s)
 	}
 	return os.WriteFile(path, b, 0o644)
-}
-
-// megabytes formats a byte count the way the evaluation line shows it.
-func megabytes(n int64) string {
-	mb := float64(n) / 1e6
-	if mb < 10 {
-		return fmt.Sprintf("%.2fMB", mb)
-	}
-	if mb < 100 {
-		return fmt.Sprintf("%.1fMB", mb)
-	}
-	return fmt.Sprintf("%.0fMB", mb)
-}
-
-// bar is rank 0's progress bar over the training steps.
-type bar struct {
-	*progressbar.ProgressBar
-	w io.Writer
-}
-
-// newBar returns the run's progress bar, or nil where none is shown (other
-// ranks, --progress off). On a terminal the bar redraws in place; elsewhere
-// (under the launcher, whose output is line by line) it prints a line every
-// few seconds.
-func newBar(mode string, rank, steps int, stderr io.Writer) *bar {
-	if rank != 0 || mode == "off" {
-		return nil
-	}
-	tty := false
-	if f, ok := stderr.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	w := stderr
-	throttle := 100 * time.Millisecond
-	if !tty {
-		w = &lineWriter{w: stderr}
-		throttle = 10 * time.Second
-	}
-	pb := progressbar.NewOptions(steps,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription("train"),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("steps"),
-		progressbar.OptionThrottle(throttle),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionUseANSICodes(tty),
-	)
-	return &bar{ProgressBar: pb, w: w}
-}
-
-// lineWriter turns the bar's carriage-return redraws into whole lines, for
-// output that is read line by line (the launcher prefixes every line with
-// the rank).
-type lineWriter struct{ w io.Writer }
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	s := strings.TrimSpace(strings.ReplaceAll(string(p), "\r", ""))
-	if s == "" {
-		return len(p), nil
-	}
-	if _, err := io.WriteString(l.w, s+"\n"); err != nil {
-		return 0, fmt.Errorf("progress bar: %w", err)
-	}
-	return len(p), nil
 }

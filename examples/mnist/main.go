@@ -34,11 +34,7 @@ import (
 	"math"
 	"os"
 	"strconv"
-	"strings"
 	"time"
-
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"github.com/vccl/vccl/collective"
 	"github.com/vccl/vccl/examples/internal/jobcmd"
@@ -105,19 +101,15 @@ type epochSummary struct {
 	wireBytes, rawBytes int64   // gradient allreduce bytes this rank sent
 }
 
-func (s *epochSummary) marshal() []byte {
+func (s *epochSummary) report() jobcmd.Report {
 	return jobcmd.Report{Hash: s.hash, Words: []uint64{math.Float64bits(s.lossSum),
-		uint64(s.samples), uint64(s.correct), uint64(s.tested), uint64(s.wireBytes), uint64(s.rawBytes)}}.Marshal()
+		uint64(s.samples), uint64(s.correct), uint64(s.tested), uint64(s.wireBytes), uint64(s.rawBytes)}}
 }
 
-func unmarshalSummary(b []byte) (epochSummary, error) {
-	r, err := jobcmd.UnmarshalReport(b, 6)
-	if err != nil {
-		return epochSummary{}, fmt.Errorf("epoch summary: %w", err)
-	}
+func fromReport(r jobcmd.Report) epochSummary {
 	w := r.Words
 	return epochSummary{hash: r.Hash, lossSum: math.Float64frombits(w[0]), samples: int64(w[1]),
-		correct: int64(w[2]), tested: int64(w[3]), wireBytes: int64(w[4]), rawBytes: int64(w[5])}, nil
+		correct: int64(w[2]), tested: int64(w[3]), wireBytes: int64(w[4]), rawBytes: int64(w[5])}
 }
 
 // evalBatch is the batch size of the test-set evaluation.
@@ -198,7 +190,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if o.maxSteps > 0 {
 			steps = min(steps, o.maxSteps)
 		}
-		bar := newBar(o.progress, rank, epoch, o.epochs, steps, stderr)
+		bar := jobcmd.NewBar(o.progress, rank, steps, fmt.Sprintf("epoch %d/%d", epoch, o.epochs), 5*time.Second, stderr)
 		var sum epochSummary
 		var stats collective.Stats
 		var waitTime time.Duration
@@ -235,7 +227,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		if bar != nil {
 			_ = bar.Finish()
-			fmt.Fprintln(bar.w)
+			fmt.Fprintln(bar.W)
 		}
 
 		for k := 0; k < len(testIdx); k += evalBatch {
@@ -252,30 +244,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		sum.hash = model.Hash()
 		sum.wireBytes, sum.rawBytes = stats.WireBytes, stats.RawBytes
 
-		parts, err := comm.AllGather(ctx, sum.marshal())
+		reps, err := jobcmd.Gather(ctx, comm, fmt.Sprintf("epoch %d", epoch), sum.report())
 		if err != nil {
-			return fmt.Errorf("epoch %d: gathering the parameter hashes: %w", epoch, err)
+			return err
 		}
 		var all epochSummary
-		var differ []string
-		for r, p := range parts {
-			s, err := unmarshalSummary(p)
-			if err != nil {
-				return fail("epoch %d: from rank %d: %v", epoch, r, err)
-			}
-			if s.hash != sum.hash {
-				differ = append(differ, strconv.Itoa(r))
-			}
+		for _, r := range reps {
+			s := fromReport(r)
 			all.lossSum += s.lossSum
 			all.samples += s.samples
 			all.correct += s.correct
 			all.tested += s.tested
 			all.wireBytes += s.wireBytes
 			all.rawBytes += s.rawBytes
-		}
-		if len(differ) > 0 {
-			return fail("epoch %d: parameters differ from this rank's (sha256 %x…) on rank(s) %s: the replicas have drifted apart",
-				epoch, sum.hash[:6], strings.Join(differ, ","))
 		}
 		if rank != 0 {
 			continue
@@ -288,7 +269,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			bpv = 32 * float64(all.wireBytes) / float64(all.rawBytes)
 		}
 		fmt.Fprintf(stdout, "epoch %d loss %.4f test_acc %.2f%% bpv %.2f wire %s (raw %s) time %.1fs\n",
-			epoch, loss, acc, bpv, megabytes(all.wireBytes), megabytes(all.rawBytes), elapsed.Seconds())
+			epoch, loss, acc, bpv, jobcmd.Megabytes(all.wireBytes), jobcmd.Megabytes(all.rawBytes), elapsed.Seconds())
 		if o.verbose {
 			fmt.Fprintf(stdout, "  rank 0: %d steps, waited %.1fs for allreduces; %v\n", steps, waitTime.Seconds(), stats)
 		}
@@ -306,71 +287,4 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 	return nil
-}
-
-// megabytes formats a byte count the way the epoch line shows it.
-func megabytes(n int64) string {
-	mb := float64(n) / 1e6
-	if mb < 10 {
-		return fmt.Sprintf("%.2fMB", mb)
-	}
-	if mb < 100 {
-		return fmt.Sprintf("%.1fMB", mb)
-	}
-	return fmt.Sprintf("%.0fMB", mb)
-}
-
-// bar is rank 0's per-epoch progress bar.
-type bar struct {
-	*progressbar.ProgressBar
-	w io.Writer
-}
-
-// newBar returns the epoch's progress bar, or nil where none is shown (other
-// ranks, --progress off). On a terminal the bar redraws in place; elsewhere
-// (under the launcher, whose output is line by line) it prints a line every
-// few seconds.
-func newBar(mode string, rank, epoch, epochs, steps int, stderr io.Writer) *bar {
-	if rank != 0 || mode == "off" {
-		return nil
-	}
-	tty := false
-	if f, ok := stderr.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	w := stderr
-	throttle := 100 * time.Millisecond
-	if !tty {
-		w = &lineWriter{w: stderr}
-		throttle = 5 * time.Second
-	}
-	desc := fmt.Sprintf("epoch %d/%d", epoch, epochs)
-	pb := progressbar.NewOptions(steps,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetDescription(desc),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("steps"),
-		progressbar.OptionThrottle(throttle),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionUseANSICodes(tty),
-	)
-	return &bar{ProgressBar: pb, w: w}
-}
-
-// lineWriter turns the bar's carriage-return redraws into whole lines, for
-// output that is read line by line (the launcher prefixes every line with
-// the rank).
-type lineWriter struct{ w io.Writer }
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	s := strings.TrimSpace(strings.ReplaceAll(string(p), "\r", ""))
-	if s == "" {
-		return len(p), nil
-	}
-	if _, err := io.WriteString(l.w, s+"\n"); err != nil {
-		return 0, fmt.Errorf("progress bar: %w", err)
-	}
-	return len(p), nil
 }

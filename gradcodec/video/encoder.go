@@ -13,7 +13,7 @@ import (
 
 // RMSMultiple is k of the video codecs' per-row scale min(k·RMS, max|x|)
 // before rate control stretches it by up to 2^(1/6) between integer QPs and
-// the least-squares refit after decoding.
+// the least-squares refit after encoding.
 const RMSMultiple = 8
 
 // MinVideoValues is the smallest tensor the video encoders put in a video
@@ -24,42 +24,64 @@ const RMSMultiple = 8
 // Decoder reads.
 const MinVideoValues = 1024
 
-// encCtx is an open encoder context for one size and QP.
+// encCtx is an open encoder context for one picture size: a libx264/libx265
+// context (any QP, per picture), or an NVENC context of libavcodec (one QP).
 type encCtx struct {
 	w, h int
-	qp   int
-	cc   *astiav.CodecContext
+	qp   int                  // the QP of an NVENC context
+	cc   *astiav.CodecContext // NVENC through libavcodec, or nil
+	nat  *nativeEncoder       // libx264/libx265, or nil
 	pts  int64
 }
 
+func (c *encCtx) close() {
+	if c.cc != nil {
+		c.cc.Free()
+		c.cc = nil
+	}
+	if c.nat != nil {
+		c.nat.close()
+		c.nat = nil
+	}
+}
+
 // maxCachedContexts bounds the open contexts kept per Encoder (one per
-// size and QP); maxRateStates bounds the per-shape rate control states.
+// picture size for libx264/libx265, per size and QP for NVENC);
+// maxRateStates bounds the per-shape rate control states.
 const (
 	maxCachedContexts = 4
 	maxRateStates     = 64
 )
 
+// trial is one encode of a tensor at one control value.
+type trial struct {
+	payload []byte   // NumFrames records of [u32 length][access unit]
+	scales  []uint16 // scales the pictures were quantised with
+	rec     []byte   // the encoder's reconstruction (libx264/libx265 only)
+	native  bool     // rec is valid
+	qp      int
+}
+
 // videoEncoder encodes through libx264/libx265 or NVENC.
 type videoEncoder struct {
 	codec  string // "h264" or "hevc"
 	id     uint8
-	auto   bool                   // backend "auto": NVENC may fall back to software
-	small  gradcodec.ReconEncoder // int8 frames for tensors under MinVideoValues
-	preset string                 // gradcodec.Options.Preset as given
+	auto   bool                      // backend "auto": NVENC may fall back to software
+	small  gradcodec.ResidualEncoder // int8 frames for tensors under MinVideoValues
+	preset string                    // gradcodec.Options.Preset as given
 	cfg    encoderConfig
 	target float64
 
-	ctxs    []*encCtx // most recently used first
-	frame   *astiav.Frame
-	pkt     *astiav.Packet
-	pix     []byte
-	scales  []uint16
-	bufs    [2][]byte
-	rcs     map[gradcodec.Shape]*rateControl // per tensor shape
-	dec     *videoDecoder                    // decodes own frames for the scale refit
-	fscales []float32
-	last    Stats
-	closed  bool
+	ctxs   []*encCtx // most recently used first
+	frame  *astiav.Frame
+	pkt    *astiav.Packet
+	pix    []byte
+	zmap   []byte
+	trials [2]trial
+	rcs    map[gradcodec.Shape]*rateControl // per tensor shape
+	dec    *videoDecoder                    // NVENC only: decodes own frames for the refit
+	last   Stats
+	closed bool
 }
 
 // Stats describes the last frame a video Encoder produced.
@@ -72,9 +94,7 @@ type Stats struct {
 // LastStats returns statistics of the last frame.
 func (e *videoEncoder) LastStats() Stats { return e.last }
 
-func (e *videoEncoder) qpOf(s float64) int { qp, _ := controlToQP(s); return qp }
-
-var _ gradcodec.Encoder = (*videoEncoder)(nil)
+var _ gradcodec.ResidualEncoder = (*videoEncoder)(nil)
 
 func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 	quietFFmpeg()
@@ -88,6 +108,10 @@ func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 	if math.IsNaN(e.target) || math.IsInf(e.target, 0) || e.target > 16 {
 		return nil, fmt.Errorf("gradcodec: %s: bits per value %v out of range (0, 16]", opts.Codec, opts.BitsPerValue)
 	}
+	if opts.Threads < 0 || opts.Threads > 64 {
+		return nil, fmt.Errorf("gradcodec: %s: %d threads out of range [0, 64]", opts.Codec, opts.Threads)
+	}
+	e.cfg.threads = max(opts.Threads, 1)
 	backend := opts.Backend
 	switch backend {
 	case "", "auto":
@@ -100,9 +124,6 @@ func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 		}
 		e.cfg.hw = true
 	case "software":
-		if astiav.FindEncoderByName(swEncoders[opts.Codec]) == nil {
-			return nil, fmt.Errorf("gradcodec: %s backend software: %w: %s is not in this FFmpeg build", opts.Codec, gradcodec.ErrBackendUnavailable, swEncoders[opts.Codec])
-		}
 	default:
 		return nil, fmt.Errorf("gradcodec: %w: backend %q, want auto, nvenc or software", gradcodec.ErrBackendUnavailable, backend)
 	}
@@ -128,8 +149,6 @@ func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 		return nil, err
 	}
 	e.rcs = map[gradcodec.Shape]*rateControl{}
-	e.dec = newVideoDecoder(e.codec, "software")
-	e.pkt = astiav.AllocPacket()
 	return e, nil
 }
 
@@ -145,9 +164,7 @@ func (e *videoEncoder) useSoftware() {
 	if e.cfg.preset == "" {
 		e.cfg.preset = DefaultPreset(e.codec, "software")
 	}
-	w, h := e.cfg.w, e.cfg.h
 	e.dropContexts()
-	e.cfg.w, e.cfg.h = w, h
 }
 
 // Backend returns the encoder in use, e.g. "libx265" or "hevc_nvenc".
@@ -168,12 +185,15 @@ func (e *videoEncoder) Close() error {
 		e.pkt.Free()
 		e.pkt = nil
 	}
+	if e.small != nil {
+		_ = e.small.Close()
+	}
 	return nil
 }
 
 func (e *videoEncoder) dropContexts() {
 	for _, c := range e.ctxs {
-		c.cc.Free()
+		c.close()
 	}
 	e.ctxs = nil
 	if e.frame != nil {
@@ -182,62 +202,48 @@ func (e *videoEncoder) dropContexts() {
 	}
 }
 
-// context returns an open context for qp at the current size.
-func (e *videoEncoder) context(qp int) (*encCtx, error) {
+// context returns an open context for a w×h picture at qp.
+func (e *videoEncoder) context(w, h, qp int) (*encCtx, error) {
 	for i, c := range e.ctxs {
-		if c.qp == qp && c.w == e.cfg.w && c.h == e.cfg.h {
+		if c.w == w && c.h == h && (c.nat != nil || c.qp == qp) {
 			copy(e.ctxs[1:i+1], e.ctxs[:i])
 			e.ctxs[0] = c
 			return c, nil
 		}
 	}
-	cfg := e.cfg
-	cfg.qp = qp
-	cc, err := openEncoder(cfg)
-	if err != nil && e.cfg.hw && e.auto {
-		e.useSoftware()
-		if err := e.resize(cfg.w, cfg.h); err != nil {
-			return nil, err
+	c := &encCtx{w: w, h: h, qp: qp}
+	var err error
+	if e.cfg.hw {
+		cfg := e.cfg
+		cfg.w, cfg.h, cfg.qp = w, h, qp
+		c.cc, err = openEncoder(cfg)
+		if err != nil && e.auto {
+			e.useSoftware()
+			err = nil
 		}
-		cfg = e.cfg
-		cfg.qp = qp
-		cc, err = openEncoder(cfg)
+	}
+	if err == nil && !e.cfg.hw {
+		c.nat, err = openNative(e.codec == "hevc", e.cfg.preset, w, h, e.cfg.threads)
 	}
 	if err != nil {
 		return nil, err
 	}
-	c := &encCtx{w: cfg.w, h: cfg.h, qp: qp, cc: cc}
 	if len(e.ctxs) == maxCachedContexts {
-		e.ctxs[len(e.ctxs)-1].cc.Free()
+		e.ctxs[len(e.ctxs)-1].close()
 		e.ctxs = e.ctxs[:len(e.ctxs)-1]
 	}
 	e.ctxs = append([]*encCtx{c}, e.ctxs...)
 	return c, nil
 }
 
-func (e *videoEncoder) resize(w, h int) error {
-	if w == e.cfg.w && h == e.cfg.h && e.frame != nil {
-		return nil
+// forget removes ctx from the cache without freeing it.
+func (e *videoEncoder) forget(ctx *encCtx) {
+	for i, c := range e.ctxs {
+		if c == ctx {
+			e.ctxs = append(e.ctxs[:i], e.ctxs[i+1:]...)
+			return
+		}
 	}
-	if e.frame != nil {
-		e.frame.Free()
-		e.frame = nil
-	}
-	e.cfg.w, e.cfg.h = w, h
-	f := astiav.AllocFrame()
-	f.SetWidth(w)
-	f.SetHeight(h)
-	if e.cfg.hw {
-		f.SetPixelFormat(astiav.PixelFormatYuv420P)
-	} else {
-		f.SetPixelFormat(astiav.PixelFormatGray8)
-	}
-	if err := f.AllocBuffer(0); err != nil {
-		f.Free()
-		return fmt.Errorf("gradcodec: allocating %dx%d frame: %w", w, h, err)
-	}
-	e.frame = f
-	return nil
 }
 
 // Encode appends to dst the frame holding src laid out as shape.
@@ -247,7 +253,27 @@ func (e *videoEncoder) Encode(dst []byte, src []float32, shape gradcodec.Shape) 
 
 // EncodeRecon is Encode that also writes into recon what every Decoder
 // yields for the frame (recon may be nil).
+//
+// Per frame, beyond the codec: one fused pass over src (finite check,
+// scales, 8-bit levels), the encode (libx264/libx265 hand back their
+// reconstruction; NVENC frames are decoded, on NVDEC where it opens), and
+// one pass for the scale refit and recon. In steady state a frame is
+// encoded once; only a stream's first frame of a shape, or one more than
+// 30% off the target rate, is encoded again.
 func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Shape, recon []float32) ([]byte, error) {
+	return e.encode(dst, src, shape, recon, nil)
+}
+
+// EncodeResidual is EncodeRecon that also writes src − recon into residual
+// in the pass that writes recon.
+func (e *videoEncoder) EncodeResidual(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
+	if recon == nil || len(residual) != len(src) {
+		return dst, fmt.Errorf("%s: %w: EncodeResidual needs recon and a residual of %d values (has %d)", e.codec, gradcodec.ErrShapeMismatch, len(src), len(residual))
+	}
+	return e.encode(dst, src, shape, recon, residual)
+}
+
+func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
 	if recon != nil && len(recon) != len(src) {
 		return dst, fmt.Errorf("%s: %w: recon has %d values, src %d", e.codec, gradcodec.ErrShapeMismatch, len(recon), len(src))
 	}
@@ -255,9 +281,6 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 		return dst, fmt.Errorf("gradcodec: %s encoder is closed", e.codec)
 	}
 	if err := gradcodec.CheckShape(e.codec, src, shape); err != nil {
-		return dst, err
-	}
-	if err := gradcodec.CheckFinite(e.codec, src); err != nil {
 		return dst, err
 	}
 	n := shape.Len()
@@ -273,22 +296,27 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 			if err != nil {
 				return dst, err
 			}
-			e.small = enc.(gradcodec.ReconEncoder)
+			e.small = enc.(gradcodec.ResidualEncoder)
+		}
+		if residual != nil {
+			return e.small.EncodeResidual(dst, src, shape, recon, residual)
 		}
 		return e.small.EncodeRecon(dst, src, shape, recon)
 	}
 	l := planLayout(shape)
-	if err := e.resize(l.W, l.FrameH); err != nil {
-		return dst, err
-	}
 	e.pix = resize(e.pix, l.W*l.FrameH*l.Frames)
-	e.scales = resize(e.scales, gradcodec.ScaleGroups(shape))
-	overhead := gradcodec.HeaderSize + gradcodec.TrailerSize + 2*len(e.scales) + gradcodec.ZeroMapSize(shape) + 4*l.Frames
+	nz := gradcodec.ZeroMapSize(shape)
+	var zmap []byte
+	if nz > 0 {
+		e.zmap = resize(e.zmap, nz)
+		zmap = e.zmap
+	}
+	overhead := gradcodec.HeaderSize + gradcodec.TrailerSize + 2*gradcodec.ScaleGroups(shape) + nz + 4*l.Frames
 	// Payload bits per value to aim for. Where the fixed costs alone exceed
 	// the target (tiny tensors) the target cannot be met; spend a quarter of
 	// it on the payload anyway.
 	tp := math.Max(e.target-8*float64(overhead)/float64(n), e.target/4)
-	rate := func(b []byte) float64 { return 8 * float64(len(b)-overhead) / float64(n) }
+	rate := func(t *trial) float64 { return 8 * float64(len(t.payload)-4*l.Frames) / float64(n) }
 
 	rc := e.rcs[shape]
 	if rc == nil {
@@ -300,12 +328,10 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 	}
 	s := rc.s
 	cur := 0
-	var err error
-	e.bufs[cur], err = e.encodeAt(e.bufs[cur][:0], src, shape, l, s)
-	if err != nil {
+	if err := e.encodeAt(&e.trials[cur], src, shape, l, s, zmap); err != nil {
 		return dst, err
 	}
-	r := rate(e.bufs[cur])
+	r := rate(&e.trials[cur])
 	best, bestS, bestR := cur, s, r
 	// A quick search on the first frame of a stream (secant steps, up to
 	// three more encodes), and one retry when a later frame is far off.
@@ -321,11 +347,10 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 		rc.observe(s, r, weight)
 		s = rc.next(s, r, tp)
 		cur = 1 - best
-		e.bufs[cur], err = e.encodeAt(e.bufs[cur][:0], src, shape, l, s)
-		if err != nil {
+		if err := e.encodeAt(&e.trials[cur], src, shape, l, s, zmap); err != nil {
 			return dst, err
 		}
-		r = rate(e.bufs[cur])
+		r = rate(&e.trials[cur])
 		if math.Abs(math.Log2(r/tp)) < math.Abs(math.Log2(bestR/tp)) {
 			best, bestS, bestR = cur, s, r
 		}
@@ -333,148 +358,148 @@ func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Sh
 	rc.observe(s, r, weight)
 	rc.s = rc.next(bestS, bestR, tp)
 	rc.started = true
-	e.last = Stats{QP: e.qpOf(bestS), Trials: trials, BitsPerValue: 8 * float64(len(e.bufs[best])) / float64(n)}
-	if err := e.refit(e.bufs[best], src, shape, l, recon); err != nil {
-		return dst, err
+
+	t := &e.trials[best]
+	pix := t.rec
+	if !t.native {
+		if e.dec == nil {
+			e.dec = newVideoDecoder(e.codec, "auto") // NVDEC where it opens
+		}
+		if err := e.dec.pixels(gradcodec.Header{}, l, t.payload); err != nil {
+			return dst, fmt.Errorf("gradcodec: %s: decoding own frame: %w", e.codec, err)
+		}
+		pix = e.dec.pix
 	}
-	return append(dst, e.bufs[best]...), nil
+	refitRecon(recon, residual, t.scales, zmap, pix, src, shape, l)
+	var w gradcodec.FrameWriter
+	w.Begin(dst, e.id, shape, l.W, l.FrameH, l.Frames, t.qp)
+	w.Buf = gradcodec.PutScales(w.Buf, t.scales)
+	w.Buf = append(w.Buf, zmap...)
+	w.Buf = append(w.Buf, t.payload...)
+	out := w.Finish()
+	e.last = Stats{QP: t.qp, Trials: trials, BitsPerValue: 8 * float64(len(out)-len(dst)) / float64(n)}
+	return out, nil
 }
 
-// refit decodes frame locally and replaces each scale by the least-squares
-// one, 127·Σx·q/Σq² over the group's decoded levels q: the decoded values
-// become the best multiple of what the codec delivered, so no row decodes
-// worse than zeros (NMSE <= 1) and the codec's error shrinks a little. The
-// scales sit outside the bitstream, so the rate does not change. recon, if
-// not nil, receives what every decoder will yield.
-func (e *videoEncoder) refit(frame []byte, src []float32, shape gradcodec.Shape, l picLayout, recon []float32) error {
-	h, err := gradcodec.ParseHeader(frame)
+// encodeAt quantises src with control value s and encodes it into t.
+func (e *videoEncoder) encodeAt(t *trial, src []float32, shape gradcodec.Shape, l picLayout, s float64, zmap []byte) error {
+	minQP := 0
+	if !e.cfg.hw && e.codec == "h264" {
+		minQP = x264MinQP
+	}
+	qp, mult := controlToQP(s, minQP)
+	t.scales = resize(t.scales, gradcodec.ScaleGroups(shape))
+	if !quantize(e.pix, t.scales, zmap, src, shape, l, RMSMultiple, float32(mult)) {
+		if err := gradcodec.CheckFinite(e.codec, src); err != nil {
+			return err
+		}
+		return fmt.Errorf("gradcodec: internal: %s quantisation found a non-finite value CheckFinite does not", e.codec)
+	}
+	ctx, err := e.context(l.W, l.FrameH, qp)
 	if err != nil {
-		return fmt.Errorf("gradcodec: internal: own frame: %w", err)
+		return err
 	}
-	zoff := gradcodec.HeaderSize + 2*h.Scales
-	zmap := frame[zoff : zoff+h.ZeroMap]
-	if err := e.dec.pixels(h, l, frame[zoff+h.ZeroMap:h.Size-gradcodec.TrailerSize]); err != nil {
-		return fmt.Errorf("gradcodec: %s: decoding own frame: %w", e.codec, err)
+	t.payload, t.qp, t.native = t.payload[:0], qp, ctx.nat != nil
+	if t.native {
+		t.rec = resize(t.rec, len(e.pix))
 	}
-	pix := e.dec.pix
-	g := gradcodec.ScaleGroupRows(shape)
-	e.fscales = resize(e.fscales, h.Scales)
-	for i := range e.fscales {
-		var dot, qq float64
-		for r := i * g; r < min((i+1)*g, shape.Rows); r++ {
-			if len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 {
-				continue
+	fsize := l.W * l.FrameH
+	for f := 0; f < l.Frames; f++ {
+		at := len(t.payload)
+		t.payload = append(t.payload, 0, 0, 0, 0)
+		pic := e.pix[f*fsize : (f+1)*fsize]
+		if ctx.nat != nil {
+			t.payload, err = ctx.nat.encode(t.payload, pic, qp, t.rec[f*fsize:(f+1)*fsize])
+			if err != nil {
+				e.forget(ctx)
+				ctx.close()
+				return fmt.Errorf("gradcodec: %s encoding frame %d of %d: %w", e.codec, f, l.Frames, err)
 			}
-			row := src[r*shape.Cols : (r+1)*shape.Cols]
-			in := pix[r*l.Stride : r*l.Stride+shape.Cols]
-			for c, p := range in {
-				q := float64(int32(p) - 128)
-				dot += float64(row[c]) * q
-				qq += q * q
+		} else {
+			var again bool
+			t.payload, again, err = e.encodeFFmpeg(ctx, t.payload, pic, f)
+			if err != nil {
+				return err
 			}
-		}
-		old := binary.LittleEndian.Uint16(frame[gradcodec.HeaderSize+2*i:])
-		var sc uint16
-		switch {
-		case old == 0 || qq == 0:
-			sc = old // nothing to fit: the group decodes as zeros either way
-		case dot > 0:
-			sc = gradcodec.ToBF16(float32(127 * dot / qq))
-			if v := gradcodec.FromBF16(sc); math.IsInf(float64(v), 0) || v == 0 {
-				sc = old
+			if again && f+1 < l.Frames {
+				if ctx, err = e.context(l.W, l.FrameH, qp); err != nil {
+					return err
+				}
 			}
 		}
-		binary.LittleEndian.PutUint16(frame[gradcodec.HeaderSize+2*i:], sc)
-		e.fscales[i] = gradcodec.FromBF16(sc)
-	}
-	gradcodec.FixChecksum(frame, h.Size)
-	if recon != nil {
-		readPicture(recon, pix, shape, l, e.fscales)
-		gradcodec.ApplyZeroMap(recon, shape, zmap)
+		binary.LittleEndian.PutUint32(t.payload[at:], uint32(len(t.payload)-at-4))
 	}
 	return nil
 }
 
-// encodeAt encodes src with control value s, appending the frame to dst.
-func (e *videoEncoder) encodeAt(dst []byte, src []float32, shape gradcodec.Shape, l picLayout, s float64) ([]byte, error) {
-	qp, mult := controlToQP(s)
-	gradcodec.ComputeScales(e.scales, src, shape, RMSMultiple, mult)
-	fillPicture(e.pix, src, shape, l, e.scales)
-	ctx, err := e.context(qp)
-	if err != nil {
-		return dst, err
-	}
-	var w gradcodec.FrameWriter
-	w.Begin(dst, e.id, shape, l.W, l.FrameH, l.Frames, qp)
-	w.Buf = gradcodec.PutScales(w.Buf, e.scales)
-	w.Buf = gradcodec.AppendZeroMap(w.Buf, src, shape)
-	fsize := l.W * l.FrameH
-	for f := 0; f < l.Frames; f++ {
-		if err := writeLuma(e.frame, e.pix[f*fsize:(f+1)*fsize], l.W, l.FrameH); err != nil {
-			return dst, err
+// encodeFFmpeg encodes picture number f through the libavcodec context of
+// ctx (NVENC), appending its access unit to dst. again reports that ctx had
+// to be drained and retired, so the next picture needs a new context.
+func (e *videoEncoder) encodeFFmpeg(ctx *encCtx, dst, pic []byte, f int) (_ []byte, again bool, _ error) {
+	if e.frame == nil || e.frame.Width() != ctx.w || e.frame.Height() != ctx.h {
+		if e.frame != nil {
+			e.frame.Free()
 		}
-		e.frame.SetPts(ctx.pts)
-		e.frame.SetPictureType(astiav.PictureTypeI)
-		ctx.pts++
-		lenAt := len(w.Buf)
-		w.Buf = append(w.Buf, 0, 0, 0, 0)
-		if err := ctx.cc.SendFrame(e.frame); err != nil {
+		fr := astiav.AllocFrame()
+		fr.SetWidth(ctx.w)
+		fr.SetHeight(ctx.h)
+		fr.SetPixelFormat(astiav.PixelFormatYuv420P)
+		if err := fr.AllocBuffer(0); err != nil {
+			fr.Free()
+			e.frame = nil
+			return dst, false, fmt.Errorf("gradcodec: allocating %dx%d frame: %w", ctx.w, ctx.h, err)
+		}
+		e.frame = fr
+	}
+	if e.pkt == nil {
+		e.pkt = astiav.AllocPacket()
+	}
+	if err := writeLuma(e.frame, pic, ctx.w, ctx.h); err != nil {
+		return dst, false, err
+	}
+	e.frame.SetPts(ctx.pts)
+	e.frame.SetPictureType(astiav.PictureTypeI)
+	ctx.pts++
+	if err := ctx.cc.SendFrame(e.frame); err != nil {
+		e.forget(ctx)
+		ctx.close()
+		return dst, false, fmt.Errorf("gradcodec: %s encoding frame %d: %w", e.cfg.encName, f, err)
+	}
+	got := 0
+	for {
+		err := ctx.cc.ReceivePacket(e.pkt)
+		if errors.Is(err, astiav.ErrEagain) {
+			break
+		}
+		if err != nil {
 			e.forget(ctx)
-			ctx.cc.Free()
-			return dst, fmt.Errorf("gradcodec: %s encoding frame %d: %w", e.cfg.encName, f, err)
+			ctx.close()
+			return dst, false, fmt.Errorf("gradcodec: %s receiving frame %d: %w", e.cfg.encName, f, err)
 		}
-		got := 0
-		for {
-			err := ctx.cc.ReceivePacket(e.pkt)
-			if errors.Is(err, astiav.ErrEagain) {
-				break
-			}
-			if err != nil {
-				e.forget(ctx)
-				ctx.cc.Free()
-				return dst, fmt.Errorf("gradcodec: %s receiving frame %d: %w", e.cfg.encName, f, err)
-			}
-			w.Buf = appendWithoutSEI(w.Buf, packetBytes(e.pkt), e.id)
-			e.pkt.Unref()
-			got++
-		}
-		if got == 0 {
-			// The encoder held the picture back: drain it and retire the
-			// context (a drained context cannot take more frames).
-			e.forget(ctx)
-			_ = ctx.cc.SendFrame(nil)
-			for {
-				err := ctx.cc.ReceivePacket(e.pkt)
-				if err != nil {
-					break
-				}
-				w.Buf = appendWithoutSEI(w.Buf, packetBytes(e.pkt), e.id)
-				e.pkt.Unref()
-				got++
-			}
-			ctx.cc.Free()
-			if got == 0 {
-				return dst, fmt.Errorf("gradcodec: %s produced no packet for frame %d", e.cfg.encName, f)
-			}
-			if f+1 < l.Frames {
-				if ctx, err = e.context(qp); err != nil {
-					return dst, err
-				}
-			}
-		}
-		binary.LittleEndian.PutUint32(w.Buf[lenAt:], uint32(len(w.Buf)-lenAt-4))
+		dst = appendWithoutSEI(dst, packetBytes(e.pkt), e.id)
+		e.pkt.Unref()
+		got++
 	}
-	return w.Finish(), nil
-}
-
-// forget removes ctx from the cache without freeing it.
-func (e *videoEncoder) forget(ctx *encCtx) {
-	for i, c := range e.ctxs {
-		if c == ctx {
-			e.ctxs = append(e.ctxs[:i], e.ctxs[i+1:]...)
-			return
-		}
+	if got > 0 {
+		return dst, false, nil
 	}
+	// The encoder held the picture back: drain it and retire the context
+	// (a drained context cannot take more frames).
+	e.forget(ctx)
+	_ = ctx.cc.SendFrame(nil)
+	for {
+		if err := ctx.cc.ReceivePacket(e.pkt); err != nil {
+			break
+		}
+		dst = appendWithoutSEI(dst, packetBytes(e.pkt), e.id)
+		e.pkt.Unref()
+		got++
+	}
+	ctx.close()
+	if got == 0 {
+		return dst, false, fmt.Errorf("gradcodec: %s produced no packet for frame %d", e.cfg.encName, f)
+	}
+	return dst, true, nil
 }
 
 // resize returns s with length n, reusing its array when it is big enough.

@@ -58,6 +58,7 @@ type encoderConfig struct {
 	preset  string
 	w, h    int
 	qp      int
+	threads int // libx264/libx265 threads per picture
 }
 
 // openEncoder opens an intra-only constant-QP encoder context.
@@ -130,9 +131,17 @@ func probeEncoder(c encoderConfig) error {
 		return err
 	}
 	c.w, c.h, c.qp = 256, 256, 30
-	cc, err := openEncoder(c)
-	if err == nil {
-		cc.Free()
+	var err error
+	if c.hw {
+		var cc *astiav.CodecContext
+		if cc, err = openEncoder(c); err == nil {
+			cc.Free()
+		}
+	} else {
+		var n *nativeEncoder
+		if n, err = openNative(c.encName == "libx265", c.preset, c.w, c.h, 1); err == nil {
+			n.close()
+		}
 	}
 	presetCache[key] = err
 	return err
@@ -141,28 +150,26 @@ func probeEncoder(c encoderConfig) error {
 // hwEncoderAvailable reports whether the NVENC encoder of codec opens here.
 func hwEncoderAvailable(codec string) bool {
 	name := hwEncoders[codec]
-	probeMu.Lock()
-	defer probeMu.Unlock()
-	if ok, done := probeCache[name]; done {
-		return ok
-	}
-	cc, err := openEncoder(encoderConfig{encName: name, hw: true, preset: "p1", w: 256, h: 256, qp: 30})
-	if err == nil {
-		cc.Free()
-	}
-	probeCache[name] = err == nil
-	return err == nil
+	return opensHere(name, func() (*astiav.CodecContext, error) {
+		return openEncoder(encoderConfig{encName: name, hw: true, preset: "p1", w: 256, h: 256, qp: 30})
+	})
 }
 
 // hwDecoderAvailable reports whether the cuvid decoder of codec opens here.
 func hwDecoderAvailable(codec string) bool {
 	name := hwDecoders[codec]
+	return opensHere(name, func() (*astiav.CodecContext, error) { return openDecoder(name) })
+}
+
+// opensHere reports whether open (of the FFmpeg codec name) succeeds,
+// trying it once per process: the answer is kept in probeCache.
+func opensHere(name string, open func() (*astiav.CodecContext, error)) bool {
 	probeMu.Lock()
 	defer probeMu.Unlock()
 	if ok, done := probeCache[name]; done {
 		return ok
 	}
-	cc, err := openDecoder(name)
+	cc, err := open()
 	if err == nil {
 		cc.Free()
 	}

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // Picture layout limits.
@@ -53,32 +54,52 @@ func planLayout(s gradcodec.Shape) picLayout {
 	return l
 }
 
-// fillPicture quantizes src into pix (W × FrameH·Frames) using the scales
-// and pads by replicating the last column and row.
-func fillPicture(pix []byte, src []float32, s gradcodec.Shape, l picLayout, scales []uint16) {
+// quantize computes each scale group's scale mult·min(k·RMS, max|x|)
+// (bfloat16, into scales) and writes the group's 8-bit levels into pix
+// (W × FrameH·Frames) in the same visit, while the group's values are in
+// cache: one pass over src in float32. Rows are padded by repeating their
+// last level, the picture by repeating its last row. When zmap is not nil
+// (a scale covers several rows) it receives the zero-row bitmap. It returns
+// false when src holds NaN or ±Inf (pix is then incomplete).
+func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcodec.Shape, l picLayout, k, mult float32) bool {
 	g := gradcodec.ScaleGroupRows(s)
-	for r := 0; r < s.Rows; r++ {
-		row := src[r*s.Cols : (r+1)*s.Cols]
-		off := r * l.Stride
-		out := pix[off : off+s.Cols]
-		sc := gradcodec.FromBF16(scales[r/g])
-		if sc == 0 || (g > 1 && gradcodec.IsZero(row)) {
-			for i := range out {
-				out[i] = 128
-			}
-		} else {
-			inv := 127 / sc
-			for i, v := range row {
-				// Round to nearest level in [1, 255] (128 is zero).
-				f := min(max(v*inv+128.5, 1), 255.5)
-				out[i] = byte(int32(f))
-			}
+	clear(zmap)
+	for gi := range scales {
+		r0 := gi * g
+		r1 := min(r0+g, s.Rows)
+		grp := src[r0*s.Cols : r1*s.Cols]
+		h, ok := gradcodec.GroupScale(grp, k, mult)
+		if !ok {
+			return false // NaN or Inf somewhere in the group
 		}
-		if l.RowMode {
-			last := out[len(out)-1]
-			pad := pix[off+s.Cols : off+l.W]
-			for i := range pad {
-				pad[i] = last
+		scales[gi] = h
+		var inv float32
+		if h != 0 {
+			inv = 127 / gradcodec.FromBF16(h)
+		}
+		for r := r0; r < r1; r++ {
+			row := src[r*s.Cols : (r+1)*s.Cols]
+			off := r * l.Stride
+			out := pix[off : off+s.Cols]
+			out = out[:len(row)]
+			zero := h == 0
+			if zmap != nil && gradcodec.IsZero(row) {
+				zero = true
+				zmap[r/8] |= 1 << (r % 8)
+			}
+			if zero {
+				for i := range out {
+					out[i] = 128
+				}
+			} else {
+				kern.QuantU8(out, row, inv)
+			}
+			if l.RowMode {
+				last := out[len(out)-1]
+				pad := pix[off+s.Cols : off+l.W]
+				for i := range pad {
+					pad[i] = last
+				}
 			}
 		}
 	}
@@ -96,6 +117,72 @@ func fillPicture(pix []byte, src []float32, s gradcodec.Shape, l picLayout, scal
 	for off := used; off < l.W*l.FrameH*l.Frames; off += l.W {
 		copy(pix[off:off+l.W], lastRow)
 	}
+	return true
+}
+
+// refitRecon replaces each scale by the least-squares one, 127·Σx·q/Σq²
+// over the group's decoded levels q (pix, what every decoder yields), and
+// writes into recon (when not nil) the values every decoder will produce
+// with the new scales, and into residual (when not nil) src − recon, group
+// by group while the group is in cache. scales
+// holds the encoded scales as bfloat16 and is updated in place; rows marked
+// in zmap are skipped and decode as zeros. A group with scale 0, or whose
+// levels are all 128, keeps its scale; one whose levels anti-correlate with
+// the input gets scale 0 (zeros beat them).
+func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []byte, src []float32, s gradcodec.Shape, l picLayout) {
+	g := gradcodec.ScaleGroupRows(s)
+	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
+	for gi := range scales {
+		r0 := gi * g
+		r1 := min(r0+g, s.Rows)
+		var dot, qq float64
+		for r := r0; r < r1; r++ {
+			if zeroRow(r) {
+				continue
+			}
+			row := src[r*s.Cols : (r+1)*s.Cols]
+			in := pix[r*l.Stride : r*l.Stride+s.Cols]
+			in = in[:len(row)]
+			for len(row) > 0 { // blocks of 64Ki values keep Σq² in int32
+				k := min(len(row), 1<<16)
+				d, q := kern.DotLevels(row[:k], in[:k])
+				dot += float64(d)
+				qq += float64(q)
+				row, in = row[k:], in[k:]
+			}
+		}
+		old := scales[gi]
+		var sc uint16
+		switch {
+		case old == 0 || qq == 0:
+			sc = old // nothing to fit: the group decodes as zeros either way
+		case dot > 0:
+			sc = gradcodec.ToBF16(float32(127 * dot / qq))
+			if v := gradcodec.FromBF16(sc); v > math.MaxFloat32 || v == 0 {
+				sc = old
+			}
+		}
+		scales[gi] = sc
+		if recon == nil {
+			continue
+		}
+		m := gradcodec.FromBF16(sc) / 127
+		for r := r0; r < r1; r++ {
+			row := recon[r*s.Cols : (r+1)*s.Cols]
+			x := src[r*s.Cols : (r+1)*s.Cols]
+			switch {
+			case sc == 0 || zeroRow(r):
+				clear(row)
+				if residual != nil {
+					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
+				}
+			case residual != nil:
+				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*l.Stride:r*l.Stride+s.Cols], x, m)
+			default:
+				kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], m)
+			}
+		}
+	}
 }
 
 // readPicture dequantizes pix into dst.
@@ -108,10 +195,6 @@ func readPicture(dst []float32, pix []byte, s gradcodec.Shape, l picLayout, scal
 			clear(row)
 			continue
 		}
-		m := sc / 127
-		in := pix[r*l.Stride : r*l.Stride+s.Cols]
-		for i, p := range in {
-			row[i] = float32(int32(p)-128) * m
-		}
+		kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], sc/127)
 	}
 }

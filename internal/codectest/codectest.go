@@ -1,7 +1,7 @@
 // Package codectest holds what the tests of gradcodec, its plug-ins and the
 // ring share: a seeded gradient-like tensor, encoders and decoders that
-// close themselves at the end of a test, a checked round trip, and a
-// checksum fixer for tests that damage frames on purpose.
+// close themselves at the end of a test, a checked round trip, a check that
+// a frame decodes to its encoder's reconstruction, and a checksum fixer for tests that damage frames on purpose.
 package codectest
 
 import (
@@ -112,6 +112,30 @@ func RoundTrip(t testing.TB, enc gradcodec.Encoder, dec *gradcodec.Decoder, x []
 		t.Fatalf("%s Decode %v: %v", enc.Name(), sh, err)
 	}
 	return y, h
+}
+
+// FrameDecoder is what DecodesToRecon decodes with: a gradcodec.Decoder or
+// a ring codec.
+type FrameDecoder interface {
+	Decode(dst []float32, frame []byte) error
+}
+
+// DecodesToRecon decodes frame into a new slice of len(recon) values and
+// fails the test unless they are bit-identical to recon, the reconstruction
+// the frame's encoder reported; what names the case. It returns the decoded
+// values.
+func DecodesToRecon(t testing.TB, dec FrameDecoder, frame []byte, recon []float32, what string) []float32 {
+	t.Helper()
+	y := make([]float32, len(recon))
+	if err := dec.Decode(y, frame); err != nil {
+		t.Fatal(err)
+	}
+	for i := range y {
+		if math.Float32bits(y[i]) != math.Float32bits(recon[i]) {
+			t.Fatalf("%s value %d: decoded %v, recon %v", what, i, y[i], recon[i])
+		}
+	}
+	return y
 }
 
 // SmallFrames returns one valid 24×48 frame per registered codec.

@@ -81,6 +81,8 @@ func childMain(role string) int {
 		return childAllReduce()
 	case "mangle":
 		return childMangle()
+	case "late":
+		return childLate()
 	default:
 		fmt.Fprintf(os.Stderr, "unknown role %q\n", role)
 		return 2
@@ -141,6 +143,13 @@ func wchar() int64 { return procField("io", "wchar: ") }
 
 // rssKB returns this process's resident memory in KiB.
 func rssKB() int64 { return procField("status", "VmRSS:") }
+
+// initError reports a failure to start (an "init_error" event) and returns
+// the exit code of a handled error.
+func initError(err error) int {
+	emit(map[string]any{"ev": "init_error", "err": err.Error()})
+	return 3
+}
 
 // errorEvent describes err as an "error" event.
 func errorEvent(step int, err error, elapsed time.Duration) map[string]any {

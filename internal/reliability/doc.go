@@ -18,9 +18,13 @@
 //   - intruders joining the memberlist cluster and opening websocket links
 //     without the secret and with a wrong one: refused, and the job's
 //     results unaffected;
+//   - a rank that is alive but never enters an allreduce: every other rank
+//     fails after the collective timeout (VCCL_TIMEOUT) with the same error
+//     naming it;
 //   - 1,000 consecutive mixed-size h264 allreduces: resident memory at 100
 //     and at 1,000 compared (no leak of FFmpeg frames, packets or codec
-//     contexts).
+//     contexts); and 1,000 with a new shape, so a new stream, at every
+//     step (idle streams released, memory flat).
 //
 // Run it with
 //

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +26,8 @@ import (
 //	          sent again as it was (old op number included)
 //	foreign:  a message of another job: same op, but another tensor's
 //	          size and payload (made by another codec instance)
+//	oversize: a payload of RELY_OVERSIZE bytes (default 128 MiB), far
+//	          beyond the sub-chunk the receiver expects (a hostile length)
 type mangler struct {
 	ring.Link
 	mode    string
@@ -73,6 +77,9 @@ func (l *mangler) Send(ctx context.Context, m ring.Message) error {
 	case "foreign":
 		m.Total = m.Total*2 + 64
 		m.Payload = l.foreign
+	case "oversize":
+		m.Payload = make([]byte, envInt("RELY_OVERSIZE", 128<<20))
+		m.Sum = 0
 	default:
 		return fmt.Errorf("mangler: unknown mode %q", l.mode)
 	}
@@ -95,21 +102,18 @@ func childMangle() int {
 	defer cancel()
 	cfg, err := worker.ConfigFromEnv()
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	w, err := worker.Start(ctx, cfg)
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	defer w.Close()
 	opts := gradcodec.DefaultOptions()
 	opts.Codec = os.Getenv("VCCL_CODEC")
 	codec, err := ring.NewGradCodec(opts, true)
 	if err != nil {
-		emit(map[string]any{"ev": "init_error", "err": err.Error()})
-		return 3
+		return initError(err)
 	}
 	defer codec.Close()
 	next := w.Next()
@@ -119,8 +123,7 @@ func childMangle() int {
 			// A frame another job would send: another codec instance, another size.
 			other, err := ring.NewGradCodec(opts, false)
 			if err != nil {
-				emit(map[string]any{"ev": "init_error", "err": err.Error()})
-				return 3
+				return initError(err)
 			}
 			src := make([]float32, 64*64)
 			for i := range src {
@@ -130,8 +133,7 @@ func childMangle() int {
 			m.foreign, err = other.Encode("other-job", src, []gradcodec.Shape{{Rows: 64, Cols: 64}}, recon)
 			other.Close()
 			if err != nil {
-				emit(map[string]any{"ev": "init_error", "err": err.Error()})
-				return 3
+				return initError(err)
 			}
 		}
 		next = m
@@ -139,12 +141,17 @@ func childMangle() int {
 	r := &ring.Ring{Rank: w.Rank(), Size: w.Size(), Next: next, Prev: w.Prev()}
 	emit(map[string]any{"ev": "ready"})
 	x, want := make([]float32, rows*cols), make([]float32, rows*cols)
+	var ms runtime.MemStats
 	for s := 0; s < steps; s++ {
 		fillInput(x, want, rank, s, world)
 		op := uint64(s + 1)
+		runtime.ReadMemStats(&ms)
+		alloc0 := ms.TotalAlloc
 		_, err := r.AllReduce(ctx, x, ring.Options{Op: op, Layout: []gradcodec.Shape{{Rows: rows, Cols: cols}}, Codec: codec, Stream: "t"})
 		if err != nil {
+			runtime.ReadMemStats(&ms)
 			ev := errorEvent(s, err, 0)
+			ev["bytes"] = ms.TotalAlloc - alloc0 // heap allocated during the failed op
 			ev["badframe"] = errors.Is(err, gradcodec.ErrBadFrame)
 			ev["shape"] = errors.Is(err, ring.ErrShapeMismatch) || errors.Is(err, gradcodec.ErrShapeMismatch)
 			emit(ev)
@@ -206,35 +213,102 @@ func badFrameTrial(t *testing.T, codec, mode string, kind ring.Kind) {
 	})
 	deadline := time.Now().Add(40 * time.Second)
 	for _, p := range j.procs {
-		var errEv *event
-		for {
-			e, ok := j.next(p, deadline)
-			if !ok {
-				break
-			}
-			if e.Ev == "init_error" {
-				t.Fatalf("rank %d: %s", p.rank, e.Err)
-			}
-			if e.Ev == "op" && e.Step >= atOp-1 {
-				t.Errorf("rank %d returned a result for allreduce %d (op %d) despite the %s frame (nmse %.3g)",
-					p.rank, e.Step, e.Step+1, mode, e.NMSE)
-			}
-			if e.Ev == "error" {
-				ee := e
-				errEv = &ee
-			}
-		}
+		errEv := failingStep(t, j, p, deadline, atOp-1, func(e event) {
+			t.Errorf("rank %d returned a result for allreduce %d (op %d) despite the %s frame (nmse %.3g)",
+				p.rank, e.Step, e.Step+1, mode, e.NMSE)
+		})
 		if errEv == nil {
-			t.Errorf("rank %d ended without an error (events %+v)", p.rank, p.eventsSoFar())
 			continue
-		}
-		if errEv.Step != atOp-1 {
-			t.Errorf("rank %d failed at step %d, want step %d: %s", p.rank, errEv.Step, atOp-1, errEv.Err)
 		}
 		if p.rank == receiver {
 			if !errEv.BadFrame && !errEv.Protocol && !errEv.Shape {
 				t.Errorf("receiver rank %d: error is not a bad frame, protocol or shape error: %s", p.rank, errEv.Err)
 			}
+		}
+		t.Logf("rank %d: %s", p.rank, errEv.Err)
+	}
+	if hung := j.waitExit(time.Now().Add(15 * time.Second)); len(hung) > 0 {
+		t.Errorf("ranks %v hung", hung)
+	}
+}
+
+// failingStep reads rank p's events until it exits (or deadline) and
+// returns its last "error" event: an "init_error" fails the test, and every
+// "op" event at or after wantStep (a result the rank should not have
+// returned) goes to onBadOp. It reports a rank that ended without an error
+// (and then returns nil) or that failed at a step other than wantStep.
+func failingStep(t *testing.T, j *job, p *proc, deadline time.Time, wantStep int, onBadOp func(e event)) *event {
+	t.Helper()
+	var errEv *event
+	for {
+		e, ok := j.next(p, deadline)
+		if !ok {
+			break
+		}
+		if e.Ev == "init_error" {
+			t.Fatalf("rank %d: %s", p.rank, e.Err)
+		}
+		if e.Ev == "op" && e.Step >= wantStep {
+			onBadOp(e)
+		}
+		if e.Ev == "error" {
+			ee := e
+			errEv = &ee
+		}
+	}
+	if errEv == nil {
+		t.Errorf("rank %d ended without an error (events %+v)", p.rank, p.eventsSoFar())
+		return nil
+	}
+	if errEv.Step != wantStep {
+		t.Errorf("rank %d failed at step %d, want step %d: %s", p.rank, errEv.Step, wantStep, errEv.Err)
+	}
+	return errEv
+}
+
+// TestReliabilityHostileLength: rank 1 sends, in place of a 32 KiB
+// reduce-scatter sub-chunk of the third allreduce, a frame whose header
+// announces 128 MiB. The receiver (rank 2) must refuse it from the header,
+// before allocating anything of that size (its heap grows by far less than
+// the frame during that allreduce), with a bad-frame error naming rank 1;
+// every rank must fail that allreduce and exit, none may hang.
+func TestReliabilityHostileLength(t *testing.T) {
+	const mangler, receiver, atOp, oversize = 1, 2, 3, 128 << 20
+	j := startJob(t, jobSpec{
+		world: 4,
+		role:  "mangle",
+		env: map[string]string{
+			"VCCL_CODEC":       "raw",
+			"RELY_STEPS":       "4",
+			"RELY_ROWS":        "128",
+			"RELY_COLS":        "256",
+			"RELY_MANGLER":     strconv.Itoa(mangler),
+			"RELY_MANGLE":      "oversize",
+			"RELY_OVERSIZE":    strconv.Itoa(oversize),
+			"RELY_MANGLE_OP":   strconv.Itoa(atOp),
+			"RELY_MANGLE_KIND": strconv.Itoa(int(ring.KindReduceScatter)),
+		},
+		peerTimeout: 5 * time.Second,
+	})
+	deadline := time.Now().Add(40 * time.Second)
+	for _, p := range j.procs {
+		errEv := failingStep(t, j, p, deadline, atOp-1, func(e event) {
+			t.Errorf("rank %d returned a result for allreduce %d despite the oversized frame", p.rank, e.Step)
+		})
+		if errEv == nil {
+			continue
+		}
+		if !strings.Contains(errEv.Err, "exceeds") || !strings.Contains(errEv.Err, "from rank 1") {
+			t.Errorf("rank %d: error does not say that the frame from rank 1 exceeds what was expected: %s", p.rank, errEv.Err)
+		}
+		if p.rank == receiver {
+			if !errEv.BadFrame {
+				t.Errorf("receiver rank %d: not a bad-frame error: %s", p.rank, errEv.Err)
+			}
+			if errEv.Bytes > oversize/8 {
+				t.Errorf("receiver rank %d allocated %d bytes during the failed allreduce; the hostile frame announced %d", p.rank, errEv.Bytes, oversize)
+			}
+			t.Logf("receiver rank %d allocated %d KiB during the failed allreduce (the frame announced %d MiB)", p.rank, errEv.Bytes>>10, oversize>>20)
 		}
 		t.Logf("rank %d: %s", p.rank, errEv.Err)
 	}

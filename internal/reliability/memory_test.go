@@ -9,11 +9,15 @@ import (
 
 // mallocEnv returns the glibc tuning the ranks run with, unless
 // RELY_GLIBC_DEFAULT=1 asks for glibc's defaults. With its defaults glibc
-// gives threads their own arenas and keeps freed blocks, and x264 contexts
-// (opened and closed as rate control moves the QP) churn megabytes: RSS
-// then grows 10-18 MiB over 900 allreduces, more and more slowly, which is
-// allocator warm-up and fragmentation, not a leak, and would hide one. One
-// arena and blocks of 64 KiB and more in their own mappings (returned to
+// gives threads their own arenas and keeps freed blocks; while x264
+// contexts were opened and closed as rate control moved the QP (through
+// libavcodec, one context per QP, and one encoder per stream), RSS grew
+// 11-17 MiB over 900 allreduces, allocator warm-up and fragmentation, not a
+// leak. Since one libx264 context per picture size takes every QP and the
+// sub-chunks of a stream share an encoder, glibc's defaults grow 0.2-1.0
+// MiB in both memory tests (RELY_GLIBC_DEFAULT=1, 2026-11-30); the tuning
+// still makes a leak of a few KiB per allreduce stand out. One arena and
+// blocks of 64 KiB and more in their own mappings (returned to
 // the OS when freed) make RSS track what is really held. Each rank runs
 // about 4 encodes and 6 decodes per allreduce: leaking one frame each would
 // add tens of MiB over the run, one packet (about 1 KiB with its buffer)

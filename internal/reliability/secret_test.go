@@ -161,7 +161,9 @@ func TestReliabilitySecret(t *testing.T) {
 		}
 		for _, port := range rp[i].links {
 			url := fmt.Sprintf("ws://%s/vccl/link", net.JoinHostPort(j.addr, strconv.Itoa(port)))
-			prev := (i + len(j.procs) - 1) % len(j.procs)
+			// Each rank accepts the link its successor dials (the
+			// successor receives, the websocket server sends).
+			next := (i + 1) % len(j.procs)
 			// worker documents 401 without the secret and 403 with a wrong
 			// one; any other answer (404 included) fails the test.
 			for _, c := range []struct {
@@ -170,13 +172,13 @@ func TestReliabilitySecret(t *testing.T) {
 				want int
 			}{
 				{"no secret", nil, http.StatusUnauthorized},
-				{"wrong secret", upgradeHeaders(wrong, wrong.job, prev, i), http.StatusForbidden},
-				{"right job id, forged MAC", upgradeHeaders(wrong, right.job, prev, i), http.StatusForbidden},
+				{"wrong secret", upgradeHeaders(wrong, wrong.job, next, i), http.StatusForbidden},
+				{"right job id, forged MAC", upgradeHeaders(wrong, right.job, next, i), http.StatusForbidden},
 				// Controls that show the headers above are well formed: with
-				// the right secret, a rank that is not the predecessor is
-				// refused, and the predecessor's slot is already taken.
+				// the right secret, a rank that is not the successor is
+				// refused, and the successor's slot is already taken.
 				{"right secret, wrong rank", upgradeHeaders(right, right.job, (i+2)%len(j.procs), i), http.StatusForbidden},
-				{"right secret, slot taken", upgradeHeaders(right, right.job, prev, i), http.StatusConflict},
+				{"right secret, slot taken", upgradeHeaders(right, right.job, next, i), http.StatusConflict},
 			} {
 				attempts++
 				d := websocket.Dialer{HandshakeTimeout: 3 * time.Second}

@@ -1,6 +1,7 @@
 // Package testenv holds the helpers that vccl's tests share: a
-// goroutine-safe log buffer, a loopback port free for memberlist, and the
-// TestMain of a test binary that re-executes itself as a child process.
+// goroutine-safe log buffer, a loopback port free for memberlist, the
+// TestMain of a test binary that re-executes itself as a child process, and
+// running the ranks (or nodes) of a test job concurrently.
 //
 // It imports the standard library only, so that the tests of every package
 // (worker, collective, launcher, the examples) can use it without an import
@@ -75,4 +76,20 @@ func Main(m *testing.M, env string, child func(mode string) int) {
 		os.Exit(child(mode))
 	}
 	os.Exit(m.Run())
+}
+
+// Parallel runs f(0), ..., f(n-1) concurrently (the ranks or nodes of a
+// test job) and returns their errors by index once all have returned.
+func Parallel(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f(i)
+		}()
+	}
+	wg.Wait()
+	return errs
 }

@@ -1,7 +1,8 @@
 // Package jobcmd holds what the examples that run as the ranks of a vccl job
-// (allreduce_perf, mnist) share: main's signal handling, the -codec,
+// (allreduce_perf, mnist, lm) share: main's signal handling, the -codec,
 // -backend and -bpv flags, the collective's configuration built from the
-// launcher's environment and those flags, and closing the communicator.
+// launcher's environment and those flags, closing the communicator, the
+// end-of-step Report and its Gather, and rank 0's progress bar.
 package jobcmd
 
 import (
@@ -12,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -127,4 +129,31 @@ func UnmarshalReport(b []byte, words int) (Report, error) {
 		r.Words[i] = binary.LittleEndian.Uint64(b[len(r.Hash)+8*i:])
 	}
 	return r, nil
+}
+
+// Gather runs the AllGather that ends a step: it sends mine and returns
+// every rank's Report (with as many counters as mine), indexed by rank. It
+// fails where a report is malformed, or where a rank's hash differs from
+// this rank's (the replicas have drifted apart), naming those ranks; what
+// labels the step in errors ("step 12", "epoch 3").
+func Gather(ctx context.Context, comm *collective.Comm, what string, mine Report) ([]Report, error) {
+	parts, err := comm.AllGather(ctx, mine.Marshal())
+	if err != nil {
+		return nil, fmt.Errorf("%s: gathering the parameter hashes: %w", what, err)
+	}
+	reps := make([]Report, len(parts))
+	var differ []string
+	for r, p := range parts {
+		if reps[r], err = UnmarshalReport(p, len(mine.Words)); err != nil {
+			return nil, fmt.Errorf("rank %d: %s: from rank %d: %v", comm.Rank(), what, r, err)
+		}
+		if reps[r].Hash != mine.Hash {
+			differ = append(differ, strconv.Itoa(r))
+		}
+	}
+	if len(differ) > 0 {
+		return nil, fmt.Errorf("rank %d: %s: parameters differ from this rank's (sha256 %x…) on rank(s) %s: the replicas have drifted apart",
+			comm.Rank(), what, mine.Hash[:6], strings.Join(differ, ","))
+	}
+	return reps, nil
 }

@@ -1,0 +1,203 @@
+package video
+
+import (
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/asticode/go-astiav"
+
+	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/codectest"
+)
+
+// processCPU returns the CPU time used so far by the process (x265 encodes
+// on threads of its own).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkVsBare runs vccl's video path and the bare codec on the same
+// frames, preset and QP in the same loop, alternating, and reports both
+// speeds (per CPU-second of the process, the steady figure on a shared
+// machine) and their ratio:
+//
+//   - encode: vccl = error feedback applied in the copy of the input,
+//     EncodeResidual (scales, 8-bit levels, the encode, refit,
+//     reconstruction and the new residual, frame and checksum); bare = libx264/libx265 encoding the very
+//     8-bit pictures vccl made, at the QP vccl chose, nothing kept.
+//
+//   - decode: vccl = Decoder.Decode into float32 (checksum, scales,
+//     libavcodec decode, dequantisation); bare = libavcodec's decoder on
+//     the same access units, the picture left in the decoder's frame.
+//
+//     go test ./gradcodec/video -run '^$' -bench VsBare -benchtime 10x
+func BenchmarkVsBare(b *testing.B) {
+	for _, codec := range []string{"h264", "hevc"} {
+		// 2048×2048: a whole large tensor; 512×512: the ring's sub-chunk
+		// (ring.DefaultSubChunkValues, 256 Ki values), the frame size of a
+		// large allreduce; 256×784: the MNIST MLP's first layer.
+		for _, sh := range []gradcodec.Shape{{Rows: 2048, Cols: 2048}, {Rows: 512, Cols: 512}, {Rows: 256, Cols: 784}} {
+			x := codectest.GradientLike(42, sh.Rows, sh.Cols)
+			name := fmt.Sprintf("%s/%dx%d", codec, sh.Rows, sh.Cols)
+			b.Run(name+"/encode", func(b *testing.B) { benchVsBare(b, codec, x, sh, false) })
+			b.Run(name+"/decode", func(b *testing.B) { benchVsBare(b, codec, x, sh, true) })
+		}
+	}
+}
+
+func benchVsBare(b *testing.B, codec string, x []float32, sh gradcodec.Shape, decode bool) {
+	enc := codectest.MustEncoder(b, codec, 1.4).(*videoEncoder)
+	dec := codectest.MustDecoder(b)
+	ef := gradcodec.NewErrorFeedback()
+	in := make([]float32, len(x))
+	recon := make([]float32, len(x))
+	var fr []byte
+	var err error
+	vccl := func() { // as ring.GradCodec.Encode does
+		ef.ApplyTo("s", in, x)
+		if fr, err = enc.EncodeResidual(fr[:0], in, sh, recon, ef.ResidualFor("s", len(in))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := 0; i < 3; i++ { // first frame: rate search; then steady state
+		vccl()
+	}
+	// The bare codec gets the pictures of vccl's last frame at its QP.
+	h, err := gradcodec.ParseHeader(fr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := planLayout(sh)
+	pix := append([]byte(nil), enc.pix...)
+	nat, err := openNative(codec == "hevc", DefaultPreset(codec, "software"), l.W, l.FrameH, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nat.close()
+	fsize := l.W * l.FrameH
+	bareEnc := func() {
+		for f := 0; f < l.Frames; f++ {
+			if _, err := nat.encodeBare(pix[f*fsize:(f+1)*fsize], h.QP); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// Bare decoding: the access units of the frame as padded packets.
+	cc, err := openDecoder(swDecoders[codec])
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Free()
+	frame := astiav.AllocFrame()
+	defer frame.Free()
+	var pkts []*astiav.Packet
+	defer func() {
+		for _, p := range pkts {
+			p.Free()
+		}
+	}()
+	body := fr[gradcodec.HeaderSize+2*h.Scales+h.ZeroMap : h.Size-gradcodec.TrailerSize]
+	for f := 0; f < l.Frames; f++ {
+		n := binary.LittleEndian.Uint32(body)
+		p := astiav.AllocPacket()
+		if err := setPacket(p, body[4:4+n]); err != nil {
+			b.Fatal(err)
+		}
+		pkts = append(pkts, p)
+		body = body[4+n:]
+	}
+	bareDec := func() {
+		for _, p := range pkts {
+			if err := cc.SendPacket(p); err != nil {
+				b.Fatal(err)
+			}
+			if err := cc.ReceiveFrame(frame); err != nil {
+				b.Fatal(err)
+			}
+			frame.Unref()
+		}
+	}
+	y := make([]float32, len(x))
+	vcclDec := func() {
+		if err := dec.Decode(y, fr); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ours, bare := vccl, bareEnc
+	if decode {
+		ours, bare = vcclDec, bareDec
+	}
+	ours()
+	bare()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var tOurs, tBare time.Duration
+	trials := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := processCPU()
+		ours()
+		trials += enc.last.Trials
+		t1 := processCPU()
+		bare()
+		t2 := processCPU()
+		tOurs += t1 - t0
+		tBare += t2 - t1
+	}
+	b.StopTimer()
+	n := float64(len(x)) * float64(b.N)
+	b.ReportMetric(8*float64(len(fr))/float64(len(x)), "bits/value")
+	b.ReportMetric(float64(h.QP), "QP")
+	b.ReportMetric(n/tOurs.Seconds()/1e6, "vccl-Mvalues/s")
+	b.ReportMetric(n/tBare.Seconds()/1e6, "bare-Mvalues/s")
+	b.ReportMetric(tBare.Seconds()/tOurs.Seconds(), "x-bare")
+	if !decode {
+		b.ReportMetric(float64(trials)/float64(b.N), "encodes/frame")
+	}
+}
+
+// BenchmarkThreads encodes a 2048×2048 gradient with h264 (EncodeRecon)
+// on 1 and 2 codec threads: wall-clock Mvalues/s, the figure that threads
+// change (measure on an otherwise idle machine).
+//
+//	go test ./gradcodec/video -run '^$' -bench Threads -benchtime 10x
+func BenchmarkThreads(b *testing.B) {
+	sh := gradcodec.Shape{Rows: 2048, Cols: 2048}
+	x := codectest.GradientLike(42, sh.Rows, sh.Cols)
+	for _, codec := range []string{"h264", "hevc"} {
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/threads%d", codec, threads), func(b *testing.B) {
+				enc, err := gradcodec.NewEncoder(gradcodec.Options{Codec: codec, Backend: "software", BitsPerValue: 1.4, Threads: threads})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer enc.Close()
+				re := enc.(gradcodec.ReconEncoder)
+				recon := make([]float32, len(x))
+				var fr []byte
+				for i := 0; i < 2; i++ {
+					if fr, err = re.EncodeRecon(fr[:0], x, sh, recon); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if fr, err = re.EncodeRecon(fr[:0], x, sh, recon); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(len(x))*float64(b.N)/b.Elapsed().Seconds()/1e6, "Mvalues/s")
+				b.ReportMetric(8*float64(len(fr))/float64(len(x)), "bits/value")
+			})
+		}
+	}
+}

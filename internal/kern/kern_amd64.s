@@ -1,0 +1,386 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// Every kernel takes n, a positive multiple of 8, and handles 8 values per
+// step; the Go wrappers finish the tails.
+
+// broadcast32 puts the 32-bit constant c into every lane of Y register y.
+#define BCAST(c, y, x) MOVL $c, AX; VMOVD AX, x; VPBROADCASTD x, y
+
+// func sumSqMaxAbsAVX2(x *float32, n int) (ss float32, maxAbs uint32)
+TEXT ·sumSqMaxAbsAVX2(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y6, Y6, Y6
+	BCAST(0x7fffffff, Y3, X3)
+loop16:
+	CMPQ CX, $16
+	JL tail8
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VFMADD231PS Y4, Y4, Y0
+	VFMADD231PS Y5, Y5, Y1
+	VPAND Y3, Y4, Y4
+	VPAND Y3, Y5, Y5
+	VPMAXUD Y4, Y2, Y2
+	VPMAXUD Y5, Y6, Y6
+	ADDQ $64, SI
+	SUBQ $16, CX
+	JMP loop16
+tail8:
+	CMPQ CX, $8
+	JL done
+	VMOVUPS (SI), Y4
+	VFMADD231PS Y4, Y4, Y0
+	VPAND Y3, Y4, Y4
+	VPMAXUD Y4, Y2, Y2
+done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, ss+16(FP)
+	VPMAXUD Y6, Y2, Y2
+	VEXTRACTI128 $1, Y2, X1
+	VPMAXUD X1, X2, X2
+	VPSHUFD $0x4e, X2, X1
+	VPMAXUD X1, X2, X2
+	VPSHUFD $0xb1, X2, X1
+	VPMAXUD X1, X2, X2
+	VMOVD X2, AX
+	MOVL AX, maxAbs+20(FP)
+	VZEROUPPER
+	RET
+
+// func quantU8AVX2(out *byte, x *float32, n int, inv float32)
+TEXT ·quantU8AVX2(SB), NOSPLIT, $0-28
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS inv+24(FP), Y6
+	BCAST(0x43008000, Y7, X7) // 128.5
+	BCAST(0x3f800000, Y8, X8) // 1
+	BCAST(0x437f8000, Y9, X9) // 255.5
+loop:
+	VMOVUPS (SI), Y0
+	VMULPS Y6, Y0, Y0
+	VADDPS Y7, Y0, Y0
+	VMAXPS Y8, Y0, Y0
+	VMINPS Y9, Y0, Y0
+	VCVTTPS2DQ Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPACKUSDW X1, X0, X0
+	VPACKUSWB X0, X0, X0
+	MOVQ X0, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func dotLevelsAVX2(x *float32, q *byte, n int) (dot float32, qq int32)
+TEXT ·dotLevelsAVX2(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ q+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	BCAST(128, Y7, X7)
+loop:
+	VPMOVZXBD (DI), Y0
+	VPSUBD Y7, Y0, Y0
+	VPMULLD Y0, Y0, Y1
+	VPADDD Y1, Y3, Y3
+	VCVTDQ2PS Y0, Y0
+	VFMADD231PS (SI), Y0, Y2
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JNZ loop
+	VEXTRACTF128 $1, Y2, X1
+	VADDPS X1, X2, X2
+	VHADDPS X2, X2, X2
+	VHADDPS X2, X2, X2
+	MOVSS X2, dot+24(FP)
+	VEXTRACTI128 $1, Y3, X1
+	VPADDD X1, X3, X3
+	VPHADDD X3, X3, X3
+	VPHADDD X3, X3, X3
+	VMOVD X3, AX
+	MOVL AX, qq+28(FP)
+	VZEROUPPER
+	RET
+
+// func dequantU8AVX2(dst *float32, q *byte, n int, m float32)
+TEXT ·dequantU8AVX2(SB), NOSPLIT, $0-28
+	MOVQ dst+0(FP), DI
+	MOVQ q+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS m+24(FP), Y6
+	BCAST(128, Y7, X7)
+loop:
+	VPMOVZXBD (SI), Y0
+	VPSUBD Y7, Y0, Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS Y6, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $8, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func dequantResidualAVX2(recon, res *float32, q *byte, x *float32, n int, m float32)
+TEXT ·dequantResidualAVX2(SB), NOSPLIT, $0-44
+	MOVQ recon+0(FP), DI
+	MOVQ res+8(FP), DX
+	MOVQ q+16(FP), SI
+	MOVQ x+24(FP), BX
+	MOVQ n+32(FP), CX
+	VBROADCASTSS m+40(FP), Y6
+	BCAST(128, Y7, X7)
+loop:
+	VPMOVZXBD (SI), Y0
+	VPSUBD Y7, Y0, Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS Y6, Y0, Y0
+	VMOVUPS Y0, (DI)
+	VMOVUPS (BX), Y1
+	VSUBPS Y0, Y1, Y1
+	VMOVUPS Y1, (DX)
+	ADDQ $8, SI
+	ADDQ $32, DI
+	ADDQ $32, DX
+	ADDQ $32, BX
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func addToAVX2(x, r *float32, n int)
+TEXT ·addToAVX2(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), DI
+	MOVQ r+8(FP), SI
+	MOVQ n+16(FP), CX
+loop:
+	VMOVUPS (DI), Y0
+	VADDPS (SI), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func addTo2AVX2(dst, a, b *float32, n int)
+TEXT ·addTo2AVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+loop:
+	VMOVUPS (SI), Y0
+	VADDPS (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func subToAVX2(dst, a, b *float32, n int)
+TEXT ·subToAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DX
+	MOVQ n+24(FP), CX
+loop:
+	VMOVUPS (SI), Y0
+	VSUBPS (DX), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DX
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func allFiniteAVX2(x *float32, n int) bool
+TEXT ·allFiniteAVX2(SB), NOSPLIT, $0-17
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	BCAST(0x7f800000, Y14, X14)
+	VPXOR Y15, Y15, Y15
+loop:
+	VPAND (SI), Y14, Y1
+	VPCMPEQD Y14, Y1, Y1
+	VPOR Y1, Y15, Y15
+	ADDQ $32, SI
+	SUBQ $8, CX
+	JNZ loop
+	VPTEST Y15, Y15
+	SETEQ ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func encodeFP16AVX2(out *uint16, x *float32, n int) bool
+TEXT ·encodeFP16AVX2(SB), NOSPLIT, $0-25
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	BCAST(0x7f800000, Y14, X14)
+	VPXOR Y15, Y15, Y15
+	BCAST(0x477fe000, Y8, X8) // 65504
+	BCAST(0xc77fe000, Y9, X9) // -65504
+loop:
+	VMOVUPS (SI), Y0
+	VPAND Y14, Y0, Y1
+	VPCMPEQD Y14, Y1, Y1
+	VPOR Y1, Y15, Y15
+	VMINPS Y8, Y0, Y0
+	VMAXPS Y9, Y0, Y0
+	VCVTPS2PH $0, Y0, X0
+	VMOVDQU X0, (DI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JNZ loop
+	VPTEST Y15, Y15
+	SETEQ ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func decodeFP16AVX2(dst *float32, h *uint16, n int) bool
+TEXT ·decodeFP16AVX2(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ h+8(FP), SI
+	MOVQ n+16(FP), CX
+	BCAST(0x7f800000, Y14, X14)
+	VPXOR Y15, Y15, Y15
+loop:
+	VCVTPH2PS (SI), Y0
+	VPAND Y14, Y0, Y1
+	VPCMPEQD Y14, Y1, Y1
+	VPOR Y1, Y15, Y15
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VPTEST Y15, Y15
+	SETEQ ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func encodeBF16AVX2(out *uint16, x *float32, n int) bool
+TEXT ·encodeBF16AVX2(SB), NOSPLIT, $0-25
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	BCAST(0x7f800000, Y14, X14)
+	VPXOR Y15, Y15, Y15
+	BCAST(1, Y8, X8)
+	BCAST(0x7fff, Y9, X9)
+loop:
+	VMOVDQU (SI), Y0
+	VPAND Y14, Y0, Y1
+	VPCMPEQD Y14, Y1, Y1
+	VPOR Y1, Y15, Y15
+	VPSRLD $16, Y0, Y1
+	VPAND Y8, Y1, Y1
+	VPADDD Y1, Y0, Y0
+	VPADDD Y9, Y0, Y0
+	VPSRLD $16, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPACKUSDW X1, X0, X0
+	VMOVDQU X0, (DI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JNZ loop
+	VPTEST Y15, Y15
+	SETEQ ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func decodeBF16AVX2(dst *float32, h *uint16, n int) bool
+TEXT ·decodeBF16AVX2(SB), NOSPLIT, $0-25
+	MOVQ dst+0(FP), DI
+	MOVQ h+8(FP), SI
+	MOVQ n+16(FP), CX
+	BCAST(0x7f800000, Y14, X14)
+	VPXOR Y15, Y15, Y15
+loop:
+	VPMOVZXWD (SI), Y0
+	VPSLLD $16, Y0, Y0
+	VPAND Y14, Y0, Y1
+	VPCMPEQD Y14, Y1, Y1
+	VPOR Y1, Y15, Y15
+	VMOVDQU Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VPTEST Y15, Y15
+	SETEQ ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func quantI8AVX2(out *byte, x *float32, n int, inv float32)
+TEXT ·quantI8AVX2(SB), NOSPLIT, $0-28
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS inv+24(FP), Y6
+	BCAST(0x42fe0000, Y8, X8) // 127
+	BCAST(0xc2fe0000, Y9, X9) // -127
+	BCAST(0x80000000, Y10, X10)
+	BCAST(0x3f000000, Y11, X11) // 0.5
+loop:
+	VMOVUPS (SI), Y0
+	VMULPS Y6, Y0, Y0
+	VMINPS Y8, Y0, Y0
+	VMAXPS Y9, Y0, Y0
+	VANDPS Y10, Y0, Y1
+	VORPS Y11, Y1, Y1
+	VADDPS Y1, Y0, Y0
+	VCVTTPS2DQ Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPACKSSDW X1, X0, X0
+	VPACKSSWB X0, X0, X0
+	MOVQ X0, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
+
+// func dequantI8AVX2(dst *float32, q *byte, n int, m float32)
+TEXT ·dequantI8AVX2(SB), NOSPLIT, $0-28
+	MOVQ dst+0(FP), DI
+	MOVQ q+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS m+24(FP), Y6
+loop:
+	VPMOVSXBD (SI), Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS Y6, Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $8, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ loop
+	VZEROUPPER
+	RET
