@@ -163,7 +163,7 @@ for s in "${SIZE_LIST[@]}"; do
 	[[ "$s" =~ ^[0-9]+[KkMmGg]?$ ]] || die "--sizes: cannot read '$s' (use bytes with an optional K/M/G suffix)"
 done
 for c in "${CODEC_LIST[@]}"; do
-	case "$c" in raw | fp16 | bf16 | int8 | h264 | hevc | gloo | nccl) ;; *) die "--codecs: unknown codec '$c' (gloo|nccl|raw|fp16|bf16|int8|h264|hevc)" ;; esac
+	case "$c" in raw | fp16 | bf16 | int8 | tensor | h264 | hevc | gloo | nccl) ;; *) die "--codecs: unknown codec '$c' (gloo|nccl|raw|fp16|bf16|int8|tensor|h264|hevc)" ;; esac
 done
 [ -z "$DELAY" ] || [[ "$DELAY" =~ ^[0-9]+(\.[0-9]+)?(us|ms|s)$ ]] || die "--delay: cannot read '$DELAY' (e.g. 500us, 1ms)"
 
