@@ -34,7 +34,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"io"
@@ -265,9 +264,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	defer jobcmd.Close(comm, stderr, &err)
 	rank, world := comm.Rank(), comm.Size()
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("rank %d: %s", rank, fmt.Sprintf(format, args...))
-	}
+	fail := jobcmd.Failf(rank)
 
 	model, err := gpt.New(o.model, o.seed, max(o.batch, evalBatch))
 	if err != nil {
@@ -311,24 +308,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	unigram := gpt.UnigramPerplexity(&all, corpus.Val, starts, T)
 
-	var csvw *csv.Writer
-	if rank == 0 && o.csvPath != "" {
-		f, err := os.Create(o.csvPath)
-		if err != nil {
-			return fail("--csv: %v", err)
-		}
-		defer f.Close()
-		csvw = csv.NewWriter(f)
-		if err := csvw.Write([]string{"step", "train_loss", "val_loss", "val_ppl", "bpv", "wire_bytes", "raw_bytes", "time_s", "codec", "ranks", "unigram_ppl"}); err != nil {
-			return fail("--csv: %v", err)
-		}
+	csvw, err := jobcmd.CreateCSV(o.csvPath, rank, []string{"step", "train_loss", "val_loss", "val_ppl", "bpv", "wire_bytes", "raw_bytes", "time_s", "codec", "ranks", "unigram_ppl"})
+	if err != nil {
+		return fail("--csv: %v", err)
 	}
+	defer csvw.Close()
 	if rank == 0 {
 		c := o.model
-		fmt.Fprintf(stdout, "lm: %d ranks, codec %s", world, cfg.Codec)
-		if cfg.Codec == "h264" || cfg.Codec == "hevc" {
-			fmt.Fprintf(stdout, " at %.2f bits/value (backend %s)", cfg.BitsPerValue, cfg.Backend)
-		}
+		jobcmd.Banner(stdout, "lm", world, cfg)
 		fmt.Fprintf(stdout, "; %d layers, width %d, %d heads, MLP %d, context %d, %d parameters; batch %d×%d bytes per rank, %d steps, lr %g (warm-up %d), seed %d\n",
 			c.Layers, c.Dim, c.Heads, c.Hidden, c.Ctx, model.NumParams(), o.batch, T, o.steps, o.lr, o.warmup, o.seed)
 		fmt.Fprintf(stdout, "corpus: %s, %d files, %.1f MB for training, %d files (%.1f MB) held out; %d validation windows; unigram perplexity %.2f\n",
@@ -413,10 +400,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		elapsed := time.Since(start)
 		trainLoss := sum.trainLoss / float64(max(sum.trainSteps, 1))
 		valLoss := sum.valLoss / float64(max(sum.valTokens, 1))
-		bpv := 0.0
-		if sum.rawBytes > 0 {
-			bpv = 32 * float64(sum.wireBytes) / float64(sum.rawBytes)
-		}
+		bpv := jobcmd.BitsPerValue(sum.wireBytes, sum.rawBytes)
 		if bar != nil {
 			fmt.Fprintln(bar.W)
 		}
@@ -430,10 +414,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				fmt.Sprintf("%.4f", bpv), strconv.FormatInt(sum.wireBytes, 10), strconv.FormatInt(sum.rawBytes, 10),
 				fmt.Sprintf("%.3f", elapsed.Seconds()), cfg.Codec, strconv.Itoa(world), fmt.Sprintf("%.4f", unigram)}
 			if err := csvw.Write(rec); err != nil {
-				return fail("--csv: %v", err)
-			}
-			csvw.Flush()
-			if err := csvw.Error(); err != nil {
 				return fail("--csv: %v", err)
 			}
 		}

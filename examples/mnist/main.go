@@ -27,12 +27,10 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"time"
 
@@ -134,9 +132,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	}
 	defer jobcmd.Close(comm, stderr, &err)
 	rank, world := comm.Rank(), comm.Size()
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("rank %d: %s", rank, fmt.Sprintf(format, args...))
-	}
+	fail := jobcmd.Failf(rank)
 
 	model, err := mlp.New(mlp.DefaultSizes, o.seed, max(o.batch, evalBatch))
 	if err != nil {
@@ -152,23 +148,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
-	var csvw *csv.Writer
-	if rank == 0 && o.csvPath != "" {
-		f, err := os.Create(o.csvPath)
-		if err != nil {
-			return fail("--csv: %v", err)
-		}
-		defer f.Close()
-		csvw = csv.NewWriter(f)
-		if err := csvw.Write([]string{"epoch", "loss", "test_acc", "bpv", "wire_bytes", "raw_bytes", "time_s", "codec", "ranks"}); err != nil {
-			return fail("--csv: %v", err)
-		}
+	csvw, err := jobcmd.CreateCSV(o.csvPath, rank, []string{"epoch", "loss", "test_acc", "bpv", "wire_bytes", "raw_bytes", "time_s", "codec", "ranks"})
+	if err != nil {
+		return fail("--csv: %v", err)
 	}
+	defer csvw.Close()
 	if rank == 0 {
-		fmt.Fprintf(stdout, "mnist: %d ranks, codec %s", world, cfg.Codec)
-		if cfg.Codec == "h264" || cfg.Codec == "hevc" {
-			fmt.Fprintf(stdout, " at %.2f bits/value (backend %s)", cfg.BitsPerValue, cfg.Backend)
-		}
+		jobcmd.Banner(stdout, "mnist", world, cfg)
 		fmt.Fprintf(stdout, ", batch %d per rank, lr %g, momentum %g, %d epochs, %d parameters\n",
 			o.batch, o.lr, o.momentum, o.epochs, model.NumParams())
 	}
@@ -264,10 +250,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		elapsed := time.Since(start)
 		loss := all.lossSum / float64(max(all.samples, 1))
 		acc := 100 * float64(all.correct) / float64(max(all.tested, 1))
-		bpv := 0.0
-		if all.rawBytes > 0 {
-			bpv = 32 * float64(all.wireBytes) / float64(all.rawBytes)
-		}
+		bpv := jobcmd.BitsPerValue(all.wireBytes, all.rawBytes)
 		fmt.Fprintf(stdout, "epoch %d loss %.4f test_acc %.2f%% bpv %.2f wire %s (raw %s) time %.1fs\n",
 			epoch, loss, acc, bpv, jobcmd.Megabytes(all.wireBytes), jobcmd.Megabytes(all.rawBytes), elapsed.Seconds())
 		if o.verbose {
@@ -278,10 +261,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				strconv.FormatInt(all.wireBytes, 10), strconv.FormatInt(all.rawBytes, 10),
 				fmt.Sprintf("%.3f", elapsed.Seconds()), cfg.Codec, strconv.Itoa(world)}
 			if err := csvw.Write(rec); err != nil {
-				return fail("--csv: %v", err)
-			}
-			csvw.Flush()
-			if err := csvw.Error(); err != nil {
 				return fail("--csv: %v", err)
 			}
 		}
