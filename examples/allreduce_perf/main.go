@@ -32,8 +32,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -47,6 +45,7 @@ import (
 	"time"
 
 	"github.com/vccl/vccl/collective"
+	"github.com/vccl/vccl/examples/internal/f32hash"
 	"github.com/vccl/vccl/examples/internal/jobcmd"
 	"github.com/vccl/vccl/internal/metric"
 )
@@ -230,22 +229,6 @@ func unmarshalPerRank(b []byte) (perRank, error) {
 	return perRank{hash: r.Hash, timeNs: int64(r.Words[0]), wireBytes: int64(r.Words[1]), rawBytes: int64(r.Words[2]), allocBytes: int64(r.Words[3])}, nil
 }
 
-func hashFloats(x []float32) [32]byte {
-	h := sha256.New()
-	var buf [8192]byte
-	for i := 0; i < len(x); {
-		k := 0
-		for ; k+4 <= len(buf) && i < len(x); i++ {
-			binary.LittleEndian.PutUint32(buf[k:], math.Float32bits(x[i]))
-			k += 4
-		}
-		h.Write(buf[:k])
-	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
@@ -329,7 +312,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			if _, err := comm.AllReduce(ctx, data, callOpts...); err != nil {
 				return fmt.Errorf("size %d: check: %w", bytes, err)
 			}
-			me.hash = hashFloats(data)
+			me.hash = f32hash.Sum(data)
 			exactResult(exact[:count], tmp[:count], o.seed, world, o.op == "avg")
 			res.NMSE = metric.NMSE(data, exact[:count])
 		}

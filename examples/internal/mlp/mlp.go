@@ -13,14 +13,14 @@
 package mlp
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/vccl/vccl/examples/internal/f32hash"
 )
 
 // DefaultSizes are the layer widths of the examples' model: 784-256-128-10.
@@ -319,17 +319,5 @@ func (m *Model) Step(lr, momentum float32) {
 // Hash returns the SHA-256 of the parameters' bytes (little-endian float32),
 // the fingerprint ranks compare to prove their replicas are identical.
 func (m *Model) Hash() [32]byte {
-	h := sha256.New()
-	var buf [4096]byte
-	for i := 0; i < len(m.Params); {
-		k := 0
-		for ; k+4 <= len(buf) && i < len(m.Params); i++ {
-			binary.LittleEndian.PutUint32(buf[k:], math.Float32bits(m.Params[i]))
-			k += 4
-		}
-		h.Write(buf[:k])
-	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out
+	return f32hash.Sum(m.Params)
 }
