@@ -5,14 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vccl/vccl/examples/internal/ranktest"
-	"github.com/vccl/vccl/worker"
 )
 
 func TestMain(m *testing.M) { ranktest.TestMain(m, main) }
@@ -53,9 +51,7 @@ func TestBadFlags(t *testing.T) {
 }
 
 func TestSingleRankJSON(t *testing.T) {
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
-		t.Skip("running inside a vccl job")
-	}
+	ranktest.SkipInJob(t)
 	var out strings.Builder
 	if err := run(context.Background(), []string{"-b", "1K", "-e", "8K", "-n", "2", "-w", "1", "-json", "-codec", "raw"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
@@ -91,25 +87,16 @@ func decodeJSON(t *testing.T, s string) []result {
 // table's promises: every rank's result equal to rank 0's, NMSE near zero
 // for raw, compression for a video codec.
 func TestRanksAgree(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	codecs := []string{"raw", "h264"}
 	if testing.Short() {
 		codecs = codecs[:1]
 	}
 	for _, codec := range codecs {
 		t.Run(codec, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			res, err := ranktest.Run(ctx, ranktest.Job{
-				NP: 3, Exe: exe,
+			res := ranktest.RunSelf(t, ranktest.Job{
+				NP:   3,
 				Args: []string{"-b", "4K", "-e", "64K", "-f", "4", "-n", "2", "-w", "1", "-c", "1", "-json", "-codec", codec},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			}, 2*time.Minute)
 			for _, r := range res {
 				if r.Err != nil {
 					t.Fatalf("rank %d: %v\nstderr:\n%s", r.Rank, r.Err, r.Stderr)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/binary"
-	"encoding/csv"
 	"io"
 	"math"
 	"os"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/vccl/vccl/examples/internal/gpt"
 	"github.com/vccl/vccl/examples/internal/ranktest"
-	"github.com/vccl/vccl/worker"
 )
 
 func TestMain(m *testing.M) { ranktest.TestMain(m, main) }
@@ -44,9 +42,7 @@ func smallCorpus(t *testing.T) string {
 var small = []string{"--ctx", "16", "--dim", "16", "--heads", "2", "--layers", "1", "--val-every", "5", "--eval-windows", "64"}
 
 func TestSingleRankLearnsAndWritesCSV(t *testing.T) {
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
-		t.Skip("running inside a vccl job")
-	}
+	ranktest.SkipInJob(t)
 	csvPath := filepath.Join(t.TempDir(), "eval.csv")
 	var out, errb strings.Builder
 	args := append([]string{"--codec", "raw", "--data", smallCorpus(t), "--steps", "60", "--eval-every", "30",
@@ -70,15 +66,7 @@ func TestSingleRankLearnsAndWritesCSV(t *testing.T) {
 	if !strings.Contains(errb.String(), "train 100%") {
 		t.Errorf("no finished progress bar on stderr:\n%s", errb.String())
 	}
-	f, err := os.Open(csvPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := ranktest.ReadCSV(t, csvPath)
 	if len(recs) != 3 || recs[0][3] != "val_ppl" || recs[2][0] != "60" || recs[2][8] != "raw" {
 		t.Fatalf("csv:\n%v", recs)
 	}
@@ -111,18 +99,7 @@ func TestBadFlags(t *testing.T) {
 
 func runRanks(t *testing.T, job ranktest.Job) []ranktest.Result {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	job.Exe = exe
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	res, err := ranktest.Run(ctx, job)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return ranktest.RunSelf(t, job, 3*time.Minute)
 }
 
 func readFloats(t *testing.T, path string, n int) []float32 {
@@ -154,11 +131,7 @@ func TestDataParallelStepMatchesSingleProcess(t *testing.T) {
 		Args: append([]string{"--codec", "raw", "--data", data, "--steps", "1", "--batch", strconv.Itoa(batch),
 			"--warmup", "1", "--lr", "0.003", "--wd", "0.1", "--clip", "1", "--seed", "5", "--save", save, "--progress", "off"}, small...),
 	})
-	for _, r := range res {
-		if r.Err != nil {
-			t.Fatalf("rank %d: %v\nstdout:\n%s\nstderr:\n%s", r.Rank, r.Err, r.Stdout, r.Stderr)
-		}
-	}
+	ranktest.RequireSuccess(t, res)
 
 	cfg := gpt.Config{Vocab: 256, Ctx: 16, Dim: 16, Heads: 2, Layers: 1, Hidden: 64}
 	m, err := gpt.New(cfg, 5, 2*batch)
@@ -250,15 +223,7 @@ func TestDivergedReplicasFail(t *testing.T) {
 			t.Errorf("rank %d exited 0 although the replicas differ", r.Rank)
 		}
 	}
-	named := false
-	for _, r := range res {
-		other := 1 - r.Rank
-		want := "rank " + strconv.Itoa(r.Rank) + ": step 2: parameters differ"
-		if strings.Contains(r.Stderr, want) && strings.Contains(r.Stderr, "on rank(s) "+strconv.Itoa(other)) {
-			named = true
-		}
-	}
-	if !named {
+	if !ranktest.ReportsDrift(res, "step 2") {
 		t.Errorf("no rank reported the divergence at step 2 naming the other rank:\nrank 0:\n%s\nrank 1:\n%s", res[0].Stderr, res[1].Stderr)
 	}
 }
@@ -274,11 +239,7 @@ func TestRanksTrainInLockstep(t *testing.T) {
 			"--progress", "off"}, small...),
 		Env: []string{"VCCL_WARMUP_STEPS=2", "VCCL_RAW_BELOW=0"},
 	})
-	for _, r := range res {
-		if r.Err != nil {
-			t.Fatalf("rank %d: %v\nstdout:\n%s\nstderr:\n%s", r.Rank, r.Err, r.Stdout, r.Stderr)
-		}
-	}
+	ranktest.RequireSuccess(t, res)
 	m := evalLine.FindAllStringSubmatch(res[0].Stdout, -1)
 	if len(m) != 2 {
 		t.Fatalf("rank 0 printed no evaluation lines:\n%s", res[0].Stdout)

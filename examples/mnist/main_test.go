@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/vccl/vccl/examples/internal/ranktest"
-	"github.com/vccl/vccl/worker"
 )
 
 func TestMain(m *testing.M) { ranktest.TestMain(m, main) }
@@ -22,9 +19,7 @@ func TestMain(m *testing.M) { ranktest.TestMain(m, main) }
 var epochLine = regexp.MustCompile(`(?m)^epoch (\d+) loss (\d+\.\d+) test_acc (\d+\.\d+)% bpv (\d+\.\d+) wire (\S+)MB \(raw (\S+)MB\) time (\d+\.\d)s$`)
 
 func TestSingleRankTrainsAndWritesCSV(t *testing.T) {
-	if _, ok := os.LookupEnv(worker.EnvRank); ok {
-		t.Skip("running inside a vccl job")
-	}
+	ranktest.SkipInJob(t)
 	csvPath := filepath.Join(t.TempDir(), "epochs.csv")
 	var out, errb strings.Builder
 	err := run(context.Background(), []string{"--codec", "raw", "--epochs", "2", "--max-steps", "60", "--csv", csvPath, "--progress", "auto"}, &out, &errb)
@@ -42,15 +37,7 @@ func TestSingleRankTrainsAndWritesCSV(t *testing.T) {
 	if !strings.Contains(errb.String(), "epoch 2/2 100%") {
 		t.Errorf("no finished progress bar for epoch 2 on stderr:\n%s", errb.String())
 	}
-	f, err := os.Open(csvPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := ranktest.ReadCSV(t, csvPath)
 	if len(recs) != 3 || recs[0][0] != "epoch" || recs[0][2] != "test_acc" || recs[2][0] != "2" {
 		t.Fatalf("csv:\n%v", recs)
 	}
@@ -79,18 +66,7 @@ func TestBadFlags(t *testing.T) {
 
 func runRanks(t *testing.T, job ranktest.Job) []ranktest.Result {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	job.Exe = exe
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	res, err := ranktest.Run(ctx, job)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return ranktest.RunSelf(t, job, 3*time.Minute)
 }
 
 // TestRanksTrainInLockstep runs real worker processes on loopback: every
@@ -107,11 +83,7 @@ func TestRanksTrainInLockstep(t *testing.T) {
 				Args: []string{"--codec", codec, "--epochs", "1", "--max-steps", "12", "--progress", "off"},
 				Env:  []string{"VCCL_WARMUP_STEPS=2"},
 			})
-			for _, r := range res {
-				if r.Err != nil {
-					t.Fatalf("rank %d: %v\nstdout:\n%s\nstderr:\n%s", r.Rank, r.Err, r.Stdout, r.Stderr)
-				}
-			}
+			ranktest.RequireSuccess(t, res)
 			m := epochLine.FindStringSubmatch(res[0].Stdout)
 			if m == nil {
 				t.Fatalf("rank 0 printed no epoch line:\n%s", res[0].Stdout)
@@ -150,17 +122,7 @@ func TestDriftedReplicasFail(t *testing.T) {
 			t.Errorf("rank %d exited 0 although the replicas differ", r.Rank)
 		}
 	}
-	// Both ranks see the mismatch; whichever exits first gets the other
-	// killed (as the launcher does), so look for the report on either.
-	named := false
-	for _, r := range res {
-		other := 1 - r.Rank
-		want := "rank " + strconv.Itoa(r.Rank) + ": epoch 1: parameters differ"
-		if strings.Contains(r.Stderr, want) && strings.Contains(r.Stderr, "on rank(s) "+strconv.Itoa(other)) {
-			named = true
-		}
-	}
-	if !named {
+	if !ranktest.ReportsDrift(res, "epoch 1") {
 		t.Errorf("no rank reported the drift naming the other rank:\nrank 0:\n%s\nrank 1:\n%s", res[0].Stderr, res[1].Stderr)
 	}
 }
