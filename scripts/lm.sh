@@ -12,14 +12,8 @@
 # directory. Extra arguments go to every training run (e.g. --steps 600
 # --seed 2).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-# Go from go.dev installs into /usr/local/go, which a non-login shell may not have on PATH.
-command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
-bash scripts/setup.sh
-
-mkdir -p bin
-go build -o bin/launcher ./launcher
-go build -o bin/lm ./examples/lm
+. "$(dirname "$0")/lib.sh"
+setup_and_build lm
 if [ -n "${LM_OUT:-}" ]; then
 	out=$LM_OUT
 	mkdir -p "$out"

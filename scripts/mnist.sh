@@ -5,14 +5,8 @@
 # uncompressed (raw fp32) for comparison, and prints both side by side.
 # Extra arguments go to both training runs (e.g. --epochs 1).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-# Go from go.dev installs into /usr/local/go, which a non-login shell may not have on PATH.
-command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
-bash scripts/setup.sh
-
-mkdir -p bin
-go build -o bin/launcher ./launcher
-go build -o bin/mnist ./examples/mnist
+. "$(dirname "$0")/lib.sh"
+setup_and_build mnist
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
