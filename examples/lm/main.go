@@ -383,16 +383,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if err != nil {
 			return err
 		}
-		var sum evalReport
-		for _, r := range reps {
-			s := fromReport(r)
-			sum.trainLoss += s.trainLoss
-			sum.trainSteps += s.trainSteps
-			sum.valLoss += s.valLoss
-			sum.valTokens += s.valTokens
-			sum.wireBytes += s.wireBytes
-			sum.rawBytes += s.rawBytes
-		}
+		sum := fromReport(jobcmd.SumReports(reps, 0, 2)) // words 0 and 2, trainLoss and valLoss, are float64s
 		rep.trainLoss, rep.trainSteps = 0, 0
 		if rank != 0 {
 			continue

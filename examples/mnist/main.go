@@ -234,16 +234,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		if err != nil {
 			return err
 		}
-		var all epochSummary
-		for _, r := range reps {
-			s := fromReport(r)
-			all.lossSum += s.lossSum
-			all.samples += s.samples
-			all.correct += s.correct
-			all.tested += s.tested
-			all.wireBytes += s.wireBytes
-			all.rawBytes += s.rawBytes
-		}
+		all := fromReport(jobcmd.SumReports(reps, 0)) // word 0, lossSum, is a float64
 		if rank != 0 {
 			continue
 		}

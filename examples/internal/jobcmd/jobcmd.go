@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -129,6 +130,32 @@ func UnmarshalReport(b []byte, words int) (Report, error) {
 		r.Words[i] = binary.LittleEndian.Uint64(b[len(r.Hash)+8*i:])
 	}
 	return r, nil
+}
+
+// SumReports adds up every rank's counters in rank order: the words listed
+// in floatWords as float64 bits (math.Float64bits), the others as integers.
+// The sum's hash is the first report's (Gather has checked they agree).
+func SumReports(reps []Report, floatWords ...int) Report {
+	var sum Report
+	if len(reps) == 0 {
+		return sum
+	}
+	sum.Hash = reps[0].Hash
+	sum.Words = make([]uint64, len(reps[0].Words))
+	isFloat := make([]bool, len(sum.Words))
+	for _, i := range floatWords {
+		isFloat[i] = true
+	}
+	for _, r := range reps {
+		for i, w := range r.Words {
+			if isFloat[i] {
+				sum.Words[i] = math.Float64bits(math.Float64frombits(sum.Words[i]) + math.Float64frombits(w))
+			} else {
+				sum.Words[i] += w
+			}
+		}
+	}
+	return sum
 }
 
 // Gather runs the AllGather that ends a step: it sends mine and returns
