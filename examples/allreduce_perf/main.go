@@ -230,11 +230,7 @@ func unmarshalPerRank(b []byte) (perRank, error) {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	o, err := parseFlags(args, stderr)
-	if err != nil {
-		return err
-	}
-	cfg, err := o.Config()
+	o, cfg, err := jobcmd.Setup(args, stderr, parseFlags)
 	if err != nil {
 		return err
 	}

@@ -90,6 +90,20 @@ func (c *CodecFlags) Config() (collective.Config, error) {
 	return cfg, nil
 }
 
+// Setup parses the command line with parseFlags and builds the
+// collective's configuration from the job's environment and the flags
+// (CodecFlags.Config).
+func Setup[O interface {
+	Config() (collective.Config, error)
+}](args []string, stderr io.Writer, parseFlags func([]string, io.Writer) (O, error)) (O, collective.Config, error) {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return o, collective.Config{}, err
+	}
+	cfg, err := o.Config()
+	return o, cfg, err
+}
+
 // Close closes comm, to be deferred by a run function with its named error
 // result err. The results are in (and checked) by the time Close runs, so a
 // failure to leave the job cleanly is worth a warning on stderr, not a
