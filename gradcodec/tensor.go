@@ -164,7 +164,38 @@ func (e *tensorEncoder) stats(src []float32, s Shape) tensorStats {
 	clear(e.colSS32)
 	cs := e.colSS32
 	var st tensorStats
-	for r := 0; r < s.Rows; r++ {
+	r := 0
+	// Two rows at a time: four independent sums (each row's sums keep
+	// their order, so the results do not change).
+	for ; r+1 < s.Rows; r += 2 {
+		ra := src[r*s.Cols : (r+1)*s.Cols]
+		rb := src[(r+1)*s.Cols : (r+2)*s.Cols]
+		rb = rb[:len(ra)]
+		cs := cs[:len(ra)]
+		var a0, a1, b0, b1 float32
+		j := 0
+		for ; j+1 < len(ra); j += 2 {
+			x0, x1 := ra[j]*ra[j], ra[j+1]*ra[j+1]
+			y0, y1 := rb[j]*rb[j], rb[j+1]*rb[j+1]
+			a0 += x0
+			a1 += x1
+			b0 += y0
+			b1 += y1
+			cs[j] = cs[j] + x0 + y0
+			cs[j+1] = cs[j+1] + x1 + y1
+		}
+		if j < len(ra) {
+			x, y := ra[j]*ra[j], rb[j]*rb[j]
+			a0 += x
+			b0 += y
+			cs[j] = cs[j] + x + y
+		}
+		e.rowSS[r] = float64(a0) + float64(a1)
+		st.sumSq += e.rowSS[r]
+		e.rowSS[r+1] = float64(b0) + float64(b1)
+		st.sumSq += e.rowSS[r+1]
+	}
+	for ; r < s.Rows; r++ {
 		row := src[r*s.Cols : (r+1)*s.Cols]
 		cs := cs[:len(row)]
 		var r0, r1 float32
