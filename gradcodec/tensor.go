@@ -16,6 +16,7 @@ import (
 
 	"github.com/klauspost/compress/fse"
 	"github.com/klauspost/compress/huff0"
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // Tensor codec constants. Changing any of them changes the wire format.
@@ -723,36 +724,48 @@ func (e *tensorEncoder) saturated() bool {
 }
 
 // quantRun quantises row[order[i]] (or row[i] when order is nil) into dst,
-// |q| > 127 as -128 with q appended to big.
+// |q| > 127 as -128 with q appended to big. Runs whose levels all fit in
+// an int8 (nearly all) go through kern.QuantDZ.
 func quantRun(dst []byte, row []float32, order []int32, inv float32, big []int32) []int32 {
 	if order == nil {
 		dst = dst[:len(row)]
+		if kern.QuantDZ(dst, row, inv, tensorTheta) {
+			return big
+		}
 		for j, v := range row {
-			b := math.Float32bits(v)
-			sg := int32(b) >> 31
-			a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
-			if a >= 128 {
-				big = append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
-				dst[j] = 0x80
-				continue
-			}
-			dst[j] = byte((int32(a) ^ sg) - sg)
+			dst[j], big = quantOne(v, inv, big)
 		}
 		return big
 	}
 	dst = dst[:len(order)]
-	for i, j := range order {
-		b := math.Float32bits(row[j])
-		sg := int32(b) >> 31
-		a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
-		if a >= 128 {
-			big = append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
-			dst[i] = 0x80
+	var buf [256]float32
+	for lo := 0; lo < len(order); lo += len(buf) {
+		o := order[lo:min(lo+len(buf), len(order))]
+		v := buf[:len(o)]
+		for i, j := range o {
+			v[i] = row[j]
+		}
+		d := dst[lo : lo+len(o)]
+		if kern.QuantDZ(d, v, inv, tensorTheta) {
 			continue
 		}
-		dst[i] = byte((int32(a) ^ sg) - sg)
+		for i, x := range v {
+			d[i], big = quantOne(x, inv, big)
+		}
 	}
 	return big
+}
+
+// quantOne quantises v as a byte of quantRun's output: q, or 0x80 with q
+// appended to big when |q| > 127.
+func quantOne(v, inv float32, big []int32) (byte, []int32) {
+	b := math.Float32bits(v)
+	sg := int32(b) >> 31
+	a := math.Float32frombits(b&0x7fffffff)*inv + tensorTheta
+	if a >= 128 {
+		return 0x80, append(big, (int32(min(a, tensorMaxQ))^sg)-sg)
+	}
+	return byte((int32(a) ^ sg) - sg), big
 }
 
 // newTensorEncoder returns the state of a stream at bpv bits per value.

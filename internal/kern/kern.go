@@ -303,3 +303,30 @@ func DequantI8(dst []float32, q []byte, m float32) {
 		dst[i] = float32(int8(q[i])) * m
 	}
 }
+
+// QuantDZ writes the dead-zone levels q = sign(x)·floor(|x|·inv + theta)
+// of x into out as int8 bytes and reports whether every |q| is at most
+// 127; when it is not (or x holds NaN), out is unspecified and the caller
+// quantises again. theta must be in [0, 1).
+func QuantDZ(out []byte, x []float32, inv, theta float32) bool {
+	out = out[:len(x)]
+	i := 0
+	ok := true
+	if useAVX2 && len(x) >= 8 {
+		n := len(x) &^ 7
+		ok = quantDZAVX2(&out[0], &x[0], n, inv, theta) <= 127
+		i = n
+	}
+	for ; i < len(x); i++ {
+		b := math.Float32bits(x[i])
+		// x·inv + θ·sign(x) truncated: exactly sign(x)·floor(|x|·inv + θ),
+		// IEEE rounding being symmetric in sign.
+		a := x[i]*inv + math.Float32frombits(math.Float32bits(theta)|b&0x80000000)
+		if !(a > -128 && a < 128) {
+			ok = false
+			continue
+		}
+		out[i] = byte(int32(a))
+	}
+	return ok
+}

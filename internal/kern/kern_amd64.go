@@ -52,3 +52,6 @@ func quantI8AVX2(out *byte, x *float32, n int, inv float32)
 
 //go:noescape
 func dequantI8AVX2(dst *float32, q *byte, n int, m float32)
+
+//go:noescape
+func quantDZAVX2(out *byte, x *float32, n int, inv, theta float32) (maxAbs uint32)

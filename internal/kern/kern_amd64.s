@@ -384,3 +384,40 @@ loop:
 	JNZ loop
 	VZEROUPPER
 	RET
+
+// func quantDZAVX2(out *byte, x *float32, n int, inv, theta float32) (maxAbs uint32)
+TEXT ·quantDZAVX2(SB), NOSPLIT, $0-36
+	MOVQ out+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS inv+24(FP), Y6
+	VBROADCASTSS theta+28(FP), Y11
+	BCAST(0x80000000, Y10, X10)
+	VPXOR Y7, Y7, Y7
+loopdz:
+	VMOVUPS (SI), Y0
+	VANDPS Y10, Y0, Y1
+	VORPS Y11, Y1, Y1 // θ with x's sign
+	VMULPS Y6, Y0, Y0
+	VADDPS Y1, Y0, Y0 // not fused: the same roundings as the Go loop
+	VCVTTPS2DQ Y0, Y0
+	VPABSD Y0, Y2
+	VPMAXUD Y2, Y7, Y7
+	VEXTRACTI128 $1, Y0, X1
+	VPACKSSDW X1, X0, X0
+	VPACKSSWB X0, X0, X0
+	MOVQ X0, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	SUBQ $8, CX
+	JNZ loopdz
+	VEXTRACTI128 $1, Y7, X1
+	VPMAXUD X1, X7, X7
+	VPSHUFD $0x4e, X7, X1
+	VPMAXUD X1, X7, X7
+	VPSHUFD $0xb1, X7, X1
+	VPMAXUD X1, X7, X7
+	VMOVD X7, AX
+	MOVL AX, maxAbs+32(FP)
+	VZEROUPPER
+	RET

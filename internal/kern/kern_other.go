@@ -22,3 +22,5 @@ func encodeBF16AVX2(out *uint16, x *float32, n int) bool    { panic("unreachable
 func decodeBF16AVX2(dst *float32, h *uint16, n int) bool    { panic("unreachable") }
 func quantI8AVX2(out *byte, x *float32, n int, inv float32) { panic("unreachable") }
 func dequantI8AVX2(dst *float32, q *byte, n int, m float32) { panic("unreachable") }
+
+func quantDZAVX2(out *byte, x *float32, n int, inv, theta float32) uint32 { panic("unreachable") }

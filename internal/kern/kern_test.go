@@ -134,3 +134,56 @@ func TestKernelsMatchGo(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantDZ checks QuantDZ, with and without the assembly, against
+// sign(x)·floor(|x|·inv + θ) computed on |x|, and its range report.
+func TestQuantDZ(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const theta = 0.4
+	has := useAVX2
+	defer func() { useAVX2 = has }()
+	for _, n := range []int{0, 1, 7, 8, 9, 17, 64, 1000} {
+		for _, special := range []bool{false, true} {
+			for _, inv := range []float32{0.5, 3, 100, 1e4} {
+				x := values(rng, n, special)
+				if !special && rng.IntN(2) == 0 {
+					for i := range x { // mostly in range
+						x[i] = float32(rng.NormFloat64()) * 20 / inv
+					}
+				}
+				wantOK := true
+				want := make([]byte, n)
+				for i, v := range x {
+					a := float32(math.Abs(float64(v)))*inv + theta
+					if !(a < 128) {
+						wantOK = false
+						continue
+					}
+					q := int32(a)
+					if v < 0 {
+						q = -q
+					}
+					want[i] = byte(q)
+				}
+				for _, asm := range []bool{false, true} {
+					if asm && !has {
+						continue
+					}
+					useAVX2 = asm
+					out := make([]byte, n)
+					ok := QuantDZ(out, x, inv, theta)
+					if ok != wantOK {
+						t.Fatalf("n=%d special=%v inv=%v asm=%v: ok %v, want %v", n, special, inv, asm, ok, wantOK)
+					}
+					if ok {
+						for i := range out {
+							if out[i] != want[i] {
+								t.Fatalf("n=%d inv=%v asm=%v value %d (%v): %d, want %d", n, inv, asm, i, x[i], int8(out[i]), int8(want[i]))
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
