@@ -113,12 +113,30 @@ func (d *Decoder) Close() error {
 	return first
 }
 
+// DecodeFrameMaxValues bounds the tensor DecodeFrame allocates: frames of
+// more values than this, and than DecodeFrameMaxRatio per frame byte, are
+// refused. A frame's header sizes the tensor, and entropy-coded codecs
+// compress a zero tensor of any size into a few bytes, so without a bound a
+// 40-byte hostile frame could ask for gigabytes.
+const (
+	DecodeFrameMaxValues = 1 << 26
+	DecodeFrameMaxRatio  = 1024
+)
+
 // DecodeFrame is a convenience that decodes frame with a throw-away
-// software Decoder and returns the values and the header.
+// software Decoder and returns the values and the header. It refuses (with
+// ErrBadFrame) a frame of more than DecodeFrameMaxValues values that also
+// holds more than DecodeFrameMaxRatio values per byte; frames from
+// untrusted peers belong in Decoder.Decode with a destination the caller
+// sized.
 func DecodeFrame(frame []byte) ([]float32, Header, error) {
 	h, err := ParseHeader(frame)
 	if err != nil {
 		return nil, h, err
+	}
+	if n := h.Shape.Len(); n > DecodeFrameMaxValues && n > DecodeFrameMaxRatio*h.Size {
+		return nil, h, fmt.Errorf("%w: %dx%d = %d values in a %d-byte frame: over DecodeFrame's bound (use Decoder.Decode with a destination of the expected size)",
+			ErrBadFrame, h.Shape.Rows, h.Shape.Cols, n, h.Size)
 	}
 	d, err := NewDecoder("software")
 	if err != nil {

@@ -326,3 +326,18 @@ func TestUnknownCodecNamesWhatIsAvailable(t *testing.T) {
 		t.Errorf("h264 frame without the plug-in: %v", err)
 	}
 }
+
+// TestDecodeFrameBoundsAllocation: a small frame whose header claims a huge
+// tensor (the tensor codec sends 67M zeros in a few hundred bytes) is
+// refused by DecodeFrame before it allocates the tensor.
+func TestDecodeFrameBoundsAllocation(t *testing.T) {
+	enc := codectest.MustEncoder(t, "tensor", 1.4)
+	big := gradcodec.Shape{Rows: 8192, Cols: 8193}
+	fr, err := enc.Encode(nil, make([]float32, big.Len()), big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := gradcodec.DecodeFrame(fr); !errors.Is(err, gradcodec.ErrBadFrame) || !strings.Contains(err.Error(), "bound") {
+		t.Errorf("DecodeFrame of %d values in %d bytes: err = %v, want ErrBadFrame naming the bound", big.Len(), len(fr), err)
+	}
+}

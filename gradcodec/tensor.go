@@ -832,11 +832,12 @@ func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byt
 	}
 	e.buildMaps(s, st, flags)
 	scale := e.takeSample(src, s)
-	delta32 := float32(e.searchStep(s, st, flags, scale, targetBits))
+	delta32 := floorStep(float32(e.searchStep(s, st, flags, scale, targetBits)))
 	if !(delta32 > 0) || math.IsInf(float64(delta32)*(tensorMaxQ+1), 0) {
 		return dst, fmt.Errorf("tensor: step %v for RMS %v is out of range", delta32, st.rms)
 	}
 	start := len(dst)
+	widened := false
 quantise:
 	d := classD(st.rms, float64(delta32))
 	t := makeClassTable(d)
@@ -895,12 +896,16 @@ quantise:
 	}
 	if e.saturated() {
 		// A value beyond tensorMaxQ steps (an outlier the sample missed):
-		// widen the step so that it is coded, not clipped.
+		// widen the step so that it is coded, not clipped. Once is enough:
+		// with the step at max|x|/(tensorMaxQ-2) nothing can saturate.
+		if widened {
+			return dst[:start], fmt.Errorf("tensor: internal: values still saturate at step %v", delta32)
+		}
 		var mx float32
 		for _, v := range src {
 			mx = max(mx, v, -v)
 		}
-		delta32 = mx / (tensorMaxQ - 2)
+		delta32, widened = floorStep(mx/(tensorMaxQ-2)), true
 		goto quantise
 	}
 
@@ -932,7 +937,7 @@ quantise:
 		// measured and encode once more.
 		if got := 8 * float64(len(dst)-start+HeaderSize+TrailerSize); math.Abs(got-targetBits) > 0.05*targetBits {
 			retried = true
-			delta32 = float32(e.searchStep(s, st, flags, scale, targetBits))
+			delta32, widened = floorStep(float32(e.searchStep(s, st, flags, scale, targetBits))), false
 			if !(delta32 > 0) || math.IsInf(float64(delta32)*(tensorMaxQ+1), 0) {
 				return dst[:start], fmt.Errorf("tensor: step %v for RMS %v is out of range", delta32, st.rms)
 			}
@@ -1491,3 +1496,12 @@ func (d *tensorDecoder) decodeBlock(out, p []byte) ([]byte, error) {
 	}
 	return rest, nil
 }
+
+// tensorMinStep is the smallest quantiser step: the smallest normal
+// float32. Below it 1/step overflows to +Inf and 0·Inf is NaN, so a tensor
+// of subnormal values (a frozen or vanishing layer) would quantise to
+// garbage; at this step such values simply quantise to zero.
+const tensorMinStep = 0x1p-126
+
+// floorStep returns step, raised to tensorMinStep.
+func floorStep(step float32) float32 { return max(step, tensorMinStep) }

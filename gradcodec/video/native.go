@@ -297,6 +297,9 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int, rec []byte) ([]
 // encodeBare encodes like encode but keeps nothing: the codec's own cost,
 // for the benchmarks' baseline. It returns the access unit's size.
 func (n *nativeEncoder) encodeBare(plane []byte, qp int) (int, error) {
+	if len(plane) < n.w*n.h {
+		return 0, fmt.Errorf("gradcodec: internal: %d pixels for a %dx%d picture", len(plane), n.w, n.h)
+	}
 	pp := (*C.uint8_t)(unsafe.Pointer(&plane[0]))
 	size := 0
 	if n.hevc {

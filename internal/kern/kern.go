@@ -49,8 +49,8 @@ func QuantU8(out []byte, x []float32, inv float32) {
 }
 
 // DotLevels returns Σx·(q−128) and Σ(q−128)² over a row of values and
-// their 8-bit levels (len(q) >= len(x), at most 1<<17 values so that
-// Σ(q−128)² fits in int32).
+// their 8-bit levels (len(q) >= len(x), at most 1<<16 values so that
+// Σ(q−128)² fits in int32: 1<<17 levels of −128 would reach 2^31).
 func DotLevels(x []float32, q []byte) (dot float32, qq int32) {
 	q = q[:len(x)]
 	i := 0

@@ -4,9 +4,15 @@ package kern
 
 import "golang.org/x/sys/cpu"
 
-// useAVX2: the AVX2 kernels run here (AVX2 and FMA; F16C comes with them
-// on every x86 CPU that has AVX2).
-var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// useAVX2: the AVX2 kernels run here: AVX2, FMA and F16C (the fp16
+// kernels). Real CPUs with AVX2 have F16C, but a virtual machine may hide
+// it, so it is checked too.
+var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && hasF16C()
+
+// hasF16C reports whether the CPU has the F16C conversions.
+//
+//go:noescape
+func hasF16C() bool
 
 //go:noescape
 func sumSqMaxAbsAVX2(x *float32, n int) (ss float32, maxAbs uint32)

@@ -421,3 +421,14 @@ loopdz:
 	MOVL AX, maxAbs+32(FP)
 	VZEROUPPER
 	RET
+
+// func hasF16C() bool: CPUID leaf 1, ECX bit 29 (x/sys/cpu has no flag for
+// it).
+TEXT ·hasF16C(SB), NOSPLIT, $0-1
+	MOVL $1, AX
+	XORL CX, CX
+	CPUID
+	SHRL $29, CX
+	ANDL $1, CX
+	MOVB CX, ret+0(FP)
+	RET
