@@ -33,7 +33,7 @@ const (
 	EnvStreamIdle   = "VCCL_STREAM_IDLE"
 	EnvMaxStreams   = "VCCL_MAX_STREAMS"
 	EnvCodecThreads = "VCCL_CODEC_THREADS" // threads per video encoder; 0: CPUs per rank on the node
-	EnvMaxEncoders  = "VCCL_MAX_ENCODERS"  // open encoders per codec (one per piece shape)
+	EnvMaxEncoders  = "VCCL_MAX_ENCODERS"  // open encoders per codec (one per stream family, piece and shape)
 	// EnvLocalWorldSize is the number of ranks on this node; the launcher
 	// sets it. CodecThreads' default divides GOMAXPROCS by it.
 	EnvLocalWorldSize = "VCCL_LOCAL_WORLD_SIZE"
@@ -170,9 +170,12 @@ type Config struct {
 	// this node (EnvLocalWorldSize, which the launcher sets; 1 without it),
 	// at least 1.
 	CodecThreads int
-	// MaxEncoders bounds the encoders each codec keeps open: one per piece
-	// shape, shared by every stream and sub-chunk of that shape, the least
-	// recently used closed first. Defaults to 16.
+	// MaxEncoders bounds the encoders each codec keeps open: one per stream
+	// family (a bucket's stream, phase and chunk, shared by its sub-chunks),
+	// piece and shape, the least recently used closed first. A rank uses
+	// about WorldSize families per bucket each step; keep the cap above
+	// that times the pieces, or encoders and their rate control are reopened
+	// every step. Defaults to 64 (an x264 encoder holds about 2 MiB).
 	MaxEncoders int
 }
 

@@ -16,8 +16,12 @@ import (
 // more than it saves).
 const DefaultRawBelow = 4096
 
-// DefaultMaxEncoders is GradCodec's default MaxEncoders.
-const DefaultMaxEncoders = 16
+// DefaultMaxEncoders is GradCodec's default MaxEncoders. A rank encodes
+// about Size stream families per bucket each step (Size-1 reduce-scatter
+// chunks and its own allgather chunk), each with its pieces, so the cap
+// must hold a step's worth or encoders (and their rate control) are closed
+// and reopened every step; an x264 encoder holds about 2 MiB.
+const DefaultMaxEncoders = 64
 
 // minSide is the smallest side of a piece that is encoded with its own 2-D
 // shape; thinner pieces are re-laid out near-square first.
