@@ -573,7 +573,7 @@ func (l *link) reader() {
 		var bad badFrame
 		if errors.Is(err, errStopped) {
 			if asked {
-				l.got <- recvResult{err: ErrClosed}
+				l.answer(recvResult{err: ErrClosed})
 			}
 			return
 		}
@@ -583,7 +583,7 @@ func (l *link) reader() {
 				l.mu.Lock()
 				lerr := l.err
 				l.mu.Unlock()
-				l.got <- recvResult{err: lerr}
+				l.answer(recvResult{err: lerr})
 			}
 			return
 		}
@@ -596,7 +596,7 @@ func (l *link) reader() {
 			l.w.logf("rejected a frame from rank %d on the %s link: %v", l.peer, l.name, bad.err)
 		}
 		if asked {
-			l.got <- recvResult{err: badErr}
+			l.answer(recvResult{err: badErr})
 		}
 	}
 }
@@ -722,8 +722,19 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		}
 		return false, nil
 	}
-	l.got <- recvResult{m: m}
+	l.answer(recvResult{m: m})
 	return false, nil
+}
+
+// answer hands the reader's result to the waiting Recv. It gives up when
+// the link shuts down, so that a Recv that abandoned its answer (its
+// context ended) can never leave the reader blocked and Close waiting for
+// it.
+func (l *link) answer(r recvResult) {
+	select {
+	case l.got <- r:
+	case <-l.stopOut:
+	}
 }
 
 // readFailed turns a read error into the link's failure.
