@@ -20,9 +20,9 @@ const (
 	// MinChunkBytes is the smallest Ring.ChunkBytes.
 	MinChunkBytes = 16
 	// maxPieces bounds the pieces of one byte collective (all ranks'
-	// payloads together), so that a length no rank could send cannot size
-	// the step lists.
-	maxPieces   = 1 << 22
+	// payloads together: 64 GiB at the default ChunkBytes), so that a length
+	// announced by a peer cannot size the step lists beyond a few MB.
+	maxPieces   = 1 << 16
 	pieceHeader = 8
 )
 
