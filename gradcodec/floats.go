@@ -12,6 +12,9 @@ import (
 // AppendFloat32s appends src to dst as little-endian IEEE-754 float32 (the
 // raw wire form) and returns the extended slice.
 func AppendFloat32s(dst []byte, src []float32) []byte {
+	if unalignedLE {
+		return append(dst, f32bytes(src)...) // one bulk copy
+	}
 	for _, v := range src {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
 	}
@@ -22,6 +25,10 @@ func AppendFloat32s(dst []byte, src []float32) []byte {
 // at least 4*len(dst) bytes.
 func Float32sFromBytes(dst []float32, src []byte) {
 	_ = src[:4*len(dst)]
+	if unalignedLE {
+		copy(f32bytes(dst), src) // one bulk copy
+		return
+	}
 	for i := range dst {
 		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
 	}

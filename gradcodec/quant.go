@@ -81,41 +81,6 @@ func toFP16(f float32) uint16 { return kern.ToFP16(f) }
 // fromFP16 converts IEEE half precision to float32 (exactly).
 func fromFP16(h uint16) float32 { return kern.FromFP16(h) }
 
-// ComputeScales fills scales (bfloat16 bits, one per scale group of
-// ScaleGroupRows(s) rows) with mult·min(k·RMS, max|x|) of each group,
-// rounded to bfloat16. A group of zeros gets scale 0 and decodes as exact
-// zeros.
-func ComputeScales(scales []uint16, src []float32, s Shape, k, mult float64) {
-	g := ScaleGroupRows(s)
-	span := g * s.Cols
-	for i := range scales {
-		lo := i * span
-		hi := min(lo+span, len(src))
-		var ss float64
-		var hi32, lo32 float32
-		for _, v := range src[lo:hi] {
-			ss += float64(v * v)
-			hi32 = max(hi32, v)
-			lo32 = min(lo32, v)
-		}
-		mx := float64(max(hi32, -lo32))
-		if mx == 0 {
-			scales[i] = 0
-			continue
-		}
-		sc := k * math.Sqrt(ss/float64(hi-lo))
-		if sc > mx {
-			sc = mx
-		}
-		h := ToBF16(float32(sc * mult))
-		if FromBF16(h) == 0 || math.IsInf(float64(FromBF16(h)), 0) {
-			// Tiny groups underflow only below 1e-38; treat as zero rows.
-			h = 0
-		}
-		scales[i] = h
-	}
-}
-
 // PutScales appends scales (bfloat16 bits) to dst as little-endian uint16.
 func PutScales(dst []byte, scales []uint16) []byte {
 	for _, h := range scales {
