@@ -238,3 +238,66 @@ func TestGradCodecEncoderCap(t *testing.T) {
 		})
 	}
 }
+
+// TestGradCodecSubChunkResiduals: sub-chunks that share an encoder (and
+// its rate control) keep their own residuals, through encoder eviction,
+// and each residual is exactly the frame's input (src plus the previous
+// residual) minus what a decoder of the frame yields. Raw pieces leave a
+// zero residual.
+func TestGradCodecSubChunkResiduals(t *testing.T) {
+	for _, name := range []string{"int8", "h264"} {
+		t.Run(name, func(t *testing.T) {
+			enc := newGradCodec(t, name, true)
+			dec := newGradCodec(t, name, false)
+			enc.MaxEncoders = 1 // every switch of family evicts
+			// A compressed piece and a raw one (under RawBelow) per sub-chunk.
+			pieces := []gradcodec.Shape{{Rows: 48, Cols: 128}, {Rows: 1, Cols: 300}}
+			n := pieces[0].Len() + pieces[1].Len()
+			prev := map[string][]float32{}
+			for step := 0; step < 4; step++ {
+				for _, fam := range []string{"a/rs/c1", "b/ag/c0"} {
+					for sub := 0; sub < 2; sub++ {
+						stream := fmt.Sprintf("%s.s%d@%d+%d", fam, sub, sub*n, n)
+						// Sub-chunks of very different magnitudes: a residual
+						// or scale carried across them would show.
+						src := smooth(uint64(100*step+10*sub+len(fam)), 1, n)
+						for i := range src {
+							src[i] *= float32(1 + 99*sub)
+						}
+						x := make([]float32, n)
+						for i := range x {
+							x[i] = src[i]
+							if r := prev[stream]; r != nil {
+								x[i] += r[i]
+							}
+						}
+						recon := make([]float32, n)
+						wire, err := enc.Encode(stream, src, pieces, recon)
+						if err != nil {
+							t.Fatal(err)
+						}
+						y := codectest.DecodesToRecon(t, dec, wire, recon, stream)
+						res := enc.ErrorFeedback().Residual(stream)
+						if len(res) != n {
+							t.Fatalf("%s: residual of %d values, want %d", stream, len(res), n)
+						}
+						for i := range x {
+							if want := x[i] - y[i]; math.Float32bits(res[i]) != math.Float32bits(want) {
+								t.Fatalf("step %d %s value %d: residual %v, want input %v - decoded %v = %v", step, stream, i, res[i], x[i], y[i], want)
+							}
+						}
+						for i := pieces[0].Len(); i < n; i++ {
+							if res[i] != 0 {
+								t.Fatalf("%s: raw value %d has residual %v", stream, i, res[i])
+							}
+						}
+						prev[stream] = append([]float32(nil), res...)
+					}
+				}
+			}
+			if k := enc.OpenEncoders(); k != 1 {
+				t.Errorf("%d encoders open, cap 1", k)
+			}
+		})
+	}
+}
