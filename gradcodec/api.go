@@ -53,6 +53,18 @@ type Encoder interface {
 	Close() error
 }
 
+// StreamEncoder is implemented by the Encoders with rate control (tensor,
+// h264, hevc): one Encoder, and its codec contexts, can serve several
+// streams of one kind — the sub-chunks of a ring chunk — when the caller
+// names the stream before each frame. Each stream keeps its own rate
+// control state (per shape), as if it had an Encoder of its own; frames
+// before the first SetStream belong to the stream "".
+type StreamEncoder interface {
+	Encoder
+	// SetStream makes the following frames part of stream key.
+	SetStream(key string)
+}
+
 // ReconEncoder is implemented by every Encoder of this module: it encodes
 // and also writes into recon (len(src) values, or nil) exactly what any
 // Decoder yields for the returned frame. The video encoders take it from

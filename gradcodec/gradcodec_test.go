@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -339,5 +340,54 @@ func TestDecodeFrameBoundsAllocation(t *testing.T) {
 	}
 	if _, _, err := gradcodec.DecodeFrame(fr); !errors.Is(err, gradcodec.ErrBadFrame) || !strings.Contains(err.Error(), "bound") {
 		t.Errorf("DecodeFrame of %d values in %d bytes: err = %v, want ErrBadFrame naming the bound", big.Len(), len(fr), err)
+	}
+}
+
+// TestStreamEncoderIsolatesRate: an encoder serving two streams (SetStream
+// before each frame) gives each the frames a fresh encoder of its own would:
+// neither stream's rate control sees the other's frames. The two streams
+// differ in content (gradient-like and noise), so shared state would show.
+func TestStreamEncoderIsolatesRate(t *testing.T) {
+	sh := gradcodec.Shape{Rows: 64, Cols: 256}
+	rng := rand.New(rand.NewPCG(5, 6))
+	a := make([][]float32, 4)
+	b := make([][]float32, 4)
+	for i := range a {
+		a[i] = codectest.GradientLike(uint64(30+i), sh.Rows, sh.Cols)
+		b[i] = make([]float32, sh.Len())
+		for k := range b[i] {
+			b[i][k] = float32(rng.NormFloat64()) * 100
+		}
+	}
+	n := 0
+	for _, codec := range gradcodec.Codecs() {
+		shared := codectest.MustEncoder(t, codec, 1.4)
+		se, ok := shared.(gradcodec.StreamEncoder)
+		if !ok {
+			continue
+		}
+		n++
+		alone := codectest.MustEncoder(t, codec, 1.4)
+		for i := range a {
+			want, err := alone.Encode(nil, a[i], sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			se.SetStream("b")
+			if _, err := se.Encode(nil, b[i], sh); err != nil {
+				t.Fatal(err)
+			}
+			se.SetStream("a")
+			got, err := se.Encode(nil, a[i], sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Errorf("%s frame %d of stream a: %d bytes beside stream b, %d alone", codec, i, len(got), len(want))
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no codec implements StreamEncoder")
 	}
 }

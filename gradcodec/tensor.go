@@ -103,9 +103,10 @@ const tensorTheta = 0.40
 
 // tensorEncoder is the state of one stream of the tensor codec.
 type tensorEncoder struct {
-	bpv   float64               // target bits per value
-	rates map[Shape]*tensorRate // rate control state per shape
-	rc    *tensorRate           // the current frame's
+	bpv    float64                       // target bits per value
+	rates  map[tensorRateKey]*tensorRate // rate control state per stream and shape
+	stream string                        // see SetStream
+	rc     *tensorRate                   // the current frame's
 
 	rowSS, colSS []float64
 	colSS32      []float32
@@ -135,8 +136,15 @@ type tensorRate struct {
 	flags uint8   // context maps, chosen on the first frame
 }
 
-// maxTensorRates bounds the per-shape rate states of one encoder.
-const maxTensorRates = 64
+// maxTensorRates bounds the rate states (per stream and shape) of one
+// encoder.
+const maxTensorRates = 1024
+
+// tensorRateKey names a rate state: the stream (see SetStream) and shape.
+type tensorRateKey struct {
+	stream string
+	shape  Shape
+}
 
 // tensorSample is a strided subset of the tensor (whole rows where
 // possible) that rate control evaluates candidate steps on.
@@ -770,7 +778,7 @@ func quantOne(v, inv float32, big []int32) (byte, []int32) {
 
 // newTensorEncoder returns the state of a stream at bpv bits per value.
 func newTensorEncoder(bpv float64) *tensorEncoder {
-	return &tensorEncoder{bpv: bpv, rates: map[Shape]*tensorRate{}}
+	return &tensorEncoder{bpv: bpv, rates: map[tensorRateKey]*tensorRate{}}
 }
 
 // chooseFlags picks the context maps with the smallest estimated frame at
@@ -809,13 +817,13 @@ func (e *tensorEncoder) appendPayload(dst []byte, src []float32, s Shape) ([]byt
 	}
 	targetBits := e.bpv * float64(n)
 
-	rc := e.rates[s]
+	rc := e.rates[tensorRateKey{e.stream, s}]
 	if rc == nil {
 		if len(e.rates) >= maxTensorRates {
 			clear(e.rates)
 		}
 		rc = &tensorRate{ratio: 1}
-		e.rates[s] = rc
+		e.rates[tensorRateKey{e.stream, s}] = rc
 	}
 	e.rc = rc
 	// Context maps: chosen on the first frame of a stream and shape, by

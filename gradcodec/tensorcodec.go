@@ -41,7 +41,10 @@ type tensorCodec struct {
 	closed bool
 }
 
-var _ ResidualEncoder = (*tensorCodec)(nil)
+var (
+	_ ResidualEncoder = (*tensorCodec)(nil)
+	_ StreamEncoder   = (*tensorCodec)(nil)
+)
 
 func newTensorCodec(opts Options) (Encoder, error) {
 	bpv := opts.BitsPerValue
@@ -53,6 +56,10 @@ func newTensorCodec(opts Options) (Encoder, error) {
 	}
 	return &tensorCodec{enc: newTensorEncoder(bpv)}, nil
 }
+
+// SetStream makes the following frames part of stream key, with its own
+// rate control state (see StreamEncoder).
+func (e *tensorCodec) SetStream(key string) { e.enc.stream = key }
 
 // Name returns "tensor".
 func (e *tensorCodec) Name() string { return "tensor" }
