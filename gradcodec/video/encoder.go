@@ -47,11 +47,18 @@ func (c *encCtx) close() {
 
 // maxCachedContexts bounds the open contexts kept per Encoder (one per
 // picture size for libx264/libx265, per size and QP for NVENC);
-// maxRateStates bounds the per-shape rate control states.
+// maxRateStates bounds the rate control states (per stream and shape).
 const (
 	maxCachedContexts = 4
-	maxRateStates     = 64
+	maxRateStates     = 1024
 )
+
+// rateKey names a rate control state: the stream (see SetStream) and the
+// tensor shape.
+type rateKey struct {
+	stream string
+	shape  gradcodec.Shape
+}
 
 // trial is one encode of a tensor at one control value.
 type trial struct {
@@ -78,8 +85,9 @@ type videoEncoder struct {
 	pix    []byte
 	zmap   []byte
 	trials [2]trial
-	rcs    map[gradcodec.Shape]*rateControl // per tensor shape
-	dec    *videoDecoder                    // NVENC only: decodes own frames for the refit
+	rcs    map[rateKey]*rateControl // per stream and tensor shape
+	stream string                   // see SetStream
+	dec    *videoDecoder            // NVENC only: decodes own frames for the refit
 	last   Stats
 	closed bool
 }
@@ -94,7 +102,15 @@ type Stats struct {
 // LastStats returns statistics of the last frame.
 func (e *videoEncoder) LastStats() Stats { return e.last }
 
-var _ gradcodec.ResidualEncoder = (*videoEncoder)(nil)
+var (
+	_ gradcodec.ResidualEncoder = (*videoEncoder)(nil)
+	_ gradcodec.StreamEncoder   = (*videoEncoder)(nil)
+)
+
+// SetStream makes the following frames part of stream key, with its own
+// rate control state; the codec contexts are shared (see
+// gradcodec.StreamEncoder).
+func (e *videoEncoder) SetStream(key string) { e.stream = key }
 
 func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 	quietFFmpeg()
@@ -148,7 +164,7 @@ func newVideoEncoder(opts gradcodec.Options) (*videoEncoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.rcs = map[gradcodec.Shape]*rateControl{}
+	e.rcs = map[rateKey]*rateControl{}
 	return e, nil
 }
 
@@ -318,13 +334,14 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 	tp := math.Max(e.target-8*float64(overhead)/float64(n), e.target/4)
 	rate := func(t *trial) float64 { return 8 * float64(len(t.payload)-4*l.Frames) / float64(n) }
 
-	rc := e.rcs[shape]
+	rk := rateKey{e.stream, shape}
+	rc := e.rcs[rk]
 	if rc == nil {
 		if len(e.rcs) >= maxRateStates {
 			clear(e.rcs)
 		}
 		rc = newRateControl(e.codec, e.target)
-		e.rcs[shape] = rc
+		e.rcs[rk] = rc
 	}
 	s := rc.s
 	cur := 0
