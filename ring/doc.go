@@ -189,10 +189,11 @@
 // # Codecs
 //
 // Codec is the interface the ring compresses with. GradCodec implements it
-// over package gradcodec: one Encoder per stream and piece, a Decoder for
-// Decode and a second one inside Encode to compute recon exactly as every
-// receiver will, error feedback per stream, and a container that holds the
-// pieces of a chunk (video frames, or raw values for pieces the RawBelow
-// policy excludes). Package ringtest has an exact and a lossy codec that
-// need no FFmpeg.
+// over package gradcodec: one Encoder per stream family, piece and shape
+// (the sub-chunks of a chunk share it, each with its own rate control), a
+// Decoder for Decode and a second one inside Encode to compute recon
+// exactly as every receiver will, error feedback per stream, and a
+// container that holds the pieces of a chunk (video frames, or raw values
+// for pieces the RawBelow policy excludes). Package ringtest has an exact
+// and a lossy codec that need no FFmpeg.
 package ring

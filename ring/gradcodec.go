@@ -31,7 +31,8 @@ const minSide = 16
 // a container of pieces, each a gradcodec frame or raw float32 values, with a
 // CRC-32 trailer. It keeps one gradcodec.Encoder per stream family (a
 // stream less its sub-chunk: "bucket/rs/c2", see streamFamily), piece and
-// shape, shared by the sub-chunks of the stream, so rate control follows a
+// shape, shared by the sub-chunks of the stream, each of which keeps its own
+// rate control state (gradcodec.StreamEncoder), so rate control follows a
 // slot step after step while a large allreduce opens a few encoders, not
 // one per sub-chunk; at most MaxEncoders of them, the least recently used
 // closed first. It also keeps one Decoder for Decode and a second one inside
@@ -288,6 +289,9 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			enc, err := c.encoderFor(encKey{family: family, piece: i, shape: p.shape})
 			if err != nil {
 				return fail(fmt.Errorf("ring: grad codec: stream %s: %w", stream, err))
+			}
+			if se, ok := enc.(gradcodec.StreamEncoder); ok {
+				se.SetStream(stream) // each sub-chunk keeps its own rate control
 			}
 			// EncodeRecon yields exactly what a decoder of the frame
 			// produces, without decoding the frame a second time;

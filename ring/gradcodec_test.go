@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -299,5 +300,40 @@ func TestGradCodecSubChunkResiduals(t *testing.T) {
 				t.Errorf("%d encoders open, cap 1", k)
 			}
 		})
+	}
+}
+
+// TestGradCodecSubChunkRates: sub-chunks that share an encoder keep their
+// own rate control, so each lands near the target rate even when their
+// contents differ (one smooth, one noise-like) and they alternate frame by
+// frame.
+func TestGradCodecSubChunkRates(t *testing.T) {
+	const target = 1.4
+	sh := gradcodec.Shape{Rows: 128, Cols: 256}
+	enc := newGradCodec(t, "h264", true)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for step := 0; step < 6; step++ {
+		for sub := 0; sub < 2; sub++ {
+			src := make([]float32, sh.Len())
+			for i := range src {
+				src[i] = float32(rng.NormFloat64())
+				if sub == 0 { // a smooth field with a little noise
+					r, c := i/sh.Cols, i%sh.Cols
+					src[i] = 0.02*src[i] + float32(math.Sin(float64(r)/9+float64(step))*math.Cos(float64(c)/13))
+				}
+			}
+			stream := fmt.Sprintf("b/rs/c0.s%d@%d+%d", sub, sub*sh.Len(), sh.Len())
+			wire, err := enc.Encode(stream, src, []gradcodec.Shape{sh}, make([]float32, len(src)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bpv := 8 * float64(len(wire)) / float64(sh.Len())
+			if step > 0 && (bpv > target*1.25 || bpv < target/1.25) {
+				t.Errorf("step %d sub-chunk %d: %.2f bits/value, want %.1f within 25%%", step, sub, bpv, target)
+			}
+		}
+	}
+	if n := enc.OpenEncoders(); n != 1 {
+		t.Errorf("%d encoders open, want the 2 sub-chunks on one", n)
 	}
 }
