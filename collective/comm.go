@@ -605,8 +605,9 @@ func (c *Comm) runAllReduce(ctx context.Context, data []float32, o *callOptions)
 // feedback and rate control per stream (WithStream; the default name comes
 // from the length and layout), and the first Config.WarmupSteps calls of a
 // stream travel raw. WithShape or WithLayout describe src, so the codec sees
-// its rows; pieces smaller than Config.RawBelow go raw inside the codec's
-// frames, and a src of fewer than RawBelow values travels raw. Unlike the
+// its rows; pieces smaller than Config.RawBelow go inside the codec's
+// container as int8 frames (video and tensor codecs) or raw, and a src of
+// fewer than RawBelow values travels raw. Unlike the
 // result of AllReduce, each rank's slice is its own exact sum of the decoded
 // partial sums: no two ranks hold the same values to compare. Errors are
 // those of AllReduce; every rank returns the same one.

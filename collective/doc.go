@@ -37,6 +37,9 @@
 // travel raw (fp32); the others go through the configured codec, laid out in
 // 2-D following their rows. The first Config.WarmupSteps allreduces of each
 // stream travel raw too (the uncompressed warm-up of 1-bit Adam and PowerSGD).
+// Where a ring chunk's boundary cuts fewer than RawBelow values off a
+// compressed tensor, that piece goes as an int8 frame (8–9 bits/value) when
+// the codec is h264, hevc or tensor, raw with the fixed-rate codecs.
 // A stream is the slot a tensor occupies step after step: a Bucketer names its
 // buckets itself; plain AllReduce calls name it with WithStream (by default it
 // is derived from the length and layout). Error feedback keeps the

@@ -193,7 +193,7 @@
 // (the sub-chunks of a chunk share it, each with its own rate control), a
 // Decoder for Decode and a second one inside Encode to compute recon
 // exactly as every receiver will, error feedback per stream, and a
-// container that holds the pieces of a chunk (video frames, or raw values
-// for pieces the RawBelow policy excludes). Package ringtest has an exact
-// and a lossy codec that need no FFmpeg.
+// container that holds the pieces of a chunk (video frames, or, for pieces
+// the RawBelow policy excludes, int8 frames or raw values). Package
+// ringtest has an exact and a lossy codec that need no FFmpeg.
 package ring
