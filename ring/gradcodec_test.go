@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/vccl/vccl/gradcodec"
@@ -358,6 +359,10 @@ func TestGradCodecSmallPieces(t *testing.T) {
 			}
 			if e > 1e-3 {
 				t.Fatalf("small piece NMSE %g, want < 1e-3", e)
+			}
+			src[len(src)-3] = float32(math.Inf(-1))
+			if _, err := enc.Encode("b", src, []gradcodec.Shape{big, frag}, recon); !errors.Is(err, gradcodec.ErrNonFinite) || !strings.Contains(err.Error(), "stream b") {
+				t.Fatalf("-Inf in the small piece: %v, want ErrNonFinite naming the stream", err)
 			}
 		})
 	}
