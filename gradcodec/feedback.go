@@ -54,6 +54,10 @@ func (e *ErrorFeedback) ApplyTo(key string, dst, src []float32) {
 		copy(dst, src)
 		return
 	}
+	if kern.Streaming(len(dst)) {
+		kern.AddTo2NT(dst, src, r) // dst would not stay cached anyway
+		return
+	}
 	kern.AddTo2(dst, src, r)
 }
 

@@ -28,15 +28,14 @@ static int vc_write_luma(AVFrame *f, const uint8_t *src, int w, int h) {
 	return 0;
 }
 
-// vc_read_luma copies the w×h top-left corner of the first plane of f into
-// dst (stride w). It fails unless the plane has 8-bit samples.
-static int vc_read_luma(const AVFrame *f, uint8_t *dst, int w, int h) {
-	if (!f->data[0] || f->width < w || f->height < h) return AVERROR(EINVAL);
+// vc_luma returns the first plane of f and its line size when it holds a
+// w×h picture of 8-bit samples in memory, else NULL.
+static const uint8_t *vc_luma(const AVFrame *f, int w, int h, int *linesize) {
+	if (!f->data[0] || f->width < w || f->height < h || f->linesize[0] < w) return NULL;
 	const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
-	if (!d || d->comp[0].depth != 8 || (d->flags & AV_PIX_FMT_FLAG_HWACCEL)) return AVERROR(EINVAL);
-	for (int y = 0; y < h; y++)
-		memcpy(dst + (size_t)y * w, f->data[0] + (ptrdiff_t)y * f->linesize[0], w);
-	return 0;
+	if (!d || d->comp[0].depth != 8 || (d->flags & AV_PIX_FMT_FLAG_HWACCEL)) return NULL;
+	*linesize = f->linesize[0];
+	return f->data[0];
 }
 
 // vc_packet_set replaces the payload of p with a padded copy of src.
@@ -113,14 +112,14 @@ func writeLuma(f *astiav.Frame, pix []byte, w, h int) error {
 	return nil
 }
 
-// readLuma copies the w×h luma plane of f into pix (stride w).
-func readLuma(f *astiav.Frame, pix []byte, w, h int) error {
-	if len(pix) < w*h {
-		return fmt.Errorf("gradcodec: internal: %d pixels for a %dx%d plane", len(pix), w, h)
+// lumaPlane returns the w×h luma plane of f in place (row y at
+// plane[y*stride:]), valid until f is unreferenced.
+func lumaPlane(f *astiav.Frame, w, h int) (plane []byte, stride int, _ error) {
+	var ls C.int
+	p := C.vc_luma((*C.AVFrame)(f.UnsafePointer()), C.int(w), C.int(h), &ls)
+	if p == nil {
+		return nil, 0, fmt.Errorf("%w: decoded picture %dx%d %s has no 8-bit %dx%d luma plane", gradcodec.ErrBadFrame, f.Width(), f.Height(), f.PixelFormat(), w, h)
 	}
-	r := C.vc_read_luma((*C.AVFrame)(f.UnsafePointer()), (*C.uint8_t)(unsafe.Pointer(&pix[0])), C.int(w), C.int(h))
-	if r < 0 {
-		return fmt.Errorf("%w: decoded picture %dx%d %s has no 8-bit %dx%d luma plane", gradcodec.ErrBadFrame, f.Width(), f.Height(), f.PixelFormat(), w, h)
-	}
-	return nil
+	stride = int(ls)
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), (h-1)*stride+w), stride, nil
 }

@@ -56,21 +56,45 @@ func (d *videoDecoder) DecodePayload(dst []float32, h gradcodec.Header, body []b
 	if h.Shape.Len() == 0 {
 		return nil
 	}
-	l := planLayout(h.Shape)
-	if err := d.pixels(h, l, body); err != nil {
+	l, s := planLayout(h.Shape), h.Shape
+	packed := false // the pictures went to d.pix
+	err := d.pictures(l, body, func(f int, plane []byte, stride int) {
+		switch {
+		case l.RowMode: // tensor row r is row r − f·FrameH of frame f
+			r0 := f * l.FrameH
+			readRows(dst, plane, stride, r0, min(r0+l.FrameH, s.Rows), s, scales)
+		case l.Frames == 1 && stride == l.W: // flat, and packed already
+			readRows(dst, plane, l.Stride, 0, s.Rows, s, scales)
+		default:
+			d.pix = resize(d.pix, l.W*l.FrameH*l.Frames)
+			copyPlane(d.pix[f*l.W*l.FrameH:], l.W, plane, stride, l.W, l.FrameH)
+			packed = true
+		}
+	})
+	if err != nil {
 		return err
 	}
-	readPicture(dst, d.pix, h.Shape, l, scales)
+	if packed {
+		readRows(dst, d.pix, l.Stride, 0, s.Rows, s, scales)
+	}
 	return nil
 }
 
-// pixels decodes the pictures of a video payload into d.pix.
-func (d *videoDecoder) pixels(h gradcodec.Header, l picLayout, body []byte) error {
+// pixels decodes the pictures of a video payload into d.pix (W per row).
+func (d *videoDecoder) pixels(l picLayout, body []byte) error {
+	fsize := l.W * l.FrameH
+	d.pix = resize(d.pix, fsize*l.Frames)
+	return d.pictures(l, body, func(f int, plane []byte, stride int) {
+		copyPlane(d.pix[f*fsize:], l.W, plane, stride, l.W, l.FrameH)
+	})
+}
+
+// pictures decodes the pictures of a video payload and hands each to use
+// in place (row y at plane[y*stride:], valid during the call).
+func (d *videoDecoder) pictures(l picLayout, body []byte, use func(f int, plane []byte, stride int)) error {
 	if err := packetLayoutOK(); err != nil {
 		return err
 	}
-	fsize := l.W * l.FrameH
-	d.pix = resize(d.pix, fsize*l.Frames)
 	rest := body
 	for f := 0; f < l.Frames; f++ {
 		if len(rest) < 4 {
@@ -81,7 +105,7 @@ func (d *videoDecoder) pixels(h gradcodec.Header, l picLayout, body []byte) erro
 		if n == 0 || uint64(n) > uint64(len(rest)) {
 			return fmt.Errorf("%w: %s frame %d claims %d bytes, %d left", gradcodec.ErrBadFrame, d.codec, f, n, len(rest))
 		}
-		if err := d.picture(rest[:n], l.W, l.FrameH, d.pix[f*fsize:(f+1)*fsize]); err != nil {
+		if err := d.picture(rest[:n], l.W, l.FrameH, func(plane []byte, stride int) { use(f, plane, stride) }); err != nil {
 			return fmt.Errorf("%s frame %d of %d: %w", d.codec, f, l.Frames, err)
 		}
 		rest = rest[n:]
@@ -92,10 +116,11 @@ func (d *videoDecoder) pixels(h gradcodec.Header, l picLayout, body []byte) erro
 	return nil
 }
 
-// picture decodes one access unit into pix (w×h).
-func (d *videoDecoder) picture(au []byte, w, h int, pix []byte) error {
+// picture decodes one access unit (a w×h picture) and hands the picture to
+// use (see pictures).
+func (d *videoDecoder) picture(au []byte, w, h int, use func(plane []byte, stride int)) error {
 	if d.hwOK {
-		err := d.pictureWith(&d.hw, hwDecoders[d.codec], au, w, h, pix)
+		err := d.pictureWith(&d.hw, hwDecoders[d.codec], au, w, h, use)
 		if err == nil {
 			return nil
 		}
@@ -104,10 +129,10 @@ func (d *videoDecoder) picture(au []byte, w, h int, pix []byte) error {
 		}
 		d.hwOK = false // software from now on
 	}
-	return d.pictureWith(&d.sw, swDecoders[d.codec], au, w, h, pix)
+	return d.pictureWith(&d.sw, swDecoders[d.codec], au, w, h, use)
 }
 
-func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []byte, w, h int, pix []byte) error {
+func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []byte, w, h int, use func(plane []byte, stride int)) error {
 	if *ccp == nil {
 		cc, err := openDecoder(name)
 		if err != nil {
@@ -143,10 +168,12 @@ func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []
 		reset()
 		return fmt.Errorf("%w: %s picture is %dx%d, header says %dx%d", gradcodec.ErrBadFrame, name, d.frame.Width(), d.frame.Height(), w, h)
 	}
-	if err := readLuma(d.frame, pix, w, h); err != nil {
+	plane, stride, err := lumaPlane(d.frame, w, h)
+	if err != nil {
 		reset()
 		return err
 	}
+	use(plane, stride)
 	if drained {
 		reset()
 		return nil

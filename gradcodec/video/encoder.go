@@ -64,9 +64,36 @@ type rateKey struct {
 type trial struct {
 	payload []byte   // NumFrames records of [u32 length][access unit]
 	scales  []uint16 // scales the pictures were quantised with
-	rec     []byte   // the encoder's reconstruction (libx264/libx265 only)
-	native  bool     // rec is valid
-	qp      int
+	// rec is the encoder's reconstruction (libx264/libx265 only): tensor
+	// row r (in RowMode; else pixel i of the packed pictures at i) at
+	// rec[r*recStride:]. It is either own, the pictures copied out (W per
+	// row), or, for a one-frame tensor, the encoder's picture read in place
+	// (live), valid until that context encodes again.
+	rec       []byte
+	recStride int
+	live      bool
+	own       []byte
+	native    bool // rec is valid
+	qp        int
+}
+
+// keep copies a live reconstruction into t's own buffer, before the
+// context that holds it encodes again.
+func (t *trial) keep(l picLayout) {
+	if !t.live {
+		return
+	}
+	t.own = resize(t.own, l.W*l.FrameH*l.Frames)
+	copyPlane(t.own, l.W, t.rec, t.recStride, l.W, l.FrameH)
+	t.rec, t.recStride, t.live = t.own, l.W, false
+}
+
+// copyPlane copies h rows of w bytes from src (row stride ss) to dst (row
+// stride ds).
+func copyPlane(dst []byte, ds int, src []byte, ss, w, h int) {
+	for y := 0; y < h; y++ {
+		copy(dst[y*ds:y*ds+w], src[y*ss:y*ss+w])
+	}
 }
 
 // videoEncoder encodes through libx264/libx265 or NVENC.
@@ -345,6 +372,9 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 	}
 	s := rc.s
 	cur := 0
+	for i := range e.trials { // reconstructions of earlier calls are gone
+		e.trials[i].live, e.trials[i].rec = false, nil
+	}
 	if err := e.encodeAt(&e.trials[cur], src, shape, l, s, zmap); err != nil {
 		return dst, err
 	}
@@ -377,17 +407,20 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 	rc.started = true
 
 	t := &e.trials[best]
-	pix := t.rec
+	pix, stride := t.rec, t.recStride
+	if !l.RowMode {
+		stride = l.Stride // flat: packed pictures (see encodeAt)
+	}
 	if !t.native {
 		if e.dec == nil {
 			e.dec = newVideoDecoder(e.codec, "auto") // NVDEC where it opens
 		}
-		if err := e.dec.pixels(gradcodec.Header{}, l, t.payload); err != nil {
+		if err := e.dec.pixels(l, t.payload); err != nil {
 			return dst, fmt.Errorf("gradcodec: %s: decoding own frame: %w", e.codec, err)
 		}
-		pix = e.dec.pix
+		pix, stride = e.dec.pix, l.Stride
 	}
-	refitRecon(recon, residual, t.scales, zmap, pix, src, shape, l)
+	refitRecon(recon, residual, t.scales, zmap, pix, stride, src, shape, l)
 	var w gradcodec.FrameWriter
 	w.Begin(dst, e.id, shape, l.W, l.FrameH, l.Frames, t.qp)
 	w.Buf = gradcodec.PutScales(w.Buf, t.scales)
@@ -416,21 +449,35 @@ func (e *videoEncoder) encodeAt(t *trial, src []float32, shape gradcodec.Shape, 
 	if err != nil {
 		return err
 	}
-	t.payload, t.qp, t.native = t.payload[:0], qp, ctx.nat != nil
-	if t.native {
-		t.rec = resize(t.rec, len(e.pix))
+	for i := range e.trials {
+		if o := &e.trials[i]; o != t {
+			o.keep(l) // ctx may hold o's reconstruction
+		}
 	}
+	t.payload, t.qp, t.native = t.payload[:0], qp, ctx.nat != nil
+	t.live, t.rec = false, nil
 	fsize := l.W * l.FrameH
 	for f := 0; f < l.Frames; f++ {
 		at := len(t.payload)
 		t.payload = append(t.payload, 0, 0, 0, 0)
 		pic := e.pix[f*fsize : (f+1)*fsize]
 		if ctx.nat != nil {
-			t.payload, err = ctx.nat.encode(t.payload, pic, qp, t.rec[f*fsize:(f+1)*fsize])
+			var rec []byte
+			var stride int
+			t.payload, rec, stride, err = ctx.nat.encode(t.payload, pic, qp)
 			if err != nil {
 				e.forget(ctx)
 				ctx.close()
 				return fmt.Errorf("gradcodec: %s encoding frame %d of %d: %w", e.codec, f, l.Frames, err)
+			}
+			if l.Frames == 1 && (l.RowMode || stride == l.W) {
+				// Read in place: the refit walks tensor rows at the
+				// picture's stride (a flat layout needs packed rows).
+				t.rec, t.recStride, t.live = rec, stride, true
+			} else {
+				t.own = resize(t.own, len(e.pix))
+				copyPlane(t.own[f*fsize:], l.W, rec, stride, l.W, l.FrameH)
+				t.rec, t.recStride = t.own, l.W
 			}
 		} else {
 			var again bool

@@ -121,7 +121,8 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 }
 
 // refitRecon replaces each scale by the least-squares one, 127·Σx·q/Σq²
-// over the group's decoded levels q (pix, what every decoder yields), and
+// over the group's decoded levels q (pix, what every decoder yields; tensor
+// row r at pix[r*stride:], stride l.Stride for a flat layout), and
 // writes into recon (when not nil) the values every decoder will produce
 // with the new scales, and into residual (when not nil) src − recon, group
 // by group while the group is in cache. scales
@@ -129,8 +130,14 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 // in zmap are skipped and decode as zeros. A group with scale 0, or whose
 // levels are all 128, keeps its scale; one whose levels anti-correlate with
 // the input gets scale 0 (zeros beat them).
-func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []byte, src []float32, s gradcodec.Shape, l picLayout) {
+func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []byte, stride int, src []float32, s gradcodec.Shape, l picLayout) {
 	g := gradcodec.ScaleGroupRows(s)
+	// Outputs too large to stay cached beside their inputs are written
+	// around the caches.
+	dequant, dequantRes := kern.DequantU8, kern.DequantResidual
+	if kern.Streaming(len(src)) {
+		dequant, dequantRes = kern.DequantU8NT, kern.DequantResidualNT
+	}
 	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
 	for gi := range scales {
 		r0 := gi * g
@@ -141,7 +148,7 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 				continue
 			}
 			row := src[r*s.Cols : (r+1)*s.Cols]
-			in := pix[r*l.Stride : r*l.Stride+s.Cols]
+			in := pix[r*stride : r*stride+s.Cols]
 			in = in[:len(row)]
 			for len(row) > 0 { // blocks of 64Ki values keep Σq² in int32
 				k := min(len(row), 1<<16)
@@ -177,24 +184,30 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
 				}
 			case residual != nil:
-				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*l.Stride:r*l.Stride+s.Cols], x, m)
+				dequantRes(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*stride:r*stride+s.Cols], x, m)
 			default:
-				kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], m)
+				dequant(row, pix[r*stride:r*stride+s.Cols], m)
 			}
 		}
 	}
 }
 
-// readPicture dequantizes pix into dst.
-func readPicture(dst []float32, pix []byte, s gradcodec.Shape, l picLayout, scales []float32) {
+// readRows dequantizes tensor rows r0 to r1 from pix (row r at
+// pix[(r−r0)·stride:]) into dst.
+func readRows(dst []float32, pix []byte, stride, r0, r1 int, s gradcodec.Shape, scales []float32) {
 	g := gradcodec.ScaleGroupRows(s)
-	for r := 0; r < s.Rows; r++ {
+	dequant := kern.DequantU8
+	if kern.Streaming(len(dst)) { // see refitRecon
+		dequant = kern.DequantU8NT
+	}
+	for r := r0; r < r1; r++ {
 		row := dst[r*s.Cols : (r+1)*s.Cols]
 		sc := scales[r/g]
 		if sc == 0 {
 			clear(row)
 			continue
 		}
-		kern.DequantU8(row, pix[r*l.Stride:r*l.Stride+s.Cols], sc/127)
+		off := (r - r0) * stride
+		dequant(row, pix[off:off+s.Cols], sc/127)
 	}
 }

@@ -241,12 +241,14 @@ func (n *nativeEncoder) close() {
 	}
 }
 
-// encode encodes the w×h picture plane (row stride w; the encoder copies it during the call) at qp,
-// appends its access unit without SEI NAL units (4-byte start codes) to dst,
-// and copies the encoder's reconstruction into rec (w×h, stride w).
-func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int, rec []byte) ([]byte, error) {
-	if len(plane) < n.w*n.h || len(rec) < n.w*n.h {
-		return dst, fmt.Errorf("gradcodec: internal: %d/%d pixels for a %dx%d picture", len(plane), len(rec), n.w, n.h)
+// encode encodes the w×h picture plane (row stride w; the encoder copies
+// it during the call) at qp and appends its access unit without SEI NAL
+// units (4-byte start codes) to dst. rec is the encoder's reconstruction,
+// read in place: row y at rec[y*stride:], valid until the next call of
+// encode or close.
+func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int) (_ []byte, rec []byte, stride int, _ error) {
+	if len(plane) < n.w*n.h {
+		return dst, nil, 0, fmt.Errorf("gradcodec: internal: %d pixels for a %dx%d picture", len(plane), n.w, n.h)
 	}
 	pp := (*C.uint8_t)(unsafe.Pointer(&plane[0]))
 	var recon *C.uint8_t
@@ -256,7 +258,7 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int, rec []byte) ([]
 		var nn C.uint32_t
 		r := C.vc_x265_encode(n.x265, pp, C.int(n.w), C.int(qp), &nals, &nn)
 		if r <= 0 || nn == 0 {
-			return dst, fmt.Errorf("gradcodec: libx265 returned %d with %d NAL units for a %dx%d picture at qp %d", int(r), int(nn), n.w, n.h, qp)
+			return dst, nil, 0, fmt.Errorf("gradcodec: libx265 returned %d with %d NAL units for a %dx%d picture at qp %d", int(r), int(nn), n.w, n.h, qp)
 		}
 		for _, nal := range unsafe.Slice(nals, int(nn)) {
 			if nal._type == 39 || nal._type == 40 { // prefix/suffix SEI
@@ -267,14 +269,14 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int, rec []byte) ([]
 		var depth C.int
 		recon = C.vc_x265_recon(n.x265, &rstride, &depth)
 		if depth != 8 {
-			return dst, fmt.Errorf("gradcodec: libx265 reconstruction has %d-bit samples, want 8", int(depth))
+			return dst, nil, 0, fmt.Errorf("gradcodec: libx265 reconstruction has %d-bit samples, want 8", int(depth))
 		}
 	} else {
 		var nals *C.x264_nal_t
 		var nn C.int
 		r := C.vc_x264_encode(n.x264, pp, C.int(n.w), C.int(qp), &nals, &nn)
 		if r <= 0 || nn <= 0 {
-			return dst, fmt.Errorf("gradcodec: libx264 returned %d with %d NAL units for a %dx%d picture at qp %d", int(r), int(nn), n.w, n.h, qp)
+			return dst, nil, 0, fmt.Errorf("gradcodec: libx264 returned %d with %d NAL units for a %dx%d picture at qp %d", int(r), int(nn), n.w, n.h, qp)
 		}
 		for _, nal := range unsafe.Slice(nals, int(nn)) {
 			if nal.i_type == 6 { // SEI
@@ -285,13 +287,10 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int, rec []byte) ([]
 		recon = C.vc_x264_recon(n.x264, &rstride)
 	}
 	if recon == nil || int(rstride) < n.w {
-		return dst, fmt.Errorf("gradcodec: %s gave no reconstruction", n.name())
+		return dst, nil, 0, fmt.Errorf("gradcodec: %s gave no reconstruction", n.name())
 	}
-	src := unsafe.Slice((*byte)(unsafe.Pointer(recon)), (n.h-1)*int(rstride)+n.w)
-	for y := 0; y < n.h; y++ {
-		copy(rec[y*n.w:(y+1)*n.w], src[y*int(rstride):])
-	}
-	return dst, nil
+	stride = int(rstride)
+	return dst, unsafe.Slice((*byte)(unsafe.Pointer(recon)), (n.h-1)*stride+n.w), stride, nil
 }
 
 // encodeBare encodes like encode but keeps nothing: the codec's own cost,
