@@ -84,3 +84,17 @@ type ResidualEncoder interface {
 	ReconEncoder
 	EncodeResidual(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error)
 }
+
+// FeedbackEncoder is implemented by encoders that also add the
+// error-feedback residual themselves (the h264 and hevc ones), so that
+// error feedback needs neither a copy of the input nor a pass of its own:
+// EncodeFeedback encodes src + residual (summed in float32, as
+// ErrorFeedback.ApplyTo does, while each scale group is in cache), writes
+// into recon what every Decoder yields for the frame and overwrites
+// residual with the new residual src + residual − recon. The results are
+// those of ApplyTo followed by EncodeResidual; on error residual is
+// unspecified (drop it: ErrorFeedback.Reset). See ErrorFeedback.Carry.
+type FeedbackEncoder interface {
+	ResidualEncoder
+	EncodeFeedback(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error)
+}

@@ -54,10 +54,6 @@ func (e *ErrorFeedback) ApplyTo(key string, dst, src []float32) {
 		copy(dst, src)
 		return
 	}
-	if kern.Streaming(len(dst)) {
-		kern.AddTo2NT(dst, src, r) // dst would not stay cached anyway
-		return
-	}
 	kern.AddTo2(dst, src, r)
 }
 
@@ -75,6 +71,28 @@ func (e *ErrorFeedback) ResidualFor(key string, n int) []float32 {
 	r = r[:n]
 	e.res[key] = r
 	return r
+}
+
+// Carry returns the residual kept for key (n values) for an encoder to add
+// to its input and overwrite with the new residual in place
+// (FeedbackEncoder.EncodeFeedback); kept reports whether there was one.
+// When key has none, or has one of another length (the stream changed
+// shape), the residual is zeros.
+func (e *ErrorFeedback) Carry(key string, n int) (r []float32, kept bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.res[key]
+	if ok && len(r) == n {
+		return r, true
+	}
+	if cap(r) < n {
+		r = make([]float32, n)
+	} else {
+		r = r[:n]
+		clear(r)
+	}
+	e.res[key] = r
+	return r, false
 }
 
 // Update stores residual[key] = x - decoded. x and decoded must have the

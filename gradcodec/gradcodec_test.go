@@ -245,6 +245,22 @@ func TestErrorFeedback(t *testing.T) {
 	if ef.Residual("c") != nil {
 		t.Fatal("ApplyTo kept a residual of another length")
 	}
+	// Carry hands out the residual itself, zeros for a new key or length.
+	ef.Update("d", []float32{1, 2, 3}, []float32{0.5, 2, 2})
+	if c, kept := ef.Carry("d", 3); !kept || c[0] != 0.5 || c[2] != 1 {
+		t.Fatalf("Carry = %v, %v", c, kept)
+	} else {
+		c[0] = 9
+	}
+	if got := ef.Residual("d"); got[0] != 9 {
+		t.Fatalf("Carry slot not kept: %v", got)
+	}
+	if c, kept := ef.Carry("d", 2); kept || len(c) != 2 || c[0] != 0 || c[1] != 0 {
+		t.Fatalf("Carry of another length = %v, %v, want zeros", c, kept)
+	}
+	if c, kept := ef.Carry("e", 2); kept || len(c) != 2 || c[0] != 0 {
+		t.Fatalf("Carry of a new key = %v, %v", c, kept)
+	}
 	ef.Update("b", x, x)
 	ef.Reset("")
 	if ef.Residual("b") != nil {

@@ -140,6 +140,13 @@ func getBF16(dst []float32, b []byte) bool {
 // with it right before writing the group's levels.
 func GroupScale(grp []float32, k, mult float32) (h uint16, ok bool) {
 	ss, mb := kern.SumSqMaxAbs(grp)
+	return ScaleFromStats(ss, mb, len(grp), k, mult)
+}
+
+// ScaleFromStats is GroupScale from a group's Σx², max|x| as float32 bits
+// (NaN and ±Inf at or above 0x7f800000) and length, for a caller that
+// gathered them in a pass of its own.
+func ScaleFromStats(ss float32, mb uint32, n int, k, mult float32) (h uint16, ok bool) {
 	if mb >= 0x7f800000 {
 		return 0, false // NaN or ±Inf
 	}
@@ -147,7 +154,7 @@ func GroupScale(grp []float32, k, mult float32) (h uint16, ok bool) {
 		return 0, true
 	}
 	mx := math.Float32frombits(mb)
-	sc := k * float32(math.Sqrt(float64(ss)/float64(len(grp))))
+	sc := k * float32(math.Sqrt(float64(ss)/float64(n)))
 	if sc > mx || ss > math.MaxFloat32 { // an overflowed ss leaves max|x|
 		sc = mx
 	}

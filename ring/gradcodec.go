@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // DefaultRawBelow is GradCodec's default RawBelow: pieces of fewer values
@@ -277,14 +278,23 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		c.x = make([]float32, len(src))
 	}
 	x := c.x[:len(src)]
-	// Error feedback without passes of its own: the residual is added in
-	// the copy, and the encoders write the new one beside recon.
+	// Error feedback without passes of its own: encoders that add the
+	// residual themselves (gradcodec.FeedbackEncoder) get src and the
+	// residual; for the other pieces it is added in the copy (input), and
+	// their encoders write the new one beside recon.
 	var res []float32
+	kept := false
 	if c.ef != nil {
-		c.ef.ApplyTo(stream, x, src)
-		res = c.ef.ResidualFor(stream, len(x))
-	} else {
-		copy(x, src)
+		res, kept = c.ef.Carry(stream, len(src))
+	}
+	input := func(off, n int) []float32 { // the piece of src plus residual
+		seg := x[off : off+n]
+		if kept {
+			kern.AddTo2(seg, src[off:off+n], res[off:off+n])
+		} else {
+			copy(seg, src[off:off+n])
+		}
+		return seg
 	}
 	fail := func(err error) ([]byte, error) {
 		if c.ef != nil {
@@ -298,9 +308,9 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 	out = binary.AppendUvarint(out, uint64(len(wp)))
 	off := 0
 	for i, p := range wp {
-		seg := x[off : off+p.n]
 		rec := recon[off : off+p.n]
 		if p.raw {
+			seg := input(off, p.n)
 			if k := gradcodec.FirstNonFinite(seg); k >= 0 {
 				return fail(fmt.Errorf("ring: grad codec: stream %s: value %d is %v: %w", stream, off+k, seg[k], gradcodec.ErrNonFinite))
 			}
@@ -329,11 +339,16 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			}
 			// EncodeRecon yields exactly what a decoder of the frame
 			// produces, without decoding the frame a second time;
-			// EncodeResidual also the residual, in the same pass.
+			// EncodeResidual also the residual, in the same pass, and
+			// EncodeFeedback adds the old one itself, with no copy.
 			var frame []byte
-			if re, ok := enc.(gradcodec.ResidualEncoder); ok && res != nil {
-				frame, err = re.EncodeResidual(c.frame[:0], seg, p.shape, rec, res[off:off+p.n])
+			fe, feedback := enc.(gradcodec.FeedbackEncoder)
+			if feedback && res != nil {
+				frame, err = fe.EncodeFeedback(c.frame[:0], src[off:off+p.n], p.shape, rec, res[off:off+p.n])
+			} else if re, ok := enc.(gradcodec.ResidualEncoder); ok && res != nil {
+				frame, err = re.EncodeResidual(c.frame[:0], input(off, p.n), p.shape, rec, res[off:off+p.n])
 			} else {
+				seg := input(off, p.n)
 				frame, err = gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
 				if err == nil && res != nil {
 					for k, v := range seg {

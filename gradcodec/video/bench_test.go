@@ -29,10 +29,11 @@ func processCPU() time.Duration {
 // speeds (per CPU-second of the process, the steady figure on a shared
 // machine) and their ratio:
 //
-//   - encode: vccl = error feedback applied in the copy of the input,
-//     EncodeResidual (scales, 8-bit levels, the encode, refit,
-//     reconstruction and the new residual, frame and checksum); bare = libx264/libx265 encoding the very
-//     8-bit pictures vccl made, at the QP vccl chose, nothing kept.
+//   - encode: vccl = EncodeFeedback with the stream's residual, as
+//     ring.GradCodec.Encode calls it (the residual added, scales, 8-bit
+//     levels, the encode, refit, reconstruction and the new residual,
+//     frame and checksum); bare = libx264/libx265 encoding the very 8-bit
+//     pictures vccl made, at the QP vccl chose, nothing kept.
 //
 //   - decode: vccl = Decoder.Decode into float32 (checksum, scales,
 //     libavcodec decode, dequantisation); bare = libavcodec's decoder on
@@ -57,13 +58,12 @@ func benchVsBare(b *testing.B, codec string, x []float32, sh gradcodec.Shape, de
 	enc := codectest.MustEncoder(b, codec, 1.4).(*videoEncoder)
 	dec := codectest.MustDecoder(b)
 	ef := gradcodec.NewErrorFeedback()
-	in := make([]float32, len(x))
 	recon := make([]float32, len(x))
 	var fr []byte
 	var err error
 	vccl := func() { // as ring.GradCodec.Encode does
-		ef.ApplyTo("s", in, x)
-		if fr, err = enc.EncodeResidual(fr[:0], in, sh, recon, ef.ResidualFor("s", len(in))); err != nil {
+		res, _ := ef.Carry("s", len(x))
+		if fr, err = enc.EncodeFeedback(fr[:0], x, sh, recon, res); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/asticode/go-astiav"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // RMSMultiple is k of the video codecs' per-row scale min(k·RMS, max|x|)
@@ -111,6 +112,7 @@ type videoEncoder struct {
 	pkt    *astiav.Packet
 	pix    []byte
 	zmap   []byte
+	sum    []float32 // input plus residual for the int8 frames of EncodeFeedback
 	trials [2]trial
 	rcs    map[rateKey]*rateControl // per stream and tensor shape
 	stream string                   // see SetStream
@@ -130,7 +132,7 @@ type Stats struct {
 func (e *videoEncoder) LastStats() Stats { return e.last }
 
 var (
-	_ gradcodec.ResidualEncoder = (*videoEncoder)(nil)
+	_ gradcodec.FeedbackEncoder = (*videoEncoder)(nil)
 	_ gradcodec.StreamEncoder   = (*videoEncoder)(nil)
 )
 
@@ -304,7 +306,7 @@ func (e *videoEncoder) Encode(dst []byte, src []float32, shape gradcodec.Shape) 
 // encoded once; only a stream's first frame of a shape, or one more than
 // 30% off the target rate, is encoded again.
 func (e *videoEncoder) EncodeRecon(dst []byte, src []float32, shape gradcodec.Shape, recon []float32) ([]byte, error) {
-	return e.encode(dst, src, shape, recon, nil)
+	return e.encode(dst, src, shape, recon, nil, false)
 }
 
 // EncodeResidual is EncodeRecon that also writes src − recon into residual
@@ -313,10 +315,23 @@ func (e *videoEncoder) EncodeResidual(dst []byte, src []float32, shape gradcodec
 	if recon == nil || len(residual) != len(src) {
 		return dst, fmt.Errorf("%s: %w: EncodeResidual needs recon and a residual of %d values (has %d)", e.codec, gradcodec.ErrShapeMismatch, len(src), len(residual))
 	}
-	return e.encode(dst, src, shape, recon, residual)
+	return e.encode(dst, src, shape, recon, residual, false)
 }
 
-func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
+// EncodeFeedback encodes src + residual and leaves the new residual in
+// residual (gradcodec.FeedbackEncoder): the first quantisation pass adds
+// the residual group by group while the group is in cache and keeps the
+// sum in residual, which the refit then overwrites with the new residual.
+func (e *videoEncoder) EncodeFeedback(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
+	if recon == nil || len(residual) != len(src) {
+		return dst, fmt.Errorf("%s: %w: EncodeFeedback needs recon and a residual of %d values (has %d)", e.codec, gradcodec.ErrShapeMismatch, len(src), len(residual))
+	}
+	return e.encode(dst, src, shape, recon, residual, true)
+}
+
+// encode encodes src (src + residual when add; residual then receives the
+// sum at once and the new residual at the end).
+func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32, add bool) ([]byte, error) {
 	if recon != nil && len(recon) != len(src) {
 		return dst, fmt.Errorf("%s: %w: recon has %d values, src %d", e.codec, gradcodec.ErrShapeMismatch, len(recon), len(src))
 	}
@@ -340,6 +355,11 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 				return dst, err
 			}
 			e.small = enc.(gradcodec.ResidualEncoder)
+		}
+		if add {
+			e.sum = resize(e.sum, n)
+			kern.AddTo2(e.sum, src, residual)
+			src = e.sum
 		}
 		if residual != nil {
 			return e.small.EncodeResidual(dst, src, shape, recon, residual)
@@ -372,11 +392,18 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 	}
 	s := rc.s
 	cur := 0
+	var sum []float32 // the residual to add in the first quantisation
+	if add {
+		sum = residual
+	}
 	for i := range e.trials { // reconstructions of earlier calls are gone
 		e.trials[i].live, e.trials[i].rec = false, nil
 	}
-	if err := e.encodeAt(&e.trials[cur], src, shape, l, s, zmap); err != nil {
+	if err := e.encodeAt(&e.trials[cur], src, sum, shape, l, s, zmap); err != nil {
 		return dst, err
+	}
+	if add {
+		src = residual // now src + residual
 	}
 	r := rate(&e.trials[cur])
 	best, bestS, bestR := cur, s, r
@@ -394,7 +421,7 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 		rc.observe(s, r, weight)
 		s = rc.next(s, r, tp)
 		cur = 1 - best
-		if err := e.encodeAt(&e.trials[cur], src, shape, l, s, zmap); err != nil {
+		if err := e.encodeAt(&e.trials[cur], src, nil, shape, l, s, zmap); err != nil {
 			return dst, err
 		}
 		r = rate(&e.trials[cur])
@@ -431,19 +458,30 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 	return out, nil
 }
 
-// encodeAt quantises src with control value s and encodes it into t.
-func (e *videoEncoder) encodeAt(t *trial, src []float32, shape gradcodec.Shape, l picLayout, s float64, zmap []byte) error {
+// encodeAt quantises src (src + add, summed into add, when add is not nil)
+// with control value s and encodes it into t.
+func (e *videoEncoder) encodeAt(t *trial, src, add []float32, shape gradcodec.Shape, l picLayout, s float64, zmap []byte) error {
 	minQP := 0
 	if !e.cfg.hw && e.codec == "h264" {
 		minQP = x264MinQP
 	}
 	qp, mult := controlToQP(s, minQP)
 	t.scales = resize(t.scales, gradcodec.ScaleGroups(shape))
-	if !quantize(e.pix, t.scales, zmap, src, shape, l, RMSMultiple, float32(mult)) {
-		if err := gradcodec.CheckFinite(e.codec, src); err != nil {
-			return err
+	if bad := quantize(e.pix, t.scales, zmap, src, add, shape, l, RMSMultiple, float32(mult)); bad >= 0 {
+		if add == nil {
+			if err := gradcodec.CheckFinite(e.codec, src); err != nil {
+				return err
+			}
+		} else {
+			// The sums up to group bad are in add; a finite value and
+			// residual may overflow to ±Inf.
+			g := gradcodec.ScaleGroupRows(shape)
+			hi := min((bad+1)*g, shape.Rows) * shape.Cols
+			if k := gradcodec.FirstNonFinite(add[:hi]); k >= 0 {
+				return fmt.Errorf("%s: %w: value %d plus its error-feedback residual is %v (value %v)", e.codec, gradcodec.ErrNonFinite, k, add[k], src[k])
+			}
 		}
-		return fmt.Errorf("gradcodec: internal: %s quantisation found a non-finite value CheckFinite does not", e.codec)
+		return fmt.Errorf("gradcodec: internal: %s quantisation found a non-finite value FirstNonFinite does not", e.codec)
 	}
 	ctx, err := e.context(l.W, l.FrameH, qp)
 	if err != nil {

@@ -57,28 +57,43 @@ func planLayout(s gradcodec.Shape) picLayout {
 // quantize computes each scale group's scale mult·min(k·RMS, max|x|)
 // (bfloat16, into scales) and writes the group's 8-bit levels into pix
 // (W × FrameH·Frames) in the same visit, while the group's values are in
-// cache: one pass over src in float32. Rows are padded by repeating their
-// last level, the picture by repeating its last row. When zmap is not nil
-// (a scale covers several rows) it receives the zero-row bitmap. It returns
-// false when src holds NaN or ±Inf (pix is then incomplete).
-func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcodec.Shape, l picLayout, k, mult float32) bool {
+// cache: one pass over src in float32. When add is not nil the input is
+// src + add instead, summed into add group by group in the same visit
+// (error feedback: add holds the residual and is left holding the input).
+// Rows are padded by repeating their last level, the picture by repeating
+// its last row. When zmap is not nil (a scale covers several rows) it
+// receives the zero-row bitmap. It returns −1, or the first scale group
+// holding NaN or ±Inf (pix is then incomplete; with add, the groups up to
+// that one are summed).
+func quantize(pix []byte, scales []uint16, zmap []byte, src, add []float32, s gradcodec.Shape, l picLayout, k, mult float32) (bad int) {
 	g := gradcodec.ScaleGroupRows(s)
 	clear(zmap)
 	for gi := range scales {
 		r0 := gi * g
 		r1 := min(r0+g, s.Rows)
-		grp := src[r0*s.Cols : r1*s.Cols]
-		h, ok := gradcodec.GroupScale(grp, k, mult)
+		var h uint16
+		var ok bool
+		if add != nil {
+			grp := add[r0*s.Cols : r1*s.Cols]
+			ss, mb := kern.AddSumSqMaxAbs(grp, src[r0*s.Cols:r1*s.Cols])
+			h, ok = gradcodec.ScaleFromStats(ss, mb, len(grp), k, mult)
+		} else {
+			h, ok = gradcodec.GroupScale(src[r0*s.Cols:r1*s.Cols], k, mult)
+		}
 		if !ok {
-			return false // NaN or Inf somewhere in the group
+			return gi // NaN or Inf somewhere in the group
 		}
 		scales[gi] = h
 		var inv float32
 		if h != 0 {
 			inv = 127 / gradcodec.FromBF16(h)
 		}
+		in := src
+		if add != nil {
+			in = add
+		}
 		for r := r0; r < r1; r++ {
-			row := src[r*s.Cols : (r+1)*s.Cols]
+			row := in[r*s.Cols : (r+1)*s.Cols]
 			off := r * l.Stride
 			out := pix[off : off+s.Cols]
 			out = out[:len(row)]
@@ -117,7 +132,7 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 	for off := used; off < l.W*l.FrameH*l.Frames; off += l.W {
 		copy(pix[off:off+l.W], lastRow)
 	}
-	return true
+	return -1
 }
 
 // refitRecon replaces each scale by the least-squares one, 127·Σx·q/Σq²
@@ -132,12 +147,6 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src []float32, s gradcod
 // the input gets scale 0 (zeros beat them).
 func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []byte, stride int, src []float32, s gradcodec.Shape, l picLayout) {
 	g := gradcodec.ScaleGroupRows(s)
-	// Outputs too large to stay cached beside their inputs are written
-	// around the caches.
-	dequant, dequantRes := kern.DequantU8, kern.DequantResidual
-	if kern.Streaming(len(src)) {
-		dequant, dequantRes = kern.DequantU8NT, kern.DequantResidualNT
-	}
 	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
 	for gi := range scales {
 		r0 := gi * g
@@ -184,9 +193,9 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
 				}
 			case residual != nil:
-				dequantRes(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*stride:r*stride+s.Cols], x, m)
+				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*stride:r*stride+s.Cols], x, m)
 			default:
-				dequant(row, pix[r*stride:r*stride+s.Cols], m)
+				kern.DequantU8(row, pix[r*stride:r*stride+s.Cols], m)
 			}
 		}
 	}
@@ -196,10 +205,6 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 // pix[(r−r0)·stride:]) into dst.
 func readRows(dst []float32, pix []byte, stride, r0, r1 int, s gradcodec.Shape, scales []float32) {
 	g := gradcodec.ScaleGroupRows(s)
-	dequant := kern.DequantU8
-	if kern.Streaming(len(dst)) { // see refitRecon
-		dequant = kern.DequantU8NT
-	}
 	for r := r0; r < r1; r++ {
 		row := dst[r*s.Cols : (r+1)*s.Cols]
 		sc := scales[r/g]
@@ -208,6 +213,6 @@ func readRows(dst []float32, pix []byte, stride, r0, r1 int, s gradcodec.Shape, 
 			continue
 		}
 		off := (r - r0) * stride
-		dequant(row, pix[off:off+s.Cols], sc/127)
+		kern.DequantU8(row, pix[off:off+s.Cols], sc/127)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -345,5 +346,70 @@ func TestThreadsKeepReconExact(t *testing.T) {
 	}
 	if _, err := gradcodec.NewEncoder(gradcodec.Options{Codec: "h264", Threads: -1}); err == nil {
 		t.Error("Threads -1 accepted")
+	}
+}
+
+// TestFeedbackMatchesApplyThenResidual: EncodeFeedback (the residual added
+// in the quantisation pass) gives, bit for bit, the frames, recon and new
+// residual of ErrorFeedback.ApplyTo followed by EncodeResidual, over the
+// layouts (rows, flat, zero map, two frames, int8 for tiny tensors) and
+// steps with a rate search; a finite value whose residual overflows it is
+// refused.
+func TestFeedbackMatchesApplyThenResidual(t *testing.T) {
+	shapes := []gradcodec.Shape{{Rows: 256, Cols: 784}, {Rows: 1, Cols: 5000}, {Rows: 700, Cols: 10}, {Rows: 5000, Cols: 32}, {Rows: 3, Cols: 3}}
+	for _, codec := range []string{"h264", "hevc"} {
+		a := codectest.MustEncoder(t, codec, 1.4).(gradcodec.ResidualEncoder)
+		b := codectest.MustEncoder(t, codec, 1.4).(gradcodec.FeedbackEncoder)
+		dec := codectest.MustDecoder(t)
+		efA, efB := gradcodec.NewErrorFeedback(), gradcodec.NewErrorFeedback()
+		for i, sh := range shapes {
+			key := fmt.Sprint(sh)
+			for step := 0; step < 3; step++ {
+				x := codectest.GradientLike(uint64(100*i+step), sh.Rows, sh.Cols)
+				if step == 2 {
+					for k := range x {
+						x[k] *= 3 // far off the rate: encoded twice
+					}
+				}
+				in := make([]float32, len(x))
+				recA, recB := make([]float32, len(x)), make([]float32, len(x))
+				efA.ApplyTo(key, in, x)
+				frA, err := a.EncodeResidual(nil, in, sh, recA, efA.ResidualFor(key, len(x)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				res, _ := efB.Carry(key, len(x))
+				frB, err := b.EncodeFeedback(nil, x, sh, recB, res)
+				if err != nil {
+					t.Fatal(err)
+				}
+				what := fmt.Sprintf("%s %v step %d", codec, sh, step)
+				if !bytes.Equal(frA, frB) {
+					t.Fatalf("%s: EncodeFeedback's frame differs from ApplyTo+EncodeResidual's", what)
+				}
+				sameBits(t, what+" recon", recB, recA)
+				sameBits(t, what+" residual", efB.Residual(key), efA.Residual(key))
+				codectest.DecodesToRecon(t, dec, frB, recB, what)
+			}
+		}
+		sh := gradcodec.Shape{Rows: 64, Cols: 64}
+		x := make([]float32, sh.Len())
+		res := make([]float32, sh.Len())
+		x[100], res[100] = math.MaxFloat32, math.MaxFloat32
+		if _, err := b.EncodeFeedback(nil, x, sh, make([]float32, len(x)), res); !errors.Is(err, gradcodec.ErrNonFinite) {
+			t.Errorf("%s: value plus residual overflowing to +Inf: err %v, want ErrNonFinite", codec, err)
+		}
+	}
+}
+
+func sameBits(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s: [%d] = %v, want %v", what, i, got[i], want[i])
+		}
 	}
 }
