@@ -145,8 +145,7 @@ func (d *videoDecoder) pictureWith(ccp **astiav.CodecContext, name string, au []
 	if err := setPacket(d.pkt, au); err != nil {
 		return err
 	}
-	err := cc.SendPacket(d.pkt)
-	d.pkt.Unref()
+	err := cc.SendPacket(d.pkt) // d.pkt keeps its buffer for the next one
 	if err != nil {
 		reset()
 		return fmt.Errorf("%w: %s rejected the access unit: %v", gradcodec.ErrBadFrame, name, err)

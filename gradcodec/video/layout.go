@@ -148,25 +148,12 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src, add []float32, s gr
 func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []byte, stride int, src []float32, s gradcodec.Shape, l picLayout) {
 	g := gradcodec.ScaleGroupRows(s)
 	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
-	for gi := range scales {
+	levels := func(r int) []byte { return pix[r*stride : r*stride+s.Cols] }
+	// finish refits group gi from Σx·q and Σq² and writes its recon and
+	// residual.
+	finish := func(gi int, dot, qq float64) {
 		r0 := gi * g
 		r1 := min(r0+g, s.Rows)
-		var dot, qq float64
-		for r := r0; r < r1; r++ {
-			if zeroRow(r) {
-				continue
-			}
-			row := src[r*s.Cols : (r+1)*s.Cols]
-			in := pix[r*stride : r*stride+s.Cols]
-			in = in[:len(row)]
-			for len(row) > 0 { // blocks of 64Ki values keep Σq² in int32
-				k := min(len(row), 1<<16)
-				d, q := kern.DotLevels(row[:k], in[:k])
-				dot += float64(d)
-				qq += float64(q)
-				row, in = row[k:], in[k:]
-			}
-		}
 		old := scales[gi]
 		var sc uint16
 		switch {
@@ -180,7 +167,7 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 		}
 		scales[gi] = sc
 		if recon == nil {
-			continue
+			return
 		}
 		m := gradcodec.FromBF16(sc) / 127
 		for r := r0; r < r1; r++ {
@@ -193,11 +180,42 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
 				}
 			case residual != nil:
-				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], pix[r*stride:r*stride+s.Cols], x, m)
+				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], levels(r), x, m)
 			default:
-				kern.DequantU8(row, pix[r*stride:r*stride+s.Cols], m)
+				kern.DequantU8(row, levels(r), m)
 			}
 		}
+	}
+	gi := 0
+	if g == 1 && len(zmap) == 0 && s.Cols <= 1<<16 {
+		// One row per group: two groups at a time, their dot products'
+		// dependency chains interleaved (each summed as DotLevels does).
+		for ; gi+1 < len(scales); gi += 2 {
+			x0, x1 := src[gi*s.Cols:(gi+1)*s.Cols], src[(gi+1)*s.Cols:(gi+2)*s.Cols]
+			d0, q0, d1, q1 := kern.DotLevels2(x0, levels(gi), x1, levels(gi+1))
+			finish(gi, float64(d0), float64(q0))
+			finish(gi+1, float64(d1), float64(q1))
+		}
+	}
+	for ; gi < len(scales); gi++ {
+		r0 := gi * g
+		r1 := min(r0+g, s.Rows)
+		var dot, qq float64
+		for r := r0; r < r1; r++ {
+			if zeroRow(r) {
+				continue
+			}
+			row := src[r*s.Cols : (r+1)*s.Cols]
+			in := levels(r)[:len(row)]
+			for len(row) > 0 { // blocks of 64Ki values keep Σq² in int32
+				k := min(len(row), 1<<16)
+				d, q := kern.DotLevels(row[:k], in[:k])
+				dot += float64(d)
+				qq += float64(q)
+				row, in = row[k:], in[k:]
+			}
+		}
+		finish(gi, dot, qq)
 	}
 }
 

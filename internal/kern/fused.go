@@ -28,3 +28,29 @@ func AddSumSqMaxAbs(r, x []float32) (ss float32, maxAbs uint32) {
 	}
 	return ss, maxAbs
 }
+
+// DotLevels2 is DotLevels of two rows of the same length at once (their
+// dependency chains interleaved): the results are those of DotLevels on
+// each.
+func DotLevels2(x0 []float32, q0 []byte, x1 []float32, q1 []byte) (dot0 float32, qq0 int32, dot1 float32, qq1 int32) {
+	n := len(x0)
+	if !useAVX2 || n < 8 || len(x1) != n {
+		dot0, qq0 = DotLevels(x0, q0)
+		dot1, qq1 = DotLevels(x1, q1)
+		return
+	}
+	q0, q1 = q0[:n], q1[:n]
+	b := n &^ 7
+	dot0, qq0, dot1, qq1 = dotLevels2AVX2(&x0[0], &q0[0], &x1[0], &q1[0], b)
+	for i := b; i < n; i++ { // as DotLevels's tail
+		a := int32(q0[i]) - 128
+		dot0 += x0[i] * float32(a)
+		qq0 += a * a
+	}
+	for i := b; i < n; i++ {
+		a := int32(q1[i]) - 128
+		dot1 += x1[i] * float32(a)
+		qq1 += a * a
+	}
+	return
+}
