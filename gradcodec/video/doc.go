@@ -55,12 +55,19 @@
 // reconstruction forced on), bit-exactly what any decoder yields, so the
 // refit needs no decode; NVENC frames are decoded, on NVDEC where it opens.
 // The same pass writes the reconstruction (EncodeRecon) and the
-// error-feedback residual (EncodeResidual).
+// error-feedback residual (EncodeResidual). EncodeFeedback
+// (gradcodec.FeedbackEncoder, what the ring calls) also adds the old
+// residual itself, in the quantisation pass, keeping the sum in the
+// residual's memory for the refit to overwrite: error feedback needs no
+// copy of the input and no pass of its own.
 //
-// Per frame, beyond the codec, vccl makes one pass over the input (finite
-// check, scales and 8-bit levels, group by group while the group is in
-// cache) and one over the reconstruction (refit, recon, residual), with the
-// AVX2 kernels of internal/kern where the CPU has them.
+// Per frame, beyond the codec, vccl makes one pass over the input (residual
+// added, finite check, scales and 8-bit levels, group by group while the
+// group is in cache) and one over the reconstruction (refit, recon,
+// residual), with the AVX2 kernels of internal/kern where the CPU has them.
+// The reconstruction is read in place from the encoder's picture and the
+// decoder dequantises from libavcodec's picture in place (one-frame
+// tensors; taller ones are copied out frame by frame).
 // BenchmarkVsBare prints vccl's speed beside bare libx264/libx265 on the
 // same pictures, preset and QP.
 //
