@@ -413,3 +413,41 @@ func sameBits(t *testing.T, what string, got, want []float32) {
 		}
 	}
 }
+
+// TestEarlierTrialKeepsItsReconstruction: a one-frame picture's
+// reconstruction is read in place from the encoder, so when the rate
+// search encodes again in the same context the earlier trial (which may
+// still be the best) must get its own copy, equal to what a decoder yields
+// for its access unit.
+func TestEarlierTrialKeepsItsReconstruction(t *testing.T) {
+	for _, codec := range []string{"h264", "hevc"} {
+		enc := codectest.MustEncoder(t, codec, 1.4).(*videoEncoder)
+		sh := gradcodec.Shape{Rows: 64, Cols: 256}
+		x := codectest.GradientLike(3, sh.Rows, sh.Cols)
+		l := planLayout(sh)
+		enc.pix = resize(enc.pix, l.W*l.FrameH*l.Frames)
+		t0, t1 := &enc.trials[0], &enc.trials[1]
+		if err := enc.encodeAt(t0, x, nil, sh, l, 24, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !t0.live {
+			t.Fatalf("%s: a one-frame picture's reconstruction was copied, not read in place", codec)
+		}
+		if err := enc.encodeAt(t1, x, nil, sh, l, 40, nil); err != nil {
+			t.Fatal(err)
+		}
+		if t0.live || !t1.live {
+			t.Fatalf("%s: after a second encode the first trial still reads the encoder's picture", codec)
+		}
+		d := newVideoDecoder(codec, "software")
+		defer d.Close()
+		if err := d.pixels(l, t0.payload); err != nil {
+			t.Fatal(err)
+		}
+		for y := 0; y < l.FrameH; y++ {
+			if !bytes.Equal(t0.rec[y*t0.recStride:y*t0.recStride+l.W], d.pix[y*l.W:(y+1)*l.W]) {
+				t.Fatalf("%s: row %d of the kept reconstruction differs from the decoded picture", codec, y)
+			}
+		}
+	}
+}
