@@ -93,7 +93,10 @@ type ResidualEncoder interface {
 // into recon what every Decoder yields for the frame and overwrites
 // residual with the new residual src + residual − recon. The results are
 // those of ApplyTo followed by EncodeResidual; on error residual is
-// unspecified (drop it: ErrorFeedback.Reset). See ErrorFeedback.Carry.
+// unspecified (drop it: ErrorFeedback.Reset). recon may be nil when the
+// caller needs only the frame and the new residual (a ring's reduce-scatter
+// hop): the frame and residual are the same, and no reconstruction is
+// written. See ErrorFeedback.Carry.
 type FeedbackEncoder interface {
 	ResidualEncoder
 	EncodeFeedback(dst []byte, src []float32, shape Shape, recon, residual []float32) ([]byte, error)

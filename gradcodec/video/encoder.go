@@ -113,6 +113,7 @@ type videoEncoder struct {
 	pix    []byte
 	zmap   []byte
 	sum    []float32 // input plus residual for the int8 frames of EncodeFeedback
+	rec    []float32 // their reconstruction when the caller passes none
 	trials [2]trial
 	rcs    map[rateKey]*rateControl // per stream and tensor shape
 	stream string                   // see SetStream
@@ -322,9 +323,11 @@ func (e *videoEncoder) EncodeResidual(dst []byte, src []float32, shape gradcodec
 // residual (gradcodec.FeedbackEncoder): the first quantisation pass adds
 // the residual group by group while the group is in cache and keeps the
 // sum in residual, which the refit then overwrites with the new residual.
+// With recon nil the refit writes the residual alone (4 bytes a value
+// less traffic; the same frame and residual).
 func (e *videoEncoder) EncodeFeedback(dst []byte, src []float32, shape gradcodec.Shape, recon, residual []float32) ([]byte, error) {
-	if recon == nil || len(residual) != len(src) {
-		return dst, fmt.Errorf("%s: %w: EncodeFeedback needs recon and a residual of %d values (has %d)", e.codec, gradcodec.ErrShapeMismatch, len(src), len(residual))
+	if len(residual) != len(src) {
+		return dst, fmt.Errorf("%s: %w: EncodeFeedback needs a residual of %d values (has %d)", e.codec, gradcodec.ErrShapeMismatch, len(src), len(residual))
 	}
 	return e.encode(dst, src, shape, recon, residual, true)
 }
@@ -362,6 +365,10 @@ func (e *videoEncoder) encode(dst []byte, src []float32, shape gradcodec.Shape, 
 			src = e.sum
 		}
 		if residual != nil {
+			if recon == nil { // EncodeResidual needs one
+				e.rec = resize(e.rec, n)
+				recon = e.rec
+			}
 			return e.small.EncodeResidual(dst, src, shape, recon, residual)
 		}
 		return e.small.EncodeRecon(dst, src, shape, recon)

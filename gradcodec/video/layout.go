@@ -139,8 +139,9 @@ func quantize(pix []byte, scales []uint16, zmap []byte, src, add []float32, s gr
 // over the group's decoded levels q (pix, what every decoder yields; tensor
 // row r at pix[r*stride:], stride l.Stride for a flat layout), and
 // writes into recon (when not nil) the values every decoder will produce
-// with the new scales, and into residual (when not nil) src − recon, group
-// by group while the group is in cache. scales
+// with the new scales, and into residual (when not nil) src minus those
+// values, group by group while the group is in cache (with recon nil, the
+// residual alone: kern.ResidualU8, the same bits). scales
 // holds the encoded scales as bfloat16 and is updated in place; rows marked
 // in zmap are skipped and decode as zeros. A group with scale 0, or whose
 // levels are all 128, keeps its scale; one whose levels anti-correlate with
@@ -166,13 +167,22 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 			}
 		}
 		scales[gi] = sc
-		if recon == nil {
+		if recon == nil && residual == nil {
 			return
 		}
 		m := gradcodec.FromBF16(sc) / 127
 		for r := r0; r < r1; r++ {
-			row := recon[r*s.Cols : (r+1)*s.Cols]
 			x := src[r*s.Cols : (r+1)*s.Cols]
+			if recon == nil { // the residual alone (a reduce-scatter hop)
+				res := residual[r*s.Cols : (r+1)*s.Cols]
+				if sc == 0 || zeroRow(r) {
+					copy(res, x)
+				} else {
+					kern.ResidualU8(res, levels(r), x, m)
+				}
+				continue
+			}
+			row := recon[r*s.Cols : (r+1)*s.Cols]
 			switch {
 			case sc == 0 || zeroRow(r):
 				clear(row)

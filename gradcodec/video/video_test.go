@@ -353,15 +353,17 @@ func TestThreadsKeepReconExact(t *testing.T) {
 // in the quantisation pass) gives, bit for bit, the frames, recon and new
 // residual of ErrorFeedback.ApplyTo followed by EncodeResidual, over the
 // layouts (rows, flat, zero map, two frames, int8 for tiny tensors) and
-// steps with a rate search; a finite value whose residual overflows it is
-// refused.
+// steps with a rate search; with recon nil (a reduce-scatter hop) it gives
+// the same frames and residual; a finite value whose residual overflows it
+// is refused.
 func TestFeedbackMatchesApplyThenResidual(t *testing.T) {
 	shapes := []gradcodec.Shape{{Rows: 256, Cols: 784}, {Rows: 1, Cols: 5000}, {Rows: 700, Cols: 10}, {Rows: 5000, Cols: 32}, {Rows: 3, Cols: 3}}
 	for _, codec := range []string{"h264", "hevc"} {
 		a := codectest.MustEncoder(t, codec, 1.4).(gradcodec.ResidualEncoder)
 		b := codectest.MustEncoder(t, codec, 1.4).(gradcodec.FeedbackEncoder)
+		c := codectest.MustEncoder(t, codec, 1.4).(gradcodec.FeedbackEncoder) // recon nil
 		dec := codectest.MustDecoder(t)
-		efA, efB := gradcodec.NewErrorFeedback(), gradcodec.NewErrorFeedback()
+		efA, efB, efC := gradcodec.NewErrorFeedback(), gradcodec.NewErrorFeedback(), gradcodec.NewErrorFeedback()
 		for i, sh := range shapes {
 			key := fmt.Sprint(sh)
 			for step := 0; step < 3; step++ {
@@ -383,12 +385,21 @@ func TestFeedbackMatchesApplyThenResidual(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				resC, _ := efC.Carry(key, len(x))
+				frC, err := c.EncodeFeedback(nil, x, sh, nil, resC)
+				if err != nil {
+					t.Fatal(err)
+				}
 				what := fmt.Sprintf("%s %v step %d", codec, sh, step)
 				if !bytes.Equal(frA, frB) {
 					t.Fatalf("%s: EncodeFeedback's frame differs from ApplyTo+EncodeResidual's", what)
 				}
+				if !bytes.Equal(frC, frB) {
+					t.Fatalf("%s: EncodeFeedback's frame without recon differs from the one with", what)
+				}
 				sameBits(t, what+" recon", recB, recA)
 				sameBits(t, what+" residual", efB.Residual(key), efA.Residual(key))
+				sameBits(t, what+" residual without recon", efC.Residual(key), efB.Residual(key))
 				codectest.DecodesToRecon(t, dec, frB, recB, what)
 			}
 		}

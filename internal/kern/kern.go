@@ -98,6 +98,22 @@ func DequantResidual(recon, res []float32, q []byte, x []float32, m float32) {
 	}
 }
 
+// ResidualU8 writes x − (q−128)·m into res (len(q), len(x) >= len(res)):
+// DequantResidual's residual, bit for bit, without writing the
+// reconstruction. x may be res itself.
+func ResidualU8(res []float32, q []byte, x []float32, m float32) {
+	q, x = q[:len(res)], x[:len(res)]
+	i := 0
+	if useAVX2 && len(res) >= 8 {
+		n := len(res) &^ 7
+		residualU8AVX2(&res[0], &q[0], &x[0], n, m)
+		i = n
+	}
+	for ; i < len(res); i++ {
+		res[i] = x[i] - float32(int32(q[i])-128)*m
+	}
+}
+
 // AddTo adds r to x element-wise (len(r) >= len(x)).
 func AddTo(x, r []float32) {
 	r = r[:len(x)]

@@ -30,6 +30,9 @@ func dequantU8AVX2(dst *float32, q *byte, n int, m float32)
 func dequantResidualAVX2(recon, res *float32, q *byte, x *float32, n int, m float32)
 
 //go:noescape
+func residualU8AVX2(res *float32, q *byte, x *float32, n int, m float32)
+
+//go:noescape
 func addToAVX2(x, r *float32, n int)
 
 //go:noescape

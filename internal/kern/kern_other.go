@@ -12,6 +12,9 @@ func dequantU8AVX2(dst *float32, q *byte, n int, m float32)     { panic("unreach
 func dequantResidualAVX2(recon, res *float32, q *byte, x *float32, n int, m float32) {
 	panic("unreachable")
 }
+func residualU8AVX2(res *float32, q *byte, x *float32, n int, m float32) {
+	panic("unreachable")
+}
 func addToAVX2(x, r *float32, n int)                        { panic("unreachable") }
 func addTo2AVX2(dst, a, b *float32, n int)                  { panic("unreachable") }
 func subToAVX2(dst, a, b *float32, n int)                   { panic("unreachable") }

@@ -56,6 +56,7 @@ func TestKernelsMatchGo(t *testing.T) {
 				deq, dei, add []float32
 				add2          []float32
 				dr1, dr2      []float32
+				res, resIn    []float32
 				sub           []float32
 				fin           bool
 				h16, b16      []uint16
@@ -79,6 +80,10 @@ func TestKernelsMatchGo(t *testing.T) {
 				AddTo(o.add, r)
 				o.dr1, o.dr2 = make([]float32, n), make([]float32, n)
 				DequantResidual(o.dr1, o.dr2, q, x, 0.37)
+				o.res = make([]float32, n)
+				ResidualU8(o.res, q, x, 0.37)
+				o.resIn = append([]float32(nil), x...)
+				ResidualU8(o.resIn, q, o.resIn, 0.37) // in place
 				o.add2 = make([]float32, n)
 				AddTo2(o.add2, x, r)
 				o.sub = make([]float32, n)
@@ -125,7 +130,7 @@ func TestKernelsMatchGo(t *testing.T) {
 					t.Fatalf("n=%d special=%v value %d (%v, %v): u8 %d/%d i8 %d/%d fp16 %#x/%#x bf16 %#x/%#x", n, special, i, x[i], r[i],
 						a.u8[i], g.u8[i], a.i8[i], g.i8[i], a.h16[i], g.h16[i], a.b16[i], g.b16[i])
 				}
-				for _, p := range [][2]float32{{a.deq[i], g.deq[i]}, {a.dei[i], g.dei[i]}, {a.add[i], g.add[i]}, {a.add2[i], g.add2[i]}, {a.dr1[i], g.dr1[i]}, {a.dr2[i], g.dr2[i]}, {a.sub[i], g.sub[i]}, {a.fdec[i], g.fdec[i]}, {a.bdec[i], g.bdec[i]}} {
+				for _, p := range [][2]float32{{a.deq[i], g.deq[i]}, {a.dei[i], g.dei[i]}, {a.add[i], g.add[i]}, {a.add2[i], g.add2[i]}, {a.dr1[i], g.dr1[i]}, {a.dr2[i], g.dr2[i]}, {a.res[i], g.res[i]}, {a.resIn[i], g.resIn[i]}, {a.res[i], g.dr2[i]}, {a.sub[i], g.sub[i]}, {a.fdec[i], g.fdec[i]}, {a.bdec[i], g.bdec[i]}} {
 					if math.Float32bits(p[0]) != math.Float32bits(p[1]) && !(p[0] != p[0] && p[1] != p[1]) {
 						t.Fatalf("n=%d special=%v value %d: asm %v, Go %v", n, special, i, p[0], p[1])
 					}
