@@ -88,6 +88,9 @@ type Codec interface {
 	// Encode returns the wire bytes for src, made of pieces laid out in
 	// order (the sum of their lengths is len(src)), and writes into recon
 	// (len(src)) exactly what Decode of those bytes yields on any rank.
+	// recon is nil where the ring does not need it (a reduce-scatter
+	// hop, whose sender keeps only its error feedback); Encode then
+	// writes no reconstruction but updates error feedback the same way.
 	// stream names the slot for error feedback and rate control; the same
 	// slot gets the same name on every call.
 	Encode(stream string, src []float32, pieces []gradcodec.Shape, recon []float32) ([]byte, error)

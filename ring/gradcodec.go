@@ -79,6 +79,7 @@ type GradCodec struct {
 	encDec   *gradcodec.Decoder
 	small    gradcodec.Encoder // int8, for small pieces; opened on first use
 	x        []float32
+	rec      []float32 // reconstruction scratch when Encode gets no recon
 	frame    []byte
 	closed   bool
 
@@ -270,7 +271,7 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		}
 		sum += p.Len()
 	}
-	if sum != len(src) || len(recon) != len(src) {
+	if sum != len(src) || (recon != nil && len(recon) != len(src)) {
 		return nil, fmt.Errorf("ring: grad codec: stream %s: pieces cover %d values, src has %d, recon %d: %w",
 			stream, sum, len(src), len(recon), gradcodec.ErrShapeMismatch)
 	}
@@ -302,13 +303,24 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 		}
 		return nil, err
 	}
+	// With recon nil (a reduce-scatter hop) the feedback encoders write
+	// the new residual alone; the others write their reconstruction into
+	// scratch.
+	recAt := func(off, n int) []float32 {
+		if recon != nil {
+			return recon[off : off+n]
+		}
+		if cap(c.rec) < len(src) {
+			c.rec = make([]float32, len(src))
+		}
+		return c.rec[off : off+n]
+	}
 	wp := c.wirePieces(pieces)
 	family := streamFamily(stream)
 	out := []byte{containerMagic, containerVersion}
 	out = binary.AppendUvarint(out, uint64(len(wp)))
 	off := 0
 	for i, p := range wp {
-		rec := recon[off : off+p.n]
 		if p.raw {
 			seg := input(off, p.n)
 			if k := gradcodec.FirstNonFinite(seg); k >= 0 {
@@ -318,7 +330,9 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			out = binary.AppendUvarint(out, uint64(p.n))
 			out = binary.AppendUvarint(out, uint64(4*p.n))
 			out = gradcodec.AppendFloat32s(out, seg)
-			copy(rec, seg)
+			if recon != nil {
+				copy(recon[off:off+p.n], seg)
+			}
 			if res != nil {
 				clear(res[off : off+p.n])
 			}
@@ -344,11 +358,15 @@ func (c *GradCodec) Encode(stream string, src []float32, pieces []gradcodec.Shap
 			var frame []byte
 			fe, feedback := enc.(gradcodec.FeedbackEncoder)
 			if feedback && res != nil {
+				var rec []float32
+				if recon != nil {
+					rec = recon[off : off+p.n]
+				}
 				frame, err = fe.EncodeFeedback(c.frame[:0], src[off:off+p.n], p.shape, rec, res[off:off+p.n])
 			} else if re, ok := enc.(gradcodec.ResidualEncoder); ok && res != nil {
-				frame, err = re.EncodeResidual(c.frame[:0], input(off, p.n), p.shape, rec, res[off:off+p.n])
+				frame, err = re.EncodeResidual(c.frame[:0], input(off, p.n), p.shape, recAt(off, p.n), res[off:off+p.n])
 			} else {
-				seg := input(off, p.n)
+				seg, rec := input(off, p.n), recAt(off, p.n)
 				frame, err = gradcodec.EncodeRecon(enc, c.encDec, c.frame[:0], seg, p.shape, rec)
 				if err == nil && res != nil {
 					for k, v := range seg {

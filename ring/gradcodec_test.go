@@ -402,3 +402,35 @@ func TestGradCodecSubChunkRates(t *testing.T) {
 		t.Errorf("%d encoders open, want the 2 sub-chunks on one", n)
 	}
 }
+
+// TestGradCodecNilRecon: Encode without a recon (a reduce-scatter hop)
+// sends the same bytes as with one, step after step, so its error feedback
+// evolves the same; raw, int8 and video pieces alike.
+func TestGradCodecNilRecon(t *testing.T) {
+	for _, name := range []string{"int8", "h264", "hevc"} {
+		t.Run(name, func(t *testing.T) {
+			with, without := newGradCodec(t, name, true), newGradCodec(t, name, true)
+			// A full matrix, a 1-D tensor, a small bias, a thin matrix.
+			pieces := []gradcodec.Shape{{Rows: 96, Cols: 128}, {Rows: 1, Cols: 5003}, {Rows: 1, Cols: 100}, {Rows: 700, Cols: 7}}
+			n := 0
+			for _, p := range pieces {
+				n += p.Len()
+			}
+			recon := make([]float32, n)
+			for step := 0; step < 3; step++ {
+				src := smooth(uint64(step), 1, n)
+				a, err := with.Encode("s", src, pieces, recon)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := without.Encode("s", src, pieces, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(a) != string(b) {
+					t.Fatalf("step %d: %d bytes with recon, %d without: they differ", step, len(a), len(b))
+				}
+			}
+		})
+	}
+}

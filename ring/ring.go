@@ -256,7 +256,12 @@ func (j *allReduce) build(i int, in []byte, inSum uint32) ([]byte, uint32, error
 			}
 		}
 	}
-	recon := j.recon[:seg.n]
+	// Only the allgather's owner keeps the reconstruction (every rank then
+	// holds the same values); a reduce-scatter sender needs none.
+	var recon []float32
+	if s.kind == KindAllGather {
+		recon = j.recon[:seg.n]
+	}
 	t0 := time.Now()
 	wire, err := j.opts.Codec.Encode(j.streamName(phase, s, seg), x, seg.pieces, recon)
 	j.encTime += time.Since(t0)
