@@ -29,11 +29,17 @@ func processCPU() time.Duration {
 // speeds (per CPU-second of the process, the steady figure on a shared
 // machine) and their ratio:
 //
-//   - encode: vccl = EncodeFeedback with the stream's residual, as
-//     ring.GradCodec.Encode calls it (the residual added, scales, 8-bit
-//     levels, the encode, refit, reconstruction and the new residual,
-//     frame and checksum); bare = libx264/libx265 encoding the very 8-bit
-//     pictures vccl made, at the QP vccl chose, nothing kept.
+//   - encode+EF: vccl = EncodeFeedback with the stream's residual and no
+//     recon, as ring.GradCodec.Encode calls it on a reduce-scatter hop
+//     (the residual added, scales, 8-bit levels, the encode, refit and
+//     the new residual, frame and checksum: all that hop needs);
+//     bare = libx264/libx265 encoding the very 8-bit pictures vccl made,
+//     at the QP vccl chose, nothing kept.
+//
+//   - encode+EF+recon: the same with recon, as the allgather's owner
+//     encodes its chunk (it keeps the reconstruction, which every other
+//     rank decodes, so all ranks end bit-identical); the same bare
+//     encode.
 //
 //   - decode: vccl = Decoder.Decode into float32 (checksum, scales,
 //     libavcodec decode, dequantisation); bare = libavcodec's decoder on
@@ -48,17 +54,21 @@ func BenchmarkVsBare(b *testing.B) {
 		for _, sh := range []gradcodec.Shape{{Rows: 2048, Cols: 2048}, {Rows: 512, Cols: 512}, {Rows: 256, Cols: 784}} {
 			x := codectest.GradientLike(42, sh.Rows, sh.Cols)
 			name := fmt.Sprintf("%s/%dx%d", codec, sh.Rows, sh.Cols)
-			b.Run(name+"/encode", func(b *testing.B) { benchVsBare(b, codec, x, sh, false) })
-			b.Run(name+"/decode", func(b *testing.B) { benchVsBare(b, codec, x, sh, true) })
+			b.Run(name+"/encode+EF", func(b *testing.B) { benchVsBare(b, codec, x, sh, false, false) })
+			b.Run(name+"/encode+EF+recon", func(b *testing.B) { benchVsBare(b, codec, x, sh, true, false) })
+			b.Run(name+"/decode", func(b *testing.B) { benchVsBare(b, codec, x, sh, false, true) })
 		}
 	}
 }
 
-func benchVsBare(b *testing.B, codec string, x []float32, sh gradcodec.Shape, decode bool) {
+func benchVsBare(b *testing.B, codec string, x []float32, sh gradcodec.Shape, withRecon, decode bool) {
 	enc := codectest.MustEncoder(b, codec, 1.4).(*videoEncoder)
 	dec := codectest.MustDecoder(b)
 	ef := gradcodec.NewErrorFeedback()
-	recon := make([]float32, len(x))
+	var recon []float32 // a reduce-scatter hop passes none
+	if withRecon {
+		recon = make([]float32, len(x))
+	}
 	var fr []byte
 	var err error
 	vccl := func() { // as ring.GradCodec.Encode does
