@@ -34,7 +34,8 @@
 // Reduce-scatter, steps s = 0..Size-2: rank r sends chunk r-s and receives
 // chunk r-s-1, decodes it, adds its own values, and at the next step
 // re-encodes that partial sum (Codec.Encode, stream
-// "<Stream>/rs/c<chunk>.s<sub>@<offset>+<length>"). After Size-1 steps rank
+// "<Stream>/rs/c<chunk>.s<sub>@<offset>+<length>", with no recon: the
+// sender keeps only its error feedback). After Size-1 steps rank
 // r holds the full sum of chunk r+1. With Average it divides by Size, then
 // encodes the chunk once more (stream ".../ag/...") and keeps the decoded
 // values (the codec's recon), not its exact sum.
