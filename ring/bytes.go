@@ -51,9 +51,9 @@ func (j *bytesJob) build(i int, in []byte, inSum uint32) ([]byte, uint32, error)
 
 // consume stores a piece; the job keeps every payload (it is forwarded or
 // becomes part of the result).
-func (j *bytesJob) consume(i int, m Message) (bool, error) {
+func (j *bytesJob) consume(i int, m Message) (bool, uint32, error) {
 	s := j.recvs[i]
-	return true, j.store(int(s.chunk), int(s.sub), m.Payload)
+	return true, m.Sum, j.store(int(s.chunk), int(s.sub), m.Payload)
 }
 
 // pieceBound is the engine's recvMax for a byte collective: no piece is

@@ -31,8 +31,11 @@ type job interface {
 	build(i int, in []byte, inSum uint32) ([]byte, uint32, error)
 	// consume handles receive step i. keep reports that the job holds on to
 	// m.Payload (to forward or return it); otherwise the engine hands it
-	// back to the link for reuse. Called from the controller only.
-	consume(i int, m Message) (keep bool, err error)
+	// back to the link for reuse. sum is the inSum build gets for the send
+	// step paired with it: m.Sum, or the checksum of what consume made of
+	// the payload when that is what the step sends (the raw path's sums).
+	// Called from the controller only.
+	consume(i int, m Message) (keep bool, sum uint32, err error)
 }
 
 // castagnoli is the CRC-32C table of Message.Sum.
@@ -388,7 +391,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 					continue
 				}
 				t0 := time.Now()
-				keep, err := e.job.consume(recvIdx, m)
+				keep, sum, err := e.job.consume(recvIdx, m)
 				e.cConsume += time.Since(t0)
 				if !keep {
 					e.recycle(m.Payload)
@@ -399,7 +402,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 					}
 					continue
 				}
-				in := received{sum: m.Sum}
+				in := received{sum: sum}
 				if keep {
 					in.payload = m.Payload
 				}

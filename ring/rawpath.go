@@ -2,8 +2,11 @@ package ring
 
 import (
 	"encoding/binary"
+	"hash/crc32"
 	"math"
 	"unsafe"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // The raw data path: with a RawWireCodec the wire bytes of a sub-chunk are
@@ -79,39 +82,77 @@ func firstNonFinite(x []float32) int {
 	return -1
 }
 
-// addWire adds the little-endian float32 values in p (4*len(dst) bytes) to
-// dst in one pass and returns the index of the first sum that is NaN or
-// Inf, or -1. The check rides along with the add: no second pass.
-func addWire(dst []float32, p []byte) int {
+// sumBlock is how many values the fused loops below handle at a time: a
+// block's 8 KiB of sums (and 8 KiB of addends) are still in the L1 cache
+// when its checksum is computed, so the checksum costs no pass over memory.
+const sumBlock = 2048
+
+// addWireSum adds the little-endian float32 values in p (4*len(dst) bytes)
+// to dst and returns the index of the first sum that is NaN or Inf (or -1)
+// and the CRC-32C of dst's wire bytes after the add (meaningful only when
+// every sum is finite): one pass over memory, block by block, the add and
+// its NaN/Inf check vectorised (kern.AddFinite), each block checksummed
+// while it is in the cache. The checksum is Message.Sum of the next send of
+// these sums.
+func addWireSum(dst []float32, p []byte) (int, uint32) {
+	p = p[:4*len(dst)]
+	src := floatsOf(p)
+	var sum uint32
+	for i := 0; i < len(dst); i += sumBlock {
+		d := dst[i:min(i+sumBlock, len(dst))]
+		ok := true
+		if src != nil {
+			ok = kern.AddFinite(d, src[i:])
+		} else {
+			ok = addWireSlow(d, p[4*i:])
+		}
+		if !ok {
+			return i + firstNonFinite(d), 0
+		}
+		sum = crc32.Update(sum, castagnoli, wireOf(d))
+	}
+	return -1, sum
+}
+
+// addWireSlow adds the little-endian float32 values in p to dst value by
+// value (a big-endian machine, or a payload not aligned to 4 bytes) and
+// reports whether every sum is finite.
+func addWireSlow(dst []float32, p []byte) bool {
 	var acc uint32
-	if src := floatsOf(p); src != nil {
-		src = src[:len(dst)]
-		i := 0
-		for ; i+4 <= len(dst); i += 4 {
-			s := dst[i : i+4 : i+4]
-			t := src[i : i+4 : i+4]
-			a, b, c, d := s[0]+t[0], s[1]+t[1], s[2]+t[2], s[3]+t[3]
-			s[0], s[1], s[2], s[3] = a, b, c, d
-			acc |= (math.Float32bits(a)&expMask + expOne) | (math.Float32bits(b)&expMask + expOne) |
-				(math.Float32bits(c)&expMask + expOne) | (math.Float32bits(d)&expMask + expOne)
-		}
-		for ; i < len(dst); i++ {
-			v := dst[i] + src[i]
-			dst[i] = v
-			acc |= math.Float32bits(v)&expMask + expOne
-		}
-	} else {
-		p = p[:4*len(dst)]
-		for i := range dst {
-			v := dst[i] + math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
-			dst[i] = v
-			acc |= math.Float32bits(v)&expMask + expOne
-		}
+	for i := range dst {
+		v := dst[i] + math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
+		dst[i] = v
+		acc |= math.Float32bits(v)&expMask + expOne
 	}
-	if acc&0x80000000 == 0 {
-		return -1
+	return acc&0x80000000 == 0
+}
+
+// checkSum returns the index of the first NaN or Inf in x (or -1) and the
+// CRC-32C of x's wire bytes, in one pass block by block.
+func checkSum(x []float32) (int, uint32) {
+	var sum uint32
+	for i := 0; i < len(x); i += sumBlock {
+		b := x[i:min(i+sumBlock, len(x))]
+		if !kern.AllFinite(b) {
+			return i + firstNonFinite(b), 0
+		}
+		sum = crc32.Update(sum, castagnoli, wireOf(b))
 	}
-	return firstNonFinite(dst)
+	return -1, sum
+}
+
+// divSum divides x by d and returns the CRC-32C of the quotients' wire
+// bytes, in one pass block by block.
+func divSum(x []float32, d float32) uint32 {
+	var sum uint32
+	for i := 0; i < len(x); i += sumBlock {
+		b := x[i:min(i+sumBlock, len(x))]
+		for k := range b {
+			b[k] /= d
+		}
+		sum = crc32.Update(sum, castagnoli, wireOf(b))
+	}
+	return sum
 }
 
 // copyWire stores the little-endian float32 values in p (4*len(dst) bytes)

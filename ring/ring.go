@@ -278,45 +278,45 @@ func (j *allReduce) build(i int, in []byte, inSum uint32) ([]byte, uint32, error
 // buildRaw is build for a RawWireCodec: the payload is x's own memory. The
 // values of this rank enter the sum either here (reduce-scatter hop 0, its
 // own chunk, checked for NaN/Inf now) or in consumeRaw's fused add (checked
-// there); every later send carries sums already checked.
+// there); every later send carries sums already checked. The checksum of
+// what is sent comes from the pass that last touched x (inSum: consumeRaw's
+// add, or the bytes as they arrived for an allgather forward), so no send
+// reads x only to checksum it.
 func (j *allReduce) buildRaw(s step, x []float32, inSum uint32) ([]byte, uint32, error) {
 	t0 := time.Now()
 	defer func() { j.encTime += time.Since(t0) }()
 	switch {
 	case s.kind == KindReduceScatter && s.hop == 0:
-		if k := firstNonFinite(x); k >= 0 {
+		k, sum := checkSum(x)
+		if k >= 0 {
 			return nil, 0, fmt.Errorf("rank %d: value %d of chunk %d sub %d is %v: %w",
 				j.r.Rank, k, s.chunk, s.sub, x[k], gradcodec.ErrNonFinite)
 		}
-	case s.kind == KindAllGather && s.hop == 0:
-		if j.opts.Average {
-			d := float32(j.r.Size)
-			for k := range x {
-				x[k] /= d
-			}
-		}
-	case s.kind == KindAllGather:
-		// Forward the owner's values: consumeRaw stored exactly the bytes
-		// that arrived with inSum.
-		return wireOf(x), inSum, nil
+		return wireOf(x), sum, nil
+	case s.kind == KindAllGather && s.hop == 0 && j.opts.Average:
+		return wireOf(x), divSum(x, float32(j.r.Size)), nil
 	}
-	return wireOf(x), 0, nil
+	// A later reduce-scatter hop sends the sum consumeRaw made (inSum is
+	// its checksum), allgather hop 0 the owner's full sum, a later
+	// allgather hop the owner's values as they arrived with inSum.
+	return wireOf(x), inSum, nil
 }
 
-func (j *allReduce) consume(i int, m Message) (bool, error) {
+func (j *allReduce) consume(i int, m Message) (bool, uint32, error) {
 	s := j.recvs[i]
 	seg := j.plan.chunks[s.chunk][s.sub]
 	from := (j.r.Rank - 1 + j.r.Size) % j.r.Size
 	if seg.n == 0 {
 		if len(m.Payload) != 0 {
-			return false, fmt.Errorf("%w: rank %d got %d bytes from rank %d for empty chunk %d sub %d",
+			return false, 0, fmt.Errorf("%w: rank %d got %d bytes from rank %d for empty chunk %d sub %d",
 				ErrProtocol, j.r.Rank, len(m.Payload), from, s.chunk, s.sub)
 		}
-		return false, nil
+		return false, m.Sum, nil
 	}
 	x := j.data[seg.off : seg.off+seg.n]
 	if j.raw {
-		return false, j.consumeRaw(s, x, m.Payload, from)
+		sum, err := j.consumeRaw(s, x, m, from)
+		return false, sum, err
 	}
 	dst := x
 	if s.kind == KindReduceScatter {
@@ -326,7 +326,7 @@ func (j *allReduce) consume(i int, m Message) (bool, error) {
 	err := j.opts.Codec.Decode(dst, m.Payload)
 	j.decTime += time.Since(t0)
 	if err != nil {
-		return false, fmt.Errorf("rank %d: decode %s chunk %d sub %d (%d values) from rank %d: %w",
+		return false, 0, fmt.Errorf("rank %d: decode %s chunk %d sub %d (%d values) from rank %d: %w",
 			j.r.Rank, kindName(s.kind), s.chunk, s.sub, seg.n, from, err)
 	}
 	if s.kind == KindReduceScatter {
@@ -336,29 +336,33 @@ func (j *allReduce) consume(i int, m Message) (bool, error) {
 	}
 	// An allgather payload that will be forwarded stays with the job.
 	keep := s.kind == KindAllGather && int(s.hop) < j.r.Size-2
-	return keep, nil
+	return keep, m.Sum, nil
 }
 
 // consumeRaw is consume for a RawWireCodec: a reduce-scatter payload is
 // added into x in one pass that also checks the sums for NaN/Inf (this
-// rank's values enter the sum here); an allgather payload is stored in x
-// (one copy), from where buildRaw forwards it.
-func (j *allReduce) consumeRaw(s step, x []float32, p []byte, from int) error {
+// rank's values enter the sum here) and computes the checksum of the sums,
+// which the next send of x carries; an allgather payload is stored in x
+// (one copy), from where buildRaw forwards it with the checksum it came
+// with. It returns the checksum of x's wire bytes.
+func (j *allReduce) consumeRaw(s step, x []float32, m Message, from int) (uint32, error) {
+	p := m.Payload
 	if len(p) != 4*len(x) {
-		return fmt.Errorf("rank %d: %s chunk %d sub %d from rank %d: raw payload of %d bytes for %d values: %w",
+		return 0, fmt.Errorf("rank %d: %s chunk %d sub %d from rank %d: raw payload of %d bytes for %d values: %w",
 			j.r.Rank, kindName(s.kind), s.chunk, s.sub, from, len(p), len(x), gradcodec.ErrBadFrame)
 	}
 	t0 := time.Now()
 	defer func() { j.decTime += time.Since(t0) }()
 	if s.kind == KindAllGather {
 		copyWire(x, p)
-		return nil
+		return m.Sum, nil
 	}
-	if k := addWire(x, p); k >= 0 {
-		return fmt.Errorf("rank %d: value %d of chunk %d sub %d is %v after adding this rank's values to rank %d's partial sum: %w",
+	k, sum := addWireSum(x, p)
+	if k >= 0 {
+		return 0, fmt.Errorf("rank %d: value %d of chunk %d sub %d is %v after adding this rank's values to rank %d's partial sum: %w",
 			j.r.Rank, k, s.chunk, s.sub, x[k], from, gradcodec.ErrNonFinite)
 	}
-	return nil
+	return sum, nil
 }
 
 // Barrier returns once every rank has entered it: it is the token round

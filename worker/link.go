@@ -28,6 +28,9 @@ const (
 	// deadline, so a large frame on a slow link is not mistaken for a stall
 	// while it makes progress.
 	ioChunk = 1 << 20
+	// crcPiece is the most a payload read asks for: its bytes are
+	// checksummed right after the read, while they are in the L2 cache.
+	crcPiece = 128 << 10
 	// maxFree is how many received payload buffers a link keeps for reuse.
 	maxFree = 12 // the reader, readAhead, the ring's pump and controller hold up to 9
 	// readAhead is how many frames the reader may read before Recv asks.
@@ -680,17 +683,24 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 			gradcodec.ErrBadFrame, fh.length, max, fh.msg.Op, fh.msg.Kind, fh.msg.Hop, fh.msg.Chunk, fh.msg.Sub))
 	}
 	payload := l.buffer(fh.length)
-	got := 0
+	// Each read's bytes are checksummed as soon as the kernel has copied
+	// them in, while they are still in the cache (reads of at most
+	// crcPiece bytes), so the check costs no pass over memory of its own.
+	got, sum, extended := 0, uint32(0), 0
 	for got < len(payload) {
-		k, err := io.ReadFull(r, payload[got:min(len(payload), got+ioChunk)])
+		k, err := r.Read(payload[got:min(len(payload), got+crcPiece)])
+		sum = crc32.Update(sum, castagnoli, payload[got:got+k])
 		got += k
-		if err == io.ErrUnexpectedEOF || err == io.EOF {
+		if err == io.EOF && got < len(payload) {
 			l.Recycle(payload)
 			return asked, badFrame{fmt.Errorf("%w: link frame payload of %d bytes, header says %d (truncated)", gradcodec.ErrBadFrame, got, fh.length)}
-		} else if err != nil {
+		} else if err != nil && err != io.EOF {
 			return asked, err
 		}
-		l.extend()
+		if got-extended >= ioChunk {
+			l.extend()
+			extended = got
+		}
 	}
 	var one [1]byte
 	if k, err := io.ReadFull(r, one[:]); k > 0 {
@@ -703,7 +713,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	} else if err != io.EOF && err != io.ErrUnexpectedEOF {
 		return asked, err
 	}
-	if c := crc32.Checksum(payload, castagnoli); c != fh.msg.Sum {
+	if c := sum; c != fh.msg.Sum {
 		l.Recycle(payload)
 		return asked, badFrame{fmt.Errorf("%w: link frame payload checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, fh.msg.Sum)}
 	}

@@ -11,7 +11,8 @@
 // Flags follow nccl-tests where they apply: -b/-e minimum and maximum size in
 // bytes (suffixes K, M, G are powers of 1024), -f the factor between sizes,
 // -w warm-up iterations, -n timed iterations, -c 1 to check the results, -o
-// sum|avg, -d float. vccl adds -codec, -bpv, -backend and -json.
+// sum|avg, -d float. vccl adds -codec, -bpv, -backend, -json and -cpuprofile
+// (each rank writes its CPU profile to PATH.<rank>).
 //
 // Every rank's input is generated from (seed, rank), so every rank can
 // compute the exact float64 sum of all inputs; NMSE is the checked result's
@@ -39,7 +40,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -58,6 +61,7 @@ var errWrong = errors.New("results differ between ranks")
 // options are the command's flags.
 type options struct {
 	minBytes, maxBytes int64
+	cpuProfile         string // -cpuprofile: write rank r's CPU profile to <path>.<r>
 	factor             int
 	warmup, iters      int
 	check              int
@@ -123,6 +127,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.Register(fs, "codec", "video backend")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object per size instead of the table")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated inputs")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write each rank's CPU profile of the timed sizes to `path`.<rank> (go tool pprof)")
 	if err := o.Parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -250,6 +255,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.check == 1 {
 		exact = make([]float64, maxCount)
 		tmp = make([]float32, maxCount)
+	}
+
+	if o.cpuProfile != "" {
+		stop, err := startProfile(fmt.Sprintf("%s.%d", o.cpuProfile, rank))
+		if err != nil {
+			return fmt.Errorf("rank %d: %w", rank, err)
+		}
+		defer stop()
 	}
 
 	table := rank == 0 && !o.json
@@ -388,4 +401,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return fmt.Errorf("rank %d: %d mismatching rank results: %w", rank, totalWrong, errWrong)
 	}
 	return nil
+}
+
+// startProfile starts a CPU profile written to path; stop ends it.
+func startProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
