@@ -53,6 +53,23 @@ type LimitedLink interface {
 	RecvLimit(ctx context.Context, max int) (Message, error)
 }
 
+// PlacingLink is an optional interface of a Link: RecvPlace is RecvLimit
+// where the caller may choose the memory a payload is received into. Once
+// the link has read and checked a message's header it may call place with
+// that header (Payload nil, Sum set) and the payload's length; place
+// returns memory of exactly that length to receive the payload into, or
+// nil for a buffer of the link's. The link calls place only for the
+// message this RecvPlace returns, from any goroutine, and checks the
+// payload (Message.Sum) in that memory; on a mismatch RecvPlace fails as
+// RecvLimit would, leaving the memory's contents unspecified. RecvPlace
+// never returns, whatever its outcome, while the link still writes into
+// placed memory. A returned payload that is placed memory must not be
+// handed to Recycle.
+type PlacingLink interface {
+	LimitedLink
+	RecvPlace(ctx context.Context, max int, place func(m Message, n int) []byte) (Message, error)
+}
+
 // Recycler is an optional interface of a Link: Recycle hands back the
 // Payload of a message that Recv returned, once the caller no longer reads
 // it, so the link can receive into the same memory again. Calling it is

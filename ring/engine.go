@@ -72,6 +72,11 @@ type engine struct {
 	// recvMax bounds the payload of receive step i (nil: only the link's
 	// own limit applies). See pump.
 	recvMax func(recv int) int
+	// place (nil: none) names the job's memory a message's payload may be
+	// received into over a PlacingLink (see allReduce.place); owns reports
+	// that a payload is such memory, which is never recycled.
+	place func(m Message, n int) []byte
+	owns  func(p []byte) bool
 }
 
 type senderEvent struct {
@@ -422,6 +427,9 @@ func (e *engine) run(parent context.Context, pre error) error {
 
 // recycle hands a consumed payload back to the receiving link.
 func (e *engine) recycle(p []byte) {
+	if e.owns != nil && e.owns(p) {
+		return // received in place: the job's own memory
+	}
 	if rc, ok := e.r.Prev.(Recycler); ok && cap(p) > 0 {
 		rc.Recycle(p)
 	}
@@ -560,6 +568,8 @@ func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- st
 	defer close(out)
 	tokens, data := 0, 0
 	lim, limited := e.r.Prev.(LimitedLink)
+	placing, canPlace := e.r.Prev.(PlacingLink)
+	canPlace = canPlace && e.place != nil
 	for tokens < e.r.Size-1 {
 		var m Message
 		var err error
@@ -571,7 +581,11 @@ func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- st
 					bound = max(bound, e.recvMax(data))
 				}
 			}
-			m, err = lim.RecvLimit(ctx, bound)
+			if canPlace {
+				m, err = placing.RecvPlace(ctx, bound, e.place)
+			} else {
+				m, err = lim.RecvLimit(ctx, bound)
+			}
 		} else {
 			m, err = e.r.Prev.Recv(ctx)
 		}

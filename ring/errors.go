@@ -97,9 +97,14 @@ type TimeoutError struct {
 	Absent int
 	After  time.Duration // how long the reporting rank waited (0 where it is not known)
 	Detail string        // what the reporting rank saw, e.g. the ranks whose status never came
+
+	text string // the reporting rank's whole text, on the other ranks (see RemoteError.Unwrap)
 }
 
 func (e *TimeoutError) Error() string {
+	if e.text != "" {
+		return e.text
+	}
 	after := ""
 	if e.After > 0 {
 		after = fmt.Sprintf(" within %v", e.After)
@@ -152,7 +157,10 @@ func (e *RemoteError) Unwrap() error {
 	case CodePeerLost:
 		return &PeerLostError{Rank: e.Lost, Cause: errors.New(e.Msg)}
 	case CodeTimeout:
-		return &TimeoutError{Op: e.Op, Absent: e.Lost, Detail: ": " + e.Msg}
+		// e.Msg is the reporting rank's TimeoutError text (behind its
+		// "rank N: " context, if any): keep it as it is rather than
+		// wrapping it in a second "ring: op N: ...".
+		return &TimeoutError{Op: e.Op, Absent: e.Lost, text: e.Msg}
 	}
 	return e.Code.sentinel()
 }

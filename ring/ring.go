@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/vccl/vccl/gradcodec"
 )
@@ -202,6 +203,9 @@ func (j *allReduce) setup(e *engine) {
 	}
 	if rc, ok := j.opts.Codec.(RawWireCodec); ok && rc.RawWire() {
 		j.raw = true
+		if littleEndian && !j.scatterOnly {
+			e.place, e.owns = j.place, j.owns
+		}
 	} else {
 		j.recon = make([]float32, maxSub)
 		j.buf = make([]float32, maxSub)
@@ -227,6 +231,41 @@ func (j *allReduce) setup(e *engine) {
 		s := j.sends[i]
 		return 4 * int64(j.plan.chunks[s.chunk][s.sub].n)
 	}
+}
+
+// place is the engine's place for the raw path: an allgather message of
+// this collective is received straight into the tensor, where it ends up
+// anyway (no copy from a buffer). Only a header that is exactly one this
+// rank receives in the allgather gets memory: the op, the kind, the total,
+// a hop and the chunk that hop brings, an existing sub-chunk and its exact
+// length. Nothing else of this rank touches that part of the tensor by
+// then: its last reduce-scatter send left the socket before the owner
+// could finish the sum (Send returns once the socket took the bytes), and
+// the allgather forwards it only after it arrived. A message out of
+// sequence that still matches (a peer that does not follow the protocol)
+// lands in the tensor and then fails the collective in engine.check.
+func (j *allReduce) place(m Message, n int) []byte {
+	size := uint32(j.r.Size)
+	if m.Op != j.opts.Op || m.Kind != KindAllGather || m.Total != uint64(len(j.data)) ||
+		m.Hop >= size-1 || m.Chunk >= size || m.Chunk != uint32(((j.r.Rank-int(m.Hop))%j.r.Size+j.r.Size)%j.r.Size) ||
+		int(m.Sub) >= len(j.plan.chunks[m.Chunk]) {
+		return nil
+	}
+	seg := j.plan.chunks[m.Chunk][m.Sub]
+	if seg.n == 0 || 4*seg.n != n {
+		return nil
+	}
+	return wireOf(j.data[seg.off : seg.off+seg.n])
+}
+
+// owns reports that p is memory of the tensor (a payload place chose).
+func (j *allReduce) owns(p []byte) bool {
+	if len(p) == 0 || len(j.data) == 0 {
+		return false
+	}
+	w := wireOf(j.data)
+	base, at := uintptr(unsafe.Pointer(&w[0])), uintptr(unsafe.Pointer(&p[0]))
+	return at >= base && at < base+uintptr(len(w))
 }
 
 func (j *allReduce) streamName(phase string, s step, seg segment) string {
@@ -354,7 +393,9 @@ func (j *allReduce) consumeRaw(s step, x []float32, m Message, from int) (uint32
 	t0 := time.Now()
 	defer func() { j.decTime += time.Since(t0) }()
 	if s.kind == KindAllGather {
-		copyWire(x, p)
+		if len(x) > 0 && unsafe.Pointer(&p[0]) != unsafe.Pointer(&x[0]) { // not received in place
+			copyWire(x, p)
+		}
 		return m.Sum, nil
 	}
 	k, sum := addWireSum(x, p)

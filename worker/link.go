@@ -50,10 +50,11 @@ const (
 // successor dialled, so its data frames are unmasked and gorilla/websocket
 // writes payloads straight from the caller's memory. One link object serves
 // both directions (ring.Link): Send writes a frame synchronously from the
-// calling goroutine; a reader goroutine reads the connection, answering
-// control frames, and reads a data frame's payload only when Recv asks for
-// one, into a buffer bounded by what Recv expects; a pinger keeps the
-// peer's read deadline fed.
+// calling goroutine; a reader goroutine reads the connection (a ping or
+// pong only feeds its read deadline, nothing is answered) and reads a data
+// frame's payload when Recv asks for one, or up to readAhead frames early,
+// into a buffer bounded by what Recv expects or into memory RecvPlace
+// names; a pinger keeps the peer's read deadline fed.
 type link struct {
 	w    *Worker
 	peer int    // rank at the other end
@@ -67,11 +68,15 @@ type link struct {
 	watch       chan (<-chan struct{}) // Send -> watcher: the ctx of a write
 	unwatch     chan struct{}          // Send -> watcher: the write ended
 	interrupted atomic.Bool            // the watcher broke a write off (ctx ended)
+	rbroken     atomic.Bool            // a RecvPlace that gave up broke a read off
+	bmu         sync.Mutex             // orders breakOff with the end of a write
+	writing     bool                   // a data write is in progress (guarded by bmu)
 
-	// receive side: Recv hands the reader a bound on want, the reader
-	// answers on got (capacity 1: an answer Recv gave up on waits for the
-	// next Recv, in order).
-	want chan int
+	// receive side: Recv hands the reader its request (a bound, maybe
+	// memory to receive into) on want, the reader answers on got (capacity
+	// 1: an answer Recv gave up on waits for the next Recv, which takes it
+	// before any frame read ahead).
+	want chan recvReq
 	got  chan recvResult
 	hdr  [frameHeaderSize]byte // reader only
 	// The reader may read up to readAhead frames ahead of Recv, each no
@@ -105,10 +110,31 @@ type recvResult struct {
 	err error
 }
 
+// recvReq is one Recv's request to the reader: the largest payload it
+// takes and, for RecvPlace, where payloads may land (place) and the state
+// of a payload being received there (st).
+type recvReq struct {
+	max   int
+	place func(ring.Message, int) []byte
+	st    *placeState
+}
+
+// placeState tracks a payload the reader receives into a RecvPlace
+// caller's memory. RecvPlace must not return while the reader writes there,
+// so when it gives up (abandoned) it waits until active is over (done is
+// closed), breaking the read off if it takes longer than interruptGrace.
+type placeState struct {
+	mu        sync.Mutex
+	abandoned bool          // the RecvPlace call gave up: place nothing more, return nothing placed
+	active    bool          // the reader is receiving into placed memory
+	done      chan struct{} // closed when active ends
+}
+
 var (
 	_ ring.Link        = (*link)(nil)
 	_ ring.LimitedLink = (*link)(nil)
 	_ ring.Recycler    = (*link)(nil)
+	_ ring.PlacingLink = (*link)(nil)
 )
 
 // newLink wraps an upgraded connection and starts its goroutines.
@@ -117,7 +143,7 @@ func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 		w: w, peer: peer, name: name, ws: ws,
 		watch:   make(chan (<-chan struct{})),
 		unwatch: make(chan struct{}),
-		want:    make(chan int),
+		want:    make(chan recvReq),
 		got:     make(chan recvResult, 1),
 		notify:  make(chan struct{}, 1),
 		drained: make(chan struct{}, 1),
@@ -178,7 +204,13 @@ func (l *link) write(ctx context.Context, hdr, payload []byte) error {
 			return l.sendErr(ctx)
 		}
 	}
+	l.bmu.Lock()
+	l.writing = true
+	l.bmu.Unlock()
 	err := l.writeFrame(hdr, payload)
+	l.bmu.Lock()
+	l.writing = false
+	l.bmu.Unlock()
 	if ctx.Done() != nil {
 		l.unwatch <- struct{}{} // the watcher is idle again after this
 	}
@@ -271,12 +303,11 @@ func (l *link) watcher() {
 			case <-t.C:
 			}
 		}
-		l.interrupted.Store(true)
 		t := time.NewTicker(10 * time.Millisecond)
 		for stopped := false; !stopped; {
 			// gorilla sets its own deadline before each fragment: repeat
 			// until the write has returned.
-			l.ws.NetConn().SetWriteDeadline(time.Unix(1, 0))
+			l.breakOff()
 			select {
 			case <-l.unwatch:
 				stopped = true
@@ -284,6 +315,20 @@ func (l *link) watcher() {
 			}
 		}
 		t.Stop()
+	}
+}
+
+// breakOff sets the connection's write deadline in the past if a data
+// write is still in progress. Only then: a deadline set after the write
+// finished could land just after a ping's WriteControl set its own and
+// fail the ping, and gorilla keeps a failed write's error for every later
+// write.
+func (l *link) breakOff() {
+	l.bmu.Lock()
+	defer l.bmu.Unlock()
+	if l.writing {
+		l.interrupted.Store(true)
+		l.ws.NetConn().SetWriteDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -312,7 +357,7 @@ func (l *link) sendErr(ctx context.Context) error {
 
 // Recv is RecvLimit with the link's own limit, MaxPayload.
 func (l *link) Recv(ctx context.Context) (ring.Message, error) {
-	return l.RecvLimit(ctx, MaxPayload)
+	return l.recv(ctx, MaxPayload, nil)
 }
 
 // RecvLimit implements ring.LimitedLink: it returns the next frame from the
@@ -322,42 +367,78 @@ func (l *link) Recv(ctx context.Context) (ring.Message, error) {
 // for (so a dead peer is noticed while this rank is busy); beyond that the
 // reader waits for Recv, and a peer that sends faster than this rank
 // receives is slowed down by TCP. Recv without a bound reads nothing ahead.
-// Frames
-// that arrived before a failure are still returned; after them Recv fails
-// with the failure: a *ring.PeerLostError when the peer or the link is
-// lost (or any other rank of the job, as reported by memberlist), an error
-// wrapping gradcodec.ErrBadFrame for a malformed, corrupted, replayed,
+// Frames that arrived before a failure are still returned; after them Recv
+// fails with the failure: a *ring.PeerLostError when the peer or the link
+// is lost (or any other rank of the job, as reported by memberlist), an
+// error wrapping gradcodec.ErrBadFrame for a malformed, corrupted, replayed,
 // foreign or oversized frame, or ctx's error. The payload is the link's
 // until the caller hands it back with Recycle (or drops it).
 func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
+	return l.recv(ctx, max, nil)
+}
+
+// RecvPlace implements ring.PlacingLink: RecvLimit, except that a frame the
+// reader reads for this call (not one read ahead) goes to the memory place
+// names for its header, checked there as usual. When RecvPlace gives up
+// (ctx, a lost rank) while the reader receives into that memory, it waits
+// for the frame to end, at most interruptGrace, then breaks the read off
+// (the link is then given up, as after an interrupted Send): it never
+// returns while the link still writes into placed memory. A placed frame
+// whose RecvPlace gave up is moved into a buffer of the link's before the
+// next Recv gets it.
+func (l *link) RecvPlace(ctx context.Context, max int, place func(ring.Message, int) []byte) (ring.Message, error) {
+	return l.recv(ctx, max, place)
+}
+
+func (l *link) recv(ctx context.Context, max int, place func(ring.Message, int) []byte) (ring.Message, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("worker: rank %d: recv from rank %d (%s link): %w", l.w.cfg.Rank, l.peer, l.name, err)
 	}
 	bounded := max < MaxPayload
 	max = min(max, MaxPayload)
-	wait := func() (ring.Message, error) {
-		select {
-		case res := <-l.got:
-			if res.err != nil {
-				return ring.Message{}, wrap(res.err)
-			}
-			return res.m, nil
-		case <-ctx.Done():
-			return ring.Message{}, wrap(ctx.Err())
-		case <-l.w.lostCh:
-			return ring.Message{}, wrap(l.w.lost())
-		}
-	}
-	// An answer to an earlier Recv that gave up comes first.
-	select {
-	case res := <-l.got:
+	// deliver returns an answer of the reader. One that a Recv gave up on
+	// was read under that Recv's bound: it must meet this one's too.
+	deliver := func(res recvResult) (ring.Message, error) {
 		if res.err != nil {
 			return ring.Message{}, wrap(res.err)
 		}
+		if len(res.m.Payload) > max {
+			l.Recycle(res.m.Payload)
+			l.mu.Lock()
+			l.setBadLocked(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next", gradcodec.ErrBadFrame, len(res.m.Payload), max))
+			bad := l.badErr
+			l.mu.Unlock()
+			return ring.Message{}, wrap(bad)
+		}
 		return res.m, nil
-	default:
+	}
+	req := recvReq{max: max, place: place}
+	if place != nil {
+		req.st = &placeState{done: make(chan struct{})}
+	}
+	wait := func() (ring.Message, error) {
+		var err error
+		select {
+		case res := <-l.got:
+			return deliver(res)
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-l.w.lostCh:
+			err = l.w.lost()
+		}
+		if req.st != nil {
+			l.abandon(req.st)
+		}
+		return ring.Message{}, wrap(err)
 	}
 	for {
+		// An answer to an earlier Recv that gave up is older than any
+		// frame read ahead: it comes first.
+		select {
+		case res := <-l.got:
+			return deliver(res)
+		default:
+		}
 		l.mu.Lock()
 		l.lastMax = 0
 		if bounded {
@@ -388,7 +469,7 @@ func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 		}
 		// A frame the reader already holds goes before any failure.
 		select {
-		case l.want <- max:
+		case l.want <- req:
 			return wait()
 		default:
 		}
@@ -405,13 +486,54 @@ func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 			return ring.Message{}, wrap(err)
 		}
 		select {
-		case l.want <- max:
+		case l.want <- req:
 			return wait()
+		case res := <-l.got:
+			return deliver(res)
 		case <-l.notify:
 		case <-l.bad:
 		case <-l.dead:
 		case <-l.w.lostCh:
 		case <-ctx.Done():
+		}
+	}
+}
+
+// abandon is called by a RecvPlace that gives up: the reader places
+// nothing more for it, and if it is receiving into placed memory now,
+// abandon waits until it stops, breaking the read off after
+// interruptGrace.
+func (l *link) abandon(st *placeState) {
+	st.mu.Lock()
+	st.abandoned = true
+	active := st.active
+	st.mu.Unlock()
+	if !active {
+		return
+	}
+	t := time.NewTimer(interruptGrace)
+	defer t.Stop()
+	select {
+	case <-st.done:
+		return
+	case <-l.rdone:
+		return
+	case <-t.C:
+	}
+	// The peer does not finish the frame: break the read off (the link
+	// is given up). The reader extends its deadline as data arrives, so
+	// repeat until it has stopped.
+	l.rbroken.Store(true)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l.ws.NetConn().SetReadDeadline(time.Unix(1, 0))
+		select {
+		case <-st.done:
+			return
+		case <-l.rdone:
+			return
+		case <-tick.C:
 		}
 	}
 }
@@ -547,8 +669,13 @@ func (l *link) pinger() {
 	}
 }
 
-// extend pushes the read deadline out by readTimeout.
-func (l *link) extend() { l.ws.SetReadDeadline(time.Now().Add(l.readTimeout())) }
+// extend pushes the read deadline out by readTimeout (unless a read was
+// broken off for good).
+func (l *link) extend() {
+	if !l.rbroken.Load() {
+		l.ws.SetReadDeadline(time.Now().Add(l.readTimeout()))
+	}
+}
 
 // errStopped ends the reader when the link shuts down.
 var errStopped = errors.New("worker: link shutting down")
@@ -652,11 +779,23 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	// Read ahead when the frame fits what the last Recv expected and there
 	// is room; otherwise wait for a Recv (and its bound): until then
 	// nothing of the payload is read.
+	// A Recv already waiting (and nothing queued ahead of it) takes the
+	// frame itself: its bound applies and its payload may be placed.
+	var req recvReq
 	l.mu.Lock()
 	max := l.lastMax
-	ahead := len(l.ahead) < readAhead && fh.length <= max
+	queued := len(l.ahead)
 	l.mu.Unlock()
-	if !ahead {
+	if queued == 0 { // only the reader adds to ahead: it stays empty
+		select {
+		case req = <-l.want:
+			max = req.max
+			asked = true
+		default:
+		}
+	}
+	ahead := !asked && queued < readAhead && fh.length <= max
+	if !asked && !ahead {
 		for { // frames queued ahead go first
 			l.mu.Lock()
 			n := len(l.ahead)
@@ -671,7 +810,8 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 			}
 		}
 		select {
-		case max = <-l.want:
+		case req = <-l.want:
+			max = req.max
 			asked = true
 		case <-l.stopOut:
 			return false, errStopped
@@ -682,7 +822,17 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		return discard(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next (op %d %s hop %d chunk %d sub %d)",
 			gradcodec.ErrBadFrame, fh.length, max, fh.msg.Op, fh.msg.Kind, fh.msg.Hop, fh.msg.Chunk, fh.msg.Sub))
 	}
-	payload := l.buffer(fh.length)
+	payload, placed := l.place(req, fh)
+	defer func() {
+		if placed { // a frame that failed: the caller gets the error
+			l.unplace(req.st, nil)
+		}
+	}()
+	recycle := func() {
+		if !placed {
+			l.Recycle(payload)
+		}
+	}
 	// Each read's bytes are checksummed as soon as the kernel has copied
 	// them in, while they are still in the cache (reads of at most
 	// crcPiece bytes), so the check costs no pass over memory of its own.
@@ -692,7 +842,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		sum = crc32.Update(sum, castagnoli, payload[got:got+k])
 		got += k
 		if err == io.EOF && got < len(payload) {
-			l.Recycle(payload)
+			recycle()
 			return asked, badFrame{fmt.Errorf("%w: link frame payload of %d bytes, header says %d (truncated)", gradcodec.ErrBadFrame, got, fh.length)}
 		} else if err != nil && err != io.EOF {
 			return asked, err
@@ -704,7 +854,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	}
 	var one [1]byte
 	if k, err := io.ReadFull(r, one[:]); k > 0 {
-		l.Recycle(payload)
+		recycle()
 		extra, err := io.Copy(io.Discard, r)
 		if err != nil {
 			return asked, err
@@ -714,7 +864,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		return asked, err
 	}
 	if c := sum; c != fh.msg.Sum {
-		l.Recycle(payload)
+		recycle()
 		return asked, badFrame{fmt.Errorf("%w: link frame payload checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, fh.msg.Sum)}
 	}
 	*seq++
@@ -732,8 +882,45 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		}
 		return false, nil
 	}
+	if placed {
+		placed = false // unplace runs now, not deferred
+		l.unplace(req.st, &m)
+	}
 	l.answer(recvResult{m: m})
 	return false, nil
+}
+
+// place returns the memory the payload of fh goes to: the request's own
+// (placed) when its RecvPlace is still waiting and names memory of exactly
+// that length, else a buffer of the link's.
+func (l *link) place(req recvReq, fh frameHeader) ([]byte, bool) {
+	if req.place != nil && fh.length > 0 {
+		if p := req.place(fh.msg, fh.length); len(p) == fh.length {
+			req.st.mu.Lock()
+			ok := !req.st.abandoned
+			req.st.active = ok
+			req.st.mu.Unlock()
+			if ok {
+				return p, true
+			}
+		}
+	}
+	return l.buffer(fh.length), false
+}
+
+// unplace ends the reader's writes into placed memory. A good frame m
+// whose RecvPlace gave up meanwhile is moved into a buffer of the link's
+// first, so the next Recv gets it in order without the caller's memory.
+func (l *link) unplace(st *placeState, m *ring.Message) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.abandoned && m != nil {
+		b := l.buffer(len(m.Payload))
+		copy(b, m.Payload)
+		m.Payload = b
+	}
+	st.active = false
+	close(st.done)
 }
 
 // answer hands the reader's result to the waiting Recv. It gives up when
@@ -752,6 +939,12 @@ func (l *link) readFailed(err error) {
 	var ce *websocket.CloseError
 	var ne net.Error
 	switch {
+	case l.rbroken.Load():
+		// A RecvPlace gave up while the peer was still sending into its
+		// memory: the frame is cut off, so the connection is of no
+		// further use (as after an interrupted Send).
+		l.fail(l.lostPeer(fmt.Errorf("link given up: a receive from it was interrupted: %w", err)), failQuiet)
+		l.ws.Close()
 	case errors.As(err, &ce) && (ce.Code == websocket.CloseNormalClosure || ce.Code == websocket.CloseGoingAway):
 		if lost, ok := l.parseCloseReason(ce.Text); ok {
 			l.fail(lost, failRelay)
