@@ -74,15 +74,26 @@
 //     websocket added.
 //   - Receiving. Recv says how large a payload it expects
 //     (ring.LimitedLink: the ring passes the size of the sub-chunk it
-//     expects next). The reader reads a frame's header; a frame within the
-//     last such bound may be read up to two frames ahead of Recv (so a dead
-//     peer is still noticed while this rank is busy), anything else waits
-//     until Recv asks for it with its bound. A longer announced payload is
-//     refused (bad frame) before anything is allocated; otherwise the
-//     payload is read straight into a recycled buffer (ring.Recycler),
-//     checked once, and handed over. The receive queue is thus two frames
-//     of at most the expected size: a sender that is faster than its
-//     receiver blocks in Send (TCP flow control) instead of filling memory.
+//     expects next). The reader reads a frame's header; a Recv already
+//     waiting takes the frame itself, otherwise a frame within the last
+//     such bound may be read up to two frames ahead of Recv (so a dead
+//     peer is still noticed while this rank is busy), and anything else
+//     waits until Recv asks for it with its bound. A longer announced
+//     payload is refused (bad frame) before anything is allocated;
+//     otherwise the payload is read straight into a recycled buffer
+//     (ring.Recycler) or, for RecvPlace (ring.PlacingLink), into the
+//     memory the caller names for that header (the raw allgather receives
+//     into the tensor: no copy). Reads ask for at most 128 KiB and each is
+//     checksummed right after it, while its bytes are in the cache, so
+//     the one integrity check per message costs no pass over memory. The
+//     receive queue is thus two frames of at most the expected size: a
+//     sender that is faster than its receiver blocks in Send (TCP flow
+//     control) instead of filling memory. A RecvPlace that gives up while
+//     its frame is still arriving waits for the frame (at most
+//     interruptGrace, 0.5 s) and otherwise breaks the read off, giving
+//     the link up, so it never returns while the link writes into the
+//     caller's memory; an answer a Recv gave up on goes to the next Recv,
+//     before any frame read ahead and within that Recv's bound.
 //   - Liveness. A Send blocked on a peer that is alive but not reading (a
 //     rank that entered the collective late) is not a failure: both ends
 //     ping, and only a silent peer (no frame or ping for 4/5 of
