@@ -7,6 +7,8 @@ import (
 	"hash/crc32"
 	"math"
 	"time"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // DefaultAbortGrace is the default of Ring.AbortGrace.
@@ -509,7 +511,7 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 			t0 := time.Now()
 			payload, sum, err := e.job.build(i, in.payload, in.sum)
 			if err == nil && sum == 0 && len(payload) > 0 {
-				sum = crc32.Checksum(payload, castagnoli)
+				sum = kern.UpdateCRC32C(0, payload)
 			}
 			e.sBuild += time.Since(t0)
 			if err != nil {

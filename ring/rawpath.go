@@ -2,7 +2,6 @@ package ring
 
 import (
 	"encoding/binary"
-	"hash/crc32"
 	"math"
 	"unsafe"
 
@@ -109,7 +108,7 @@ func addWireSum(dst []float32, p []byte) (int, uint32) {
 		if !ok {
 			return i + firstNonFinite(d), 0
 		}
-		sum = crc32.Update(sum, castagnoli, wireOf(d))
+		sum = kern.UpdateCRC32C(sum, wireOf(d))
 	}
 	return -1, sum
 }
@@ -136,7 +135,7 @@ func checkSum(x []float32) (int, uint32) {
 		if !kern.AllFinite(b) {
 			return i + firstNonFinite(b), 0
 		}
-		sum = crc32.Update(sum, castagnoli, wireOf(b))
+		sum = kern.UpdateCRC32C(sum, wireOf(b))
 	}
 	return -1, sum
 }
@@ -150,7 +149,7 @@ func divSum(x []float32, d float32) uint32 {
 		for k := range b {
 			b[k] /= d
 		}
-		sum = crc32.Update(sum, castagnoli, wireOf(b))
+		sum = kern.UpdateCRC32C(sum, wireOf(b))
 	}
 	return sum
 }

@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/kern"
 	"github.com/vccl/vccl/ring"
 )
 
@@ -70,7 +71,7 @@ func payloadSum(m ring.Message) uint32 {
 	if m.Sum != 0 {
 		return m.Sum
 	}
-	return crc32.Checksum(m.Payload, castagnoli)
+	return kern.UpdateCRC32C(0, m.Payload)
 }
 
 // appendFrame appends the whole frame of m, sealed with seq, to dst (tests

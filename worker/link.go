@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math/bits"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/vccl/vccl/gradcodec"
+	"github.com/vccl/vccl/internal/kern"
 	"github.com/vccl/vccl/ring"
 )
 
@@ -839,7 +839,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	got, sum, extended := 0, uint32(0), 0
 	for got < len(payload) {
 		k, err := r.Read(payload[got:min(len(payload), got+crcPiece)])
-		sum = crc32.Update(sum, castagnoli, payload[got:got+k])
+		sum = kern.UpdateCRC32C(sum, payload[got:got+k])
 		got += k
 		if err == io.EOF && got < len(payload) {
 			recycle()
