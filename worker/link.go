@@ -69,6 +69,7 @@ type link struct {
 	unwatch     chan struct{}          // Send -> watcher: the write ended
 	interrupted atomic.Bool            // the watcher broke a write off (ctx ended)
 	rbroken     atomic.Bool            // a RecvPlace that gave up broke a read off
+	onPlaced    func()                 // tests: called when a payload starts arriving in placed memory
 	bmu         sync.Mutex             // orders breakOff with the end of a write
 	writing     bool                   // a data write is in progress (guarded by bmu)
 
@@ -901,6 +902,9 @@ func (l *link) place(req recvReq, fh frameHeader) ([]byte, bool) {
 			req.st.active = ok
 			req.st.mu.Unlock()
 			if ok {
+				if l.onPlaced != nil {
+					l.onPlaced()
+				}
 				return p, true
 			}
 		}
