@@ -70,6 +70,7 @@ type link struct {
 	interrupted atomic.Bool            // the watcher broke a write off (ctx ended)
 	rbroken     atomic.Bool            // a RecvPlace that gave up broke a read off
 	onPlaced    func()                 // tests: called when a payload starts arriving in placed memory
+	onUnplaced  func(*placeState)      // tests: called between unplace and the answer of a placed frame
 	bmu         sync.Mutex             // orders breakOff with the end of a write
 	writing     bool                   // a data write is in progress (guarded by bmu)
 
@@ -128,6 +129,7 @@ type placeState struct {
 	mu        sync.Mutex
 	abandoned bool          // the RecvPlace call gave up: place nothing more, return nothing placed
 	active    bool          // the reader is receiving into placed memory
+	delivered bool          // a good frame in placed memory is (being) answered to this RecvPlace
 	done      chan struct{} // closed when active ends
 }
 
@@ -429,6 +431,20 @@ func (l *link) recv(ctx context.Context, max int, place func(ring.Message, int) 
 		}
 		if req.st != nil {
 			l.abandon(req.st)
+			// The frame was complete, checked and left in the caller's
+			// memory before the call gave up: its answer is on the way
+			// and must go to this call, never to the next Recv (which
+			// would get the caller's memory, and might recycle it).
+			req.st.mu.Lock()
+			delivered := req.st.delivered
+			req.st.mu.Unlock()
+			if delivered {
+				select {
+				case res := <-l.got:
+					return deliver(res)
+				case <-l.stopOut:
+				}
+			}
 		}
 		return ring.Message{}, wrap(err)
 	}
@@ -886,6 +902,9 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	if placed {
 		placed = false // unplace runs now, not deferred
 		l.unplace(req.st, &m)
+		if l.onUnplaced != nil {
+			l.onUnplaced(req.st)
+		}
 	}
 	l.answer(recvResult{m: m})
 	return false, nil
@@ -914,7 +933,9 @@ func (l *link) place(req recvReq, fh frameHeader) ([]byte, bool) {
 
 // unplace ends the reader's writes into placed memory. A good frame m
 // whose RecvPlace gave up meanwhile is moved into a buffer of the link's
-// first, so the next Recv gets it in order without the caller's memory.
+// first, so the next Recv gets it in order without the caller's memory;
+// one whose RecvPlace had not given up yet is marked delivered, and that
+// RecvPlace takes its answer even if it gives up now.
 func (l *link) unplace(st *placeState, m *ring.Message) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -922,6 +943,8 @@ func (l *link) unplace(st *placeState, m *ring.Message) {
 		b := l.buffer(len(m.Payload))
 		copy(b, m.Payload)
 		m.Payload = b
+	} else if m != nil {
+		st.delivered = true
 	}
 	st.active = false
 	close(st.done)

@@ -305,3 +305,63 @@ func TestLateBreakOff(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRecvPlaceGivesUpAtCompletion: a RecvPlace whose context ends just
+// after its frame was completed and checked in placed memory (but before
+// the reader handed it over) returns that frame itself; the next Recv must
+// never get the caller's memory (it could recycle it into the link's
+// buffers, and the link would write there later).
+func TestRecvPlaceGivesUpAtCompletion(t *testing.T) {
+	ws, _ := mustWorld(t, 2, nil)
+	prev := ws[1].prev
+	const n = 64 << 10
+	send := func(seq uint64) {
+		t.Helper()
+		if err := ws[0].Next().Send(context.Background(), testMsg(0, seq, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := make([]byte, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Between unplace and the answer: end the context and wait until the
+	// RecvPlace has given up (abandoned), so it cannot take the answer
+	// from its first select.
+	prev.onUnplaced = func(st *placeState) {
+		cancel()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			st.mu.Lock()
+			gaveUp := st.abandoned
+			st.mu.Unlock()
+			if gaveUp {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		t.Error("RecvPlace did not give up within 10s of its context ending")
+	}
+	send(1)
+	m, err := prev.RecvPlace(ctx, 2*n, func(ring.Message, int) []byte { return dst })
+	prev.onUnplaced = nil
+	if err != nil {
+		t.Fatalf("RecvPlace whose frame was complete before it gave up: %v, want the frame", err)
+	}
+	if err := checkMsg(m, 0, 1, n); err != nil {
+		t.Fatal(err)
+	}
+	if !sameMemory(m.Payload, dst) {
+		t.Error("the frame is not in the placed memory")
+	}
+	send(2)
+	got, err := prev.Recv(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sameMemory(got.Payload, dst) {
+		t.Fatal("the next Recv got the RecvPlace caller's memory")
+	}
+	if err := checkMsg(got, 0, 2, n); err != nil {
+		t.Fatal(err)
+	}
+}
