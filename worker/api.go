@@ -100,7 +100,10 @@
 //     PeerTimeout) fails the link, which then closes the connection and
 //     unblocks the Send. Data writes carry no deadline of their own. Send's
 //     context is honoured by breaking off the write (the connection is then
-//     given up).
+//     given up); a context.AfterFunc registered for the write does that
+//     only when the context ends, so a Send hands nothing to another
+//     goroutine (a watcher goroutine that every Send woke twice, before
+//     and after its write, was replaced).
 //   - Latency. Go sets TCP_NODELAY on every TCP connection, so Nagle never
 //     holds a small frame back (and delayed ACKs do not stall a stream of
 //     full segments); a frame up to 64 KiB is one write, a larger one two

@@ -65,14 +65,15 @@ type link struct {
 	wmu         sync.Mutex // serialises Send
 	seq         uint64     // next sequence number to send (guarded by wmu)
 	whdr        [frameHeaderSize]byte
-	watch       chan (<-chan struct{}) // Send -> watcher: the ctx of a write
-	unwatch     chan struct{}          // Send -> watcher: the write ended
-	interrupted atomic.Bool            // the watcher broke a write off (ctx ended)
-	rbroken     atomic.Bool            // a RecvPlace that gave up broke a read off
-	onPlaced    func()                 // tests: called when a payload starts arriving in placed memory
-	onUnplaced  func(*placeState)      // tests: called between unplace and the answer of a placed frame
-	bmu         sync.Mutex             // orders breakOff with the end of a write
-	writing     bool                   // a data write is in progress (guarded by bmu)
+	interrupted atomic.Bool       // a write was broken off (its ctx ended, or the link shut down)
+	rbroken     atomic.Bool       // a RecvPlace that gave up broke a read off
+	onPlaced    func()            // tests: called when a payload starts arriving in placed memory
+	onUnplaced  func(*placeState) // tests: called between unplace and the answer of a placed frame
+	bmu         sync.Mutex        // orders breakOff with the start and end of a write
+	writing     bool              // a data write is in progress (guarded by bmu)
+	wgen        uint64            // number of the current or last data write (guarded by bmu)
+	wend        chan struct{}     // closed when write wgen ends; made by whoever waits for it (guarded by bmu)
+	wstop       bool              // shutdown: no data write starts any more (guarded by bmu)
 
 	// receive side: Recv hands the reader its request (a bound, maybe
 	// memory to receive into) on want, the reader answers on got (capacity
@@ -93,7 +94,6 @@ type link struct {
 	stopOut chan struct{} // closed by shutdown
 	rdone   chan struct{} // closed when the reader has exited
 	pdone   chan struct{} // closed when the pinger has exited
-	wtdone  chan struct{} // closed when the watcher has exited
 
 	mu      sync.Mutex
 	free    [][]byte      // payload buffers for reuse
@@ -144,8 +144,6 @@ var (
 func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 	l := &link{
 		w: w, peer: peer, name: name, ws: ws,
-		watch:   make(chan (<-chan struct{})),
-		unwatch: make(chan struct{}),
 		want:    make(chan recvReq),
 		got:     make(chan recvResult, 1),
 		notify:  make(chan struct{}, 1),
@@ -153,14 +151,12 @@ func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 		stopOut: make(chan struct{}),
 		rdone:   make(chan struct{}),
 		pdone:   make(chan struct{}),
-		wtdone:  make(chan struct{}),
 		bad:     make(chan struct{}),
 		dead:    make(chan struct{}),
 	}
 	ws.SetReadLimit(frameHeaderSize + MaxPayload)
 	go l.reader()
 	go l.pinger()
-	go l.watcher()
 	return l
 }
 
@@ -199,24 +195,34 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 
 // write sends one frame (header and payload) as one websocket message,
 // advancing the sequence number. Caller holds wmu.
+//
+// A write whose context ends is broken off (stopWrite, from a
+// context.AfterFunc callback) if it has not ended interruptGrace later.
+// The callback runs only when the context ends: a write costs no
+// goroutine hand-off.
 func (l *link) write(ctx context.Context, hdr, payload []byte) error {
-	if done := ctx.Done(); done != nil {
-		select {
-		case l.watch <- done:
-		case <-l.wtdone:
-			return l.sendErr(ctx)
-		}
-	}
 	l.bmu.Lock()
+	if l.wstop {
+		l.bmu.Unlock()
+		return l.sendErr(ctx)
+	}
+	l.wgen++
+	gen := l.wgen
 	l.writing = true
 	l.bmu.Unlock()
+	stop := func() bool { return true }
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { l.stopWrite(gen, interruptGrace) })
+	}
 	err := l.writeFrame(hdr, payload)
+	stop() // a callback already started finds the write ended (gen) and returns
 	l.bmu.Lock()
 	l.writing = false
-	l.bmu.Unlock()
-	if ctx.Done() != nil {
-		l.unwatch <- struct{}{} // the watcher is idle again after this
+	if l.wend != nil {
+		close(l.wend)
+		l.wend = nil
 	}
+	l.bmu.Unlock()
 	if err == nil {
 		// A break-off that came too late to stop the write did no harm:
 		// gorilla sets its own deadline before every write.
@@ -269,67 +275,54 @@ func (l *link) writeFrame(hdr, payload []byte) error {
 	return wr.Close()
 }
 
-// watcher breaks off a write whose context ends: it sets the connection's
-// write deadline in the past until the write returns.
-func (l *link) watcher() {
-	defer close(l.wtdone)
-	for {
-		var done <-chan struct{}
-		select {
-		case done = <-l.watch:
-		case <-l.stopOut:
-			return
-		}
-		select {
-		case <-l.unwatch:
-			continue
-		case <-done:
-			// A write in progress usually ends on its own within moments;
-			// only one stuck on a peer that does not read is broken off
-			// (which gives the connection up). So a rank that fails and
-			// stops its sender still leaves a working link for the abort
-			// it passes on.
-			t := time.NewTimer(interruptGrace)
-			select {
-			case <-l.unwatch:
-				t.Stop()
-				continue
-			case <-t.C:
-			}
-		case <-l.stopOut:
-			// Closing: give the write readTimeout to finish.
-			t := time.NewTimer(l.readTimeout())
-			select {
-			case <-l.unwatch:
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
-		t := time.NewTicker(10 * time.Millisecond)
-		for stopped := false; !stopped; {
-			// gorilla sets its own deadline before each fragment: repeat
-			// until the write has returned.
-			l.breakOff()
-			select {
-			case <-l.unwatch:
-				stopped = true
-			case <-t.C:
-			}
-		}
+// stopWrite waits up to grace for data write gen to end and then breaks it
+// off: it sets the connection's write deadline in the past until the write
+// returns. A write in progress usually ends on its own within moments;
+// only one stuck on a peer that does not read is broken off (which gives
+// the connection up), so a rank that fails and stops its sender still
+// leaves a working link for the abort it passes on. It returns at once if
+// write gen is not in progress.
+func (l *link) stopWrite(gen uint64, grace time.Duration) {
+	l.bmu.Lock()
+	if !l.writing || l.wgen != gen {
+		l.bmu.Unlock()
+		return
+	}
+	if l.wend == nil {
+		l.wend = make(chan struct{})
+	}
+	end := l.wend
+	l.bmu.Unlock()
+	t := time.NewTimer(grace)
+	select {
+	case <-end:
 		t.Stop()
+		return
+	case <-t.C:
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// gorilla sets its own deadline before each fragment: repeat
+		// until the write has returned.
+		l.breakOff(gen)
+		select {
+		case <-end:
+			return
+		case <-tick.C:
+		}
 	}
 }
 
-// breakOff sets the connection's write deadline in the past if a data
-// write is still in progress. Only then: a deadline set after the write
+// breakOff sets the connection's write deadline in the past if data write
+// gen is still in progress. Only then: a deadline set after the write
 // finished could land just after a ping's WriteControl set its own and
 // fail the ping, and gorilla keeps a failed write's error for every later
 // write.
-func (l *link) breakOff() {
+func (l *link) breakOff(gen uint64) {
 	l.bmu.Lock()
 	defer l.bmu.Unlock()
-	if l.writing {
+	if l.writing && l.wgen == gen {
 		l.interrupted.Store(true)
 		l.ws.NetConn().SetWriteDeadline(time.Unix(1, 0))
 	}
@@ -1035,7 +1028,13 @@ func (l *link) shutdown() {
 		l.mu.Unlock()
 		close(l.stopOut)
 		<-l.pdone
-		<-l.wtdone
+		// A data write in progress gets readTimeout to finish, then is
+		// broken off; none starts after this.
+		l.bmu.Lock()
+		l.wstop = true
+		gen := l.wgen
+		l.bmu.Unlock()
+		l.stopWrite(gen, l.readTimeout())
 		l.ws.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, l.closeReason()),
 			time.Now().Add(l.readTimeout()))

@@ -277,19 +277,31 @@ func TestStaleAnswerInOrder(t *testing.T) {
 }
 
 // TestLateBreakOff: a write whose context ends is broken off only while
-// it is in progress; a break-off that comes after the write ended leaves
-// the connection's deadline alone (it could fail a ping, and gorilla keeps
-// a failed write's error for every later write).
+// it is in progress; a break-off that comes after the write ended (or
+// during a later write) leaves the connection's deadline alone (it could
+// fail a ping, and gorilla keeps a failed write's error for every later
+// write).
 func TestLateBreakOff(t *testing.T) {
 	ws, _ := mustWorld(t, 2, nil)
 	l := ws[0].next
-	ended := make(chan struct{})
-	close(ended)
+	ctx := context.Background()
+	if err := ws[0].Next().Send(ctx, testMsg(0, 0, 100)); err != nil {
+		t.Fatal(err)
+	}
+	l.bmu.Lock()
+	gen := l.wgen // the write that just ended
+	l.bmu.Unlock()
 	l.wmu.Lock()
-	l.watch <- ended                                  // a write whose context has ended, as write() announces it...
-	time.Sleep(interruptGrace + 200*time.Millisecond) // ...past the grace (the old code broke off here)
+	l.stopWrite(gen, 0) // as the context.AfterFunc of that write runs when its context ends late
+	l.breakOff(gen)
+	l.bmu.Lock()
+	l.writing, l.wgen = true, gen+1 // a later write in progress...
+	l.bmu.Unlock()
+	l.breakOff(gen) // ...is not the one to break off
+	l.bmu.Lock()
+	l.writing, l.wgen = false, gen
+	l.bmu.Unlock()
 	_, err := l.ws.NetConn().Write(nil)
-	l.unwatch <- struct{}{} // ...that ended without writing
 	l.wmu.Unlock()
 	if err != nil {
 		t.Fatalf("the connection's write deadline was set after the write ended: %v", err)
@@ -297,12 +309,17 @@ func TestLateBreakOff(t *testing.T) {
 	if l.interrupted.Load() {
 		t.Fatal("a write that was not in progress is marked interrupted")
 	}
-	ctx := context.Background()
-	if err := ws[0].Next().Send(ctx, testMsg(0, 0, 100)); err != nil {
+	if err := ws[0].Next().Send(ctx, testMsg(0, 1, 100)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ws[1].Prev().Recv(ctx); err != nil {
-		t.Fatal(err)
+	for i := range 2 {
+		m, err := ws[1].Prev().Recv(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkMsg(m, 0, uint64(i), 100); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
