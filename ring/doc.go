@@ -102,6 +102,34 @@
 // 512 KiB, nor 4 MiB sub-chunks, nor GOMAXPROCS=1 per rank (a third fewer
 // context switches) changed the time measurably, so none is used.
 //
+// Then, measured per 16 MiB allreduce of 4 processes on loopback (perf stat
+// -e context-switches,task-clock over bench/netring.sh --loopback --codecs
+// raw --sizes 16M, 260 against 60 iterations, so start-up cancels out; two
+// runs each, interleaved with main):
+//
+//   - Send no longer wakes a watcher goroutine before and after every
+//     write (the watcher broke off a write whose context ended); a
+//     context.AfterFunc does that, only when the context ends. Context
+//     switches fell from about 970 to 860 per allreduce (-11%, both pairs);
+//     CPU time stayed at 73-74 ms (all ranks) and the wall time moved
+//     within the noise of four interleaved runs (raw/Gloo medians main
+//     1.18/1.17 and 1.10/1.10 at 16/64 MiB, with it 1.17/1.07 and
+//     1.04/1.15). Kept: one goroutine fewer per link and fewer wake-ups.
+//   - Writing a large frame as 256 KiB fragments (one writev each, so no
+//     socket write copies more than 256 KiB, against sysmon retaking a P
+//     during long writes) made it worse: about 200 more context switches
+//     and 7 ms more CPU per allreduce (two 60-iteration runs against the
+//     same without it), raw/Gloo medians 1.13/1.24 and 1.14/1.10. Not
+//     used.
+//   - Allgather frames that arrive while the pump is between two
+//     RecvPlace calls were read ahead into a link buffer and copied into
+//     the tensor (copyWire): 62% of the allgather payloads in
+//     collective's BenchmarkAllReduce16MiB/raw. Not reading ahead after a
+//     RecvPlace made every one land in place (0 copied), but changed
+//     neither the context switches (865 per allreduce) nor the CPU time
+//     (73 ms) measurably, nor the wall time by a clear margin, so the
+//     read-ahead stays (it keeps reading while the pump is busy).
+//
 // The first send of a rank's own chunk (reduce-scatter hop 0) checks it
 // for NaN/Inf and checksums it in one blocked pass; with Average the owner
 // divides its chunk and checksums the quotients in one pass. NaN and Inf
