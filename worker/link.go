@@ -662,7 +662,12 @@ func (l *link) lostPeer(cause error) *ring.PeerLostError {
 // pinger sends a ping every pingInterval so that the peer's read deadline
 // holds while no data flows. Its write errors are left to the reader and
 // Send to notice; a ping that cannot get past a long data write in time is
-// skipped (the data itself feeds the peer's deadline).
+// skipped (the data itself feeds the peer's deadline). No ping starts while
+// a data write is in progress (the data feeds the peer's deadline, and a
+// ping would queue behind it in the stream anyway): a break-off of that
+// write, landing after the ping set its own deadline, would otherwise fail
+// the ping, and gorilla keeps a failed write's error for every later write
+// (also in the instant between a write's last flush and its end).
 func (l *link) pinger() {
 	defer close(l.pdone)
 	t := time.NewTicker(l.pingInterval())
@@ -670,6 +675,12 @@ func (l *link) pinger() {
 	for {
 		select {
 		case <-t.C:
+			l.bmu.Lock()
+			busy := l.writing
+			l.bmu.Unlock()
+			if busy {
+				continue
+			}
 			l.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(l.pingInterval()))
 		case <-l.dead:
 			return
