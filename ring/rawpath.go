@@ -5,6 +5,7 @@ import (
 	"math"
 	"unsafe"
 
+	"github.com/vccl/vccl/gradcodec"
 	"github.com/vccl/vccl/internal/kern"
 )
 
@@ -54,33 +55,6 @@ const (
 	expOne  = 0x00800000
 )
 
-// firstNonFinite returns the index of the first NaN or Inf in x, or -1.
-func firstNonFinite(x []float32) int {
-	// Four independent accumulators: the OR chain of one would bound the
-	// loop at one value per cycle of latency.
-	var a0, a1, a2, a3 uint32
-	i := 0
-	for ; i+4 <= len(x); i += 4 {
-		v := x[i : i+4 : i+4]
-		a0 |= math.Float32bits(v[0])&expMask + expOne
-		a1 |= math.Float32bits(v[1])&expMask + expOne
-		a2 |= math.Float32bits(v[2])&expMask + expOne
-		a3 |= math.Float32bits(v[3])&expMask + expOne
-	}
-	for ; i < len(x); i++ {
-		a0 |= math.Float32bits(x[i])&expMask + expOne
-	}
-	if (a0|a1|a2|a3)&0x80000000 == 0 {
-		return -1
-	}
-	for i, v := range x {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return i
-		}
-	}
-	return -1
-}
-
 // sumBlock is how many values the fused loops below handle at a time: a
 // block's 8 KiB of sums (and 8 KiB of addends) are still in the L1 cache
 // when its checksum is computed, so the checksum costs no pass over memory.
@@ -106,7 +80,7 @@ func addWireSum(dst []float32, p []byte) (int, uint32) {
 			ok = addWireSlow(d, p[4*i:])
 		}
 		if !ok {
-			return i + firstNonFinite(d), 0
+			return i + gradcodec.FirstNonFinite(d), 0
 		}
 		sum = kern.UpdateCRC32C(sum, wireOf(d))
 	}
@@ -133,7 +107,7 @@ func checkSum(x []float32) (int, uint32) {
 	for i := 0; i < len(x); i += sumBlock {
 		b := x[i:min(i+sumBlock, len(x))]
 		if !kern.AllFinite(b) {
-			return i + firstNonFinite(b), 0
+			return i + gradcodec.FirstNonFinite(b), 0
 		}
 		sum = kern.UpdateCRC32C(sum, wireOf(b))
 	}

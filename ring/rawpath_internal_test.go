@@ -4,6 +4,8 @@ import (
 	"hash/crc32"
 	"math"
 	"testing"
+
+	"github.com/vccl/vccl/gradcodec"
 )
 
 // TestRawHelpers: the branch-free NaN/Inf detection finds every non-finite
@@ -16,14 +18,14 @@ func TestRawHelpers(t *testing.T) {
 		for i := range x {
 			x[i] = float32(i) - 3.5
 		}
-		if k := firstNonFinite(x); k != -1 {
+		if k := gradcodec.FirstNonFinite(x); k != -1 {
 			t.Fatalf("n %d: finite data reported at %d", n, k)
 		}
 		for pos := 0; pos < n; pos++ {
 			for _, b := range bad {
 				y := append([]float32(nil), x...)
 				y[pos] = b
-				if k := firstNonFinite(y); k != pos {
+				if k := gradcodec.FirstNonFinite(y); k != pos {
 					t.Fatalf("n %d: %v at %d found at %d", n, b, pos, k)
 				}
 				for _, unaligned := range []bool{false, true} {
@@ -87,14 +89,6 @@ func BenchmarkPlainAdd(b *testing.B) {
 		for i := range x {
 			x[i] += y[i]
 		}
-	}
-}
-
-func BenchmarkFirstNonFinite(b *testing.B) {
-	x := make([]float32, 1<<18)
-	b.SetBytes(4 << 18)
-	for range b.N {
-		firstNonFinite(x)
 	}
 }
 
