@@ -37,6 +37,10 @@ const (
 	// EnvLocalWorldSize is the number of ranks on this node; the launcher
 	// sets it. CodecThreads' default divides GOMAXPROCS by it.
 	EnvLocalWorldSize = "VCCL_LOCAL_WORLD_SIZE"
+	// EnvCPUs lists the CPUs the launcher bound this rank to (--bind
+	// cpus); GOMAXPROCS is then this rank's own share and CodecThreads'
+	// default uses it whole.
+	EnvCPUs = "VCCL_CPUS"
 )
 
 // Default values of Config, as DefaultConfig sets them.
@@ -166,9 +170,10 @@ type Config struct {
 	MaxStreams int
 	// CodecThreads is how many threads a video encoder may use on one
 	// picture (libx264 sliced threads, libx265 wavefronts). Defaults to 0:
-	// the CPUs available to this rank, GOMAXPROCS divided by the ranks on
-	// this node (EnvLocalWorldSize, which the launcher sets; 1 without it),
-	// at least 1.
+	// the CPUs available to this rank: GOMAXPROCS when the launcher bound
+	// the rank to its CPUs (EnvCPUs set), otherwise GOMAXPROCS divided by
+	// the ranks on this node (EnvLocalWorldSize, which the launcher sets; 1
+	// without it); at least 1.
 	CodecThreads int
 	// MaxEncoders bounds the encoders each codec keeps open: one per stream
 	// family (a bucket's stream, phase and chunk, shared by its sub-chunks),
@@ -185,7 +190,7 @@ func (c *Config) codecThreads() int {
 		return c.CodecThreads
 	}
 	local := 1
-	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(EnvLocalWorldSize))); err == nil && n > 0 {
+	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(EnvLocalWorldSize))); err == nil && n > 0 && os.Getenv(EnvCPUs) == "" {
 		local = n
 	}
 	return min(max(goruntime.GOMAXPROCS(0)/local, 1), 64)

@@ -117,6 +117,14 @@ func helper(args []string) int {
 		sort.Strings(kv)
 		fmt.Println(strings.Join(kv, "\n"))
 		return 0
+	case "affinity": // print this process's CPU affinity (as VCCL_AFFINITY=LIST) and the environment
+		cpus, err := allowedCPUs()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			return 95
+		}
+		fmt.Printf("VCCL_AFFINITY=%s\n", cpuList(cpus))
+		return helper([]string{"env"})
 	case "env-barrier": // env-barrier PATH N: as env, then wait until N ranks have printed (so that no node leaves the rendezvous before all met)
 		code := helper([]string{"env"})
 		appendLine(args[1], strconv.Itoa(myRank()))

@@ -72,6 +72,7 @@ type options struct {
 	joinTimeout string
 	collTimeout string
 	metricsPort int
+	bind        string
 
 	timeout time.Duration
 	grace   time.Duration
@@ -150,6 +151,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.joinTimeout, "join-timeout", "", "sets VCCL_JOIN_TIMEOUT (Go duration): how long ranks wait for the whole world")
 	fs.StringVar(&o.collTimeout, "collective-timeout", "", "sets VCCL_TIMEOUT (Go duration, 0: off): how long a collective waits for ranks\nthat never enter it before every rank fails naming them (the library's default: 30m)")
 	fs.IntVar(&o.metricsPort, "metrics-port", 0, "if set, local rank i serves /metrics on ADDR:(metrics-port+i) (VCCL_METRICS_ADDR)")
+	fs.StringVar(&o.bind, "bind", bindCPUs, "CPU binding of this node's ranks: cpus (rank i runs on the i-th of -np equal shares of the\nlauncher's CPUs; consecutive ranks share a CPU when there are fewer CPUs than ranks; sets VCCL_CPUS)\nor none (the kernel places them)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "end the job after this long (0: no limit); exit code 124")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping ranks")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: report every rank's exit and the rendezvous' logs")
@@ -235,6 +237,9 @@ func (o *options) validate() error {
 			return usagef("%s: %d nodes need a job secret shared by all of them: --secret-file, or %s", o.sched, o.nnodes, schedenv.SecretHowTo(&schedenv.Task{Scheduler: schedenv.Slurm}))
 		}
 		return usagef("--nnodes %d needs a job secret shared by all nodes: --secret or --secret-file (or %s / %s in the environment)", o.nnodes, envSecretFile, envSecret)
+	}
+	if o.bind != bindCPUs && o.bind != bindNone {
+		return usagef("--bind %q: want %s or %s", o.bind, bindCPUs, bindNone)
 	}
 	if o.codec != "" && !slices.Contains(validCodecs, o.codec) {
 		return usagef("--codec %q: want one of %s", o.codec, strings.Join(validCodecs, ", "))

@@ -135,6 +135,8 @@ type supervisor struct {
 	onStop func(code int, reason string)
 
 	ranks []*rankProc
+	// cpus holds each local rank's CPUs under --bind cpus (nil: unbound).
+	cpus [][]int
 }
 
 // start starts local rank local.
@@ -159,7 +161,12 @@ func (s *supervisor) start(local int) (*rankProc, error) {
 	// Ctrl-C on the terminal reaches only the launcher, which forwards it.
 	// Pdeathsig: a rank dies with the launcher even if it gets SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
+	if s.cpus != nil {
+		cmd.Env = append(cmd.Env, envCPUs+"="+cpuList(s.cpus[local]))
+		err = startBound(cmd, s.cpus[local])
+	} else {
+		err = cmd.Start()
+	}
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -226,6 +233,18 @@ func (s *supervisor) run() int {
 		graceC = t.C
 	}
 
+	if s.opts.bind == bindCPUs {
+		if cpus, err := allowedCPUs(); err != nil {
+			s.out.logf("not binding ranks to CPUs: %v", err)
+		} else {
+			s.cpus = cpuShares(cpus, s.layout.nproc)
+			if s.opts.verbose {
+				for i, c := range s.cpus {
+					s.out.logf("rank %d runs on CPUs %s", s.layout.nodeRank*s.layout.nproc+i, cpuList(c))
+				}
+			}
+		}
+	}
 	for i := 0; i < s.layout.nproc; i++ {
 		rp, err := s.start(i)
 		if err != nil {
