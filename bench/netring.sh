@@ -40,7 +40,8 @@ usage: bench/netring.sh [flags]
   --delay D        one-way delay added on every host link with netem, e.g. 1ms (default none)
   --sizes LIST     allreduce sizes in bytes, K/M/G suffixes, comma-separated (default 64M)
   --codecs LIST    codecs, comma-separated (default gloo,raw,fp16,h264,hevc); gloo and nccl are the
-                   torch.distributed baseline (bench/torch_allreduce.py)
+                   torch.distributed baseline (bench/torch_allreduce.py); gloo-pin (--loopback only) is
+                   Gloo with its ranks bound to CPUs as vccl's launcher binds its own (--bind cpus)
   --iters N        timed iterations per size (default 3)
   --warmup N       warm-up iterations per size (default 1)
   --bpv B          target bits per value for video codecs (default 1.4)
@@ -163,7 +164,9 @@ for s in "${SIZE_LIST[@]}"; do
 	[[ "$s" =~ ^[0-9]+[KkMmGg]?$ ]] || die "--sizes: cannot read '$s' (use bytes with an optional K/M/G suffix)"
 done
 for c in "${CODEC_LIST[@]}"; do
-	case "$c" in raw | fp16 | bf16 | int8 | tensor | h264 | hevc | gloo | nccl) ;; *) die "--codecs: unknown codec '$c' (gloo|nccl|raw|fp16|bf16|int8|tensor|h264|hevc)" ;; esac
+	case "$c" in raw | fp16 | bf16 | int8 | tensor | h264 | hevc | gloo | nccl) ;;
+	gloo-pin) [ "$LOOPBACK" = 1 ] || die "--codecs: gloo-pin needs --loopback (one rank per host has nothing to bind)" ;;
+	*) die "--codecs: unknown codec '$c' (gloo|gloo-pin|nccl|raw|fp16|bf16|int8|tensor|h264|hevc)" ;; esac
 done
 [ -z "$DELAY" ] || [[ "$DELAY" =~ ^[0-9]+(\.[0-9]+)?(us|ms|s)$ ]] || die "--delay: cannot read '$DELAY' (e.g. 500us, 1ms)"
 
@@ -174,7 +177,7 @@ if [ "$LOOPBACK" = 0 ]; then
 fi
 command -v go >/dev/null || die "'go' not found on PATH"
 NEED_TORCH=0
-for c in "${CODEC_LIST[@]}"; do case "$c" in gloo | nccl) NEED_TORCH=1 ;; esac; done
+for c in "${CODEC_LIST[@]}"; do case "$c" in gloo | gloo-pin | nccl) NEED_TORCH=1 ;; esac; done
 if [ "$NEED_TORCH" = 1 ] && [ "$CHECK" = 0 ] && ! "$PYTHON" -c 'import torch' 2>/dev/null; then
 	# The baseline's own setup: Debian's torch (CPU; Gloo included).
 	[ "$(id -u)" = 0 ] || die "$PYTHON cannot import torch; install python3-torch (apt-get install python3-torch) or run as root"
@@ -312,14 +315,15 @@ TORCH_PORT=29600
 job_cmd() {
 	local i="$1" codec="$2"
 	case "$codec" in
-	gloo | nccl)
+	gloo | gloo-pin | nccl)
 		if [ "$LOOPBACK" = 1 ]; then
 			echo "$PYTHON" "$ROOT/bench/torch_allreduce.py" --spawn "$HOSTS"
+			[ "$codec" != gloo-pin ] || echo --bind cpus
 		else
 			echo env RANK="$i" WORLD_SIZE="$HOSTS" MASTER_ADDR="$(hostip 0)" MASTER_PORT="$TORCH_PORT" \
 				GLOO_SOCKET_IFNAME=eth0 "$PYTHON" "$ROOT/bench/torch_allreduce.py"
 		fi
-		echo --backend "$codec" -b "$SIZE_MIN" -e "$SIZE_MAX" -f "$FACTOR" -w "$WARMUP" -n "$ITERS" -c "$CHECK_RESULTS" -json
+		echo --backend "${codec%-pin}" -b "$SIZE_MIN" -e "$SIZE_MAX" -f "$FACTOR" -w "$WARMUP" -n "$ITERS" -c "$CHECK_RESULTS" -json
 		return
 		;;
 	esac
@@ -404,7 +408,7 @@ for ((sweep = 1; sweep <= SWEEPS; sweep++)); do
 			done
 		done
 		for codec in "${CODEC_LIST[@]}"; do
-			if [ "$MNIST" = 1 ] && [ "$sweep" = 1 ] && [ "$codec" != gloo ] && [ "$codec" != nccl ]; then
+			if [ "$MNIST" = 1 ] && [ "$sweep" = 1 ] && [ "${codec#gloo}" = "$codec" ] && [ "$codec" != nccl ]; then
 				echo "netring: rate=$rate codec=$codec mnist epochs=$EPOCHS" >&2
 				log="$WORK/mnist_${rate}_${codec}"
 				JOB=mnist run_job "$rate" "$codec" "$log"

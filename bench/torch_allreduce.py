@@ -4,7 +4,7 @@
 Times torch.distributed all_reduce (backend gloo on CPUs, nccl where a GPU and
 NCCL are present) over the same sizes as examples/allreduce_perf and prints the
 same nccl-tests columns, or with -json one object per size with the same keys
-(codec is the backend's name: "gloo" or "nccl"), so bench/netring.sh can put
+(codec is the backend's name: "gloo" or "nccl", "gloo-pin" with --bind cpus), so bench/netring.sh can put
 Gloo, vccl raw and every codec in one table.
 
 Methodology as allreduce_perf: every rank fills its input from (seed, rank);
@@ -19,7 +19,11 @@ by its energy.
 Ranks: under a launcher that sets RANK, WORLD_SIZE, MASTER_ADDR and
 MASTER_PORT (torchrun, or bench/netring.sh, one per namespace host; inside a
 namespace set GLOO_SOCKET_IFNAME to the host's interface), or with --spawn N
-to start N local ranks on 127.0.0.1 (the loopback benchmark).
+to start N local ranks on 127.0.0.1 (the loopback benchmark). With --spawn,
+--bind cpus starts rank i on the i-th of N equal shares of this process's CPUs
+(consecutive ranks share a CPU when there are fewer CPUs than ranks), the
+placement vccl's launcher gives its ranks by default; torch's own launchers
+leave placement to the kernel, as does the default --bind none.
 
 Needs python3 and torch (Debian: apt-get install python3-torch).
 """
@@ -71,6 +75,7 @@ def run(rank, world, args):
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     dev = torch.device("cpu")
+    label = backend + ("-pin" if args.bind == "cpus" else "")
     if backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", rank))
         dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))
@@ -133,7 +138,7 @@ def run(rank, world, args):
         if rank != 0:
             continue
         rec = {"size": size, "count": count, "type": "float", "redop": "sum", "root": -1,
-               "time_us": time_us, "algbw": algbw, "busbw": busbw, "wrong": wrong, "codec": backend,
+               "time_us": time_us, "algbw": algbw, "busbw": busbw, "wrong": wrong, "codec": label,
                "bpv": 32.0, "wire_bytes": 2 * (world - 1) * size, "raw_bytes": 2 * (world - 1) * size,
                "nmse": nmse, "ranks": world, "iters": args.n}
         if args.json:
@@ -141,7 +146,7 @@ def run(rank, world, args):
         else:
             print("%12d %13d %9s %7s %6d %10.1f %8.3f %8.3f %6s %7s %7.3f %13d %10s" % (
                 size, count, "float", "sum", -1, time_us, algbw, busbw,
-                str(wrong) if args.c == 1 else "N/A", backend, 32.0, rec["wire_bytes"],
+                str(wrong) if args.c == 1 else "N/A", label, 32.0, rec["wire_bytes"],
                 "%.3e" % nmse if args.c == 1 else "N/A"), flush=True)
     if table:
         if args.c == 1:
@@ -170,9 +175,13 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--backend", default="auto", choices=("auto", "gloo", "nccl"))
     ap.add_argument("--spawn", type=int, default=0, help="start this many local ranks on 127.0.0.1")
+    ap.add_argument("--bind", default="none", choices=("none", "cpus"),
+                    help="with --spawn: cpus binds rank i to the i-th share of the CPUs, as vccl's launcher does")
     args = ap.parse_args()
     if args.b < 4 or args.e < args.b or args.f < 2 or args.n < 1 or args.w < 0:
         ap.error("want 4 <= -b <= -e, -f >= 2, -n >= 1, -w >= 0")
+    if args.bind == "cpus" and not args.spawn:
+        ap.error("--bind cpus places the ranks --spawn starts; under a launcher, bind with the launcher")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -194,7 +203,18 @@ def main():
     sys.exit(run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args))
 
 
+def cpu_share(cpus, rank, world):
+    """The CPUs of rank in vccl's launcher's --bind cpus split of cpus."""
+    cpus = sorted(cpus)
+    n = len(cpus)
+    if n >= world:
+        return cpus[rank * n // world:(rank + 1) * n // world]
+    return [cpus[rank * n // world]]
+
+
 def _child(rank, world, args):
+    if args.bind == "cpus":
+        os.sched_setaffinity(0, cpu_share(os.sched_getaffinity(0), rank, world))
     sys.exit(run(rank, world, args))
 
 

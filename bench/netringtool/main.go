@@ -214,12 +214,12 @@ func runTag(args []string, in io.Reader, out io.Writer) error {
 }
 
 func runTable(args []string, in io.Reader, out io.Writer) error {
-	return runReport("table", "gloo,nccl,raw,fp16,bf16,int8,h264,hevc", "codec order in the table",
+	return runReport("table", "gloo,gloo-pin,nccl,raw,fp16,bf16,int8,h264,hevc", "codec order in the table",
 		args, in, out, results.Table, results.WriteTable)
 }
 
 func runCompare(args []string, in io.Reader, out io.Writer) error {
-	return runReport("compare", "raw,fp16,bf16,int8,h264,hevc", "codec order in the table (gloo and nccl come first)",
+	return runReport("compare", "gloo-pin,raw,fp16,bf16,int8,h264,hevc", "codec order in the table (gloo and nccl come first)",
 		args, in, out, results.Compare, results.WriteCompare)
 }
 
