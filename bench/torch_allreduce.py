@@ -21,7 +21,7 @@ MASTER_PORT (torchrun, or bench/netring.sh, one per namespace host; inside a
 namespace set GLOO_SOCKET_IFNAME to the host's interface), or with --spawn N
 to start N local ranks on 127.0.0.1 (the loopback benchmark). With --spawn,
 --bind cpus starts rank i on the i-th of N equal shares of this process's CPUs
-(consecutive ranks share a CPU when there are fewer CPUs than ranks), the
+(consecutive ranks share a CPU when the ranks are a multiple of the CPUs), the
 placement vccl's launcher gives its ranks by default; torch's own launchers
 leave placement to the kernel, as does the default --bind none.
 
@@ -209,6 +209,8 @@ def cpu_share(cpus, rank, world):
     n = len(cpus)
     if n >= world:
         return cpus[rank * n // world:(rank + 1) * n // world]
+    if world % n:
+        return cpus  # uneven: vccl's launcher leaves such jobs unbound
     return [cpus[rank * n // world]]
 
 

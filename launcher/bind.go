@@ -15,9 +15,10 @@ import (
 // With --bind cpus (the default) the launcher splits the CPUs it may run on
 // (its own affinity mask: the machine, or what Slurm, a cgroup cpuset or
 // taskset gave it) into -np contiguous shares in local rank order, and
-// starts each rank on its share, as mpirun's --bind-to does. With more
-// ranks than CPUs, consecutive ranks share a CPU: ring neighbours exchange
-// every chunk through that CPU's caches. Unbound, the kernel moves ranks
+// starts each rank on its share, as mpirun's --bind-to does. With a
+// multiple of the CPUs' number of ranks, consecutive ranks share a CPU:
+// ring neighbours exchange every chunk through that CPU's caches. Other
+// oversubscribed counts (3 ranks on 2 CPUs) stay unbound. Unbound, the kernel moves ranks
 // between CPUs as their sockets wake them, and where it happens to place a
 // rank's ring neighbours decides how fast a collective runs: on 2 CPUs, 4
 // ranks and a 16 MiB raw allreduce took 25-30 ms bound and 32-52 ms unbound
@@ -53,9 +54,12 @@ func allowedCPUs() ([]int, error) {
 
 // cpuShares splits cpus among n ranks in order: rank i gets the i-th of n
 // contiguous, near-equal shares when there are at least n CPUs, and CPU
-// cpus[i·len(cpus)/n] otherwise (consecutive ranks share one CPU).
+// cpus[i·len(cpus)/n] when n is a multiple of their number (consecutive
+// ranks share one CPU). Otherwise it returns nil: some CPU would carry
+// more ranks than another, and the kernel spreads such a job more evenly
+// than any binding can.
 func cpuShares(cpus []int, n int) [][]int {
-	if len(cpus) == 0 || n < 1 {
+	if len(cpus) == 0 || n < 1 || (n > len(cpus) && n%len(cpus) != 0) {
 		return nil
 	}
 	shares := make([][]int, n)

@@ -14,7 +14,8 @@ func TestCPUShares(t *testing.T) {
 		want [][]int
 	}{
 		{[]int{0, 1}, 4, [][]int{{0}, {0}, {1}, {1}}},
-		{[]int{0, 1}, 3, [][]int{{0}, {0}, {1}}},
+		{[]int{0, 1}, 3, nil}, // uneven: left to the kernel
+		{[]int{0, 1, 2}, 6, [][]int{{0}, {0}, {1}, {1}, {2}, {2}}},
 		{[]int{0, 1, 2, 3}, 2, [][]int{{0, 1}, {2, 3}}},
 		{[]int{0, 1, 2, 3, 4, 5, 6}, 3, [][]int{{0, 1}, {2, 3}, {4, 5, 6}}},
 		{[]int{2, 5, 7}, 3, [][]int{{2}, {5}, {7}}},
@@ -45,7 +46,7 @@ func TestBindCPUs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 3
+	const n = 2
 	shares := cpuShares(all, n)
 	res := runLauncher(t, nil, append([]string{"-np", strconv.Itoa(n)}, helperArgs(t, "affinity")...)...)
 	if res.code != 0 {

@@ -236,8 +236,11 @@ func (s *supervisor) run() int {
 	if s.opts.bind == bindCPUs {
 		if cpus, err := allowedCPUs(); err != nil {
 			s.out.logf("not binding ranks to CPUs: %v", err)
+		} else if s.cpus = cpuShares(cpus, s.layout.nproc); s.cpus == nil {
+			if s.opts.verbose {
+				s.out.logf("not binding ranks to CPUs: %d ranks do not divide evenly over %d CPUs (%s)", s.layout.nproc, len(cpus), cpuList(cpus))
+			}
 		} else {
-			s.cpus = cpuShares(cpus, s.layout.nproc)
 			if s.opts.verbose {
 				for i, c := range s.cpus {
 					s.out.logf("rank %d runs on CPUs %s", s.layout.nodeRank*s.layout.nproc+i, cpuList(c))
