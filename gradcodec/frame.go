@@ -3,7 +3,8 @@ package gradcodec
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
+
+	"github.com/vccl/vccl/internal/kern"
 )
 
 // Wire format of one frame (all integers little-endian):
@@ -26,7 +27,7 @@ import (
 //	…      Z    zero-row bitmap, bit r%8 of byte r/8 set when row r is all
 //	            zeros; present only when a scale covers several rows
 //	…      P    payload
-//	end-4  4    CRC-32C (Castagnoli) of every byte before it
+//	end-4  4    CRC-32C (Castagnoli) of every byte before it (kern.UpdateCRC32C)
 //
 // The video payload is NumFrames records of [u32 length][Annex-B access unit].
 const (
@@ -41,8 +42,6 @@ const (
 )
 
 var frameMagic = [4]byte{'V', 'C', 'G', 'C'}
-
-var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // Wire ids of the codecs this package registers (see Codec.ID). Never
 // renumber.
@@ -198,7 +197,7 @@ func verifyFrame(frame []byte) (Header, error) {
 	}
 	body := frame[:h.Size-TrailerSize]
 	want := binary.LittleEndian.Uint32(frame[h.Size-TrailerSize:])
-	if got := crc32.Checksum(body, crcTable); got != want {
+	if got := kern.UpdateCRC32C(0, body); got != want {
 		return h, fmt.Errorf("%w: checksum %08x, header says %08x (corrupted)", ErrBadFrame, got, want)
 	}
 	return h, nil
@@ -242,7 +241,7 @@ func (w *FrameWriter) Begin(dst []byte, id uint8, s Shape, pw, ph, nf, qp int) {
 func (w *FrameWriter) Finish() []byte {
 	payload := len(w.Buf) - w.start - HeaderSize - w.pre
 	binary.LittleEndian.PutUint32(w.Buf[w.start+24:], uint32(payload))
-	sum := crc32.Checksum(w.Buf[w.start:], crcTable)
+	sum := kern.UpdateCRC32C(0, w.Buf[w.start:])
 	w.Buf = binary.LittleEndian.AppendUint32(w.Buf, sum)
 	return w.Buf
 }
@@ -250,5 +249,5 @@ func (w *FrameWriter) Finish() []byte {
 // FixChecksum rewrites the checksum of the size-byte frame at the start of
 // b, after its scales were edited in place.
 func FixChecksum(b []byte, size int) {
-	binary.LittleEndian.PutUint32(b[size-TrailerSize:], crc32.Checksum(b[:size-TrailerSize], crcTable))
+	binary.LittleEndian.PutUint32(b[size-TrailerSize:], kern.UpdateCRC32C(0, b[:size-TrailerSize]))
 }

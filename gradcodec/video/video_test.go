@@ -462,3 +462,19 @@ func TestEarlierTrialKeepsItsReconstruction(t *testing.T) {
 		}
 	}
 }
+
+// TestLargeDecodeMatchesRecon decodes a tensor of streamMinBytes, which
+// readRows writes with non-temporal stores, and checks it is bit for bit
+// the reconstruction the encoder computed with plain stores.
+func TestLargeDecodeMatchesRecon(t *testing.T) {
+	sh := gradcodec.Shape{Rows: 2048, Cols: streamMinBytes / 4 / 2048}
+	enc := codectest.MustEncoder(t, "h264", 1.4).(gradcodec.ReconEncoder)
+	dec := codectest.MustDecoder(t)
+	x := codectest.GradientLike(9, sh.Rows, sh.Cols)
+	recon := make([]float32, len(x))
+	fr, err := enc.EncodeRecon(nil, x, sh, recon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codectest.DecodesToRecon(t, dec, fr, recon, "h264 2048x2048")
+}

@@ -6,7 +6,10 @@
 // whose order of addition differs.
 package kern
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // SumSqMaxAbs returns Σx² and the largest |x| as float32 bits (the bits
 // order like the values; NaN and ±Inf give bits >= 0x7f800000).
@@ -78,6 +81,40 @@ func DequantU8(dst []float32, q []byte, m float32) {
 	}
 	for ; i < len(dst); i++ {
 		dst[i] = float32(int32(q[i])-128) * m
+	}
+}
+
+// DequantU8NT is DequantU8 (the same values) with non-temporal stores
+// where the assembly runs: the values go to memory without displacing the
+// cache, and without first reading the lines they overwrite, for outputs
+// far larger than the cache that nothing reads soon. Call StoreFence after
+// the last DequantU8NT and before dst is handed to another goroutine.
+func DequantU8NT(dst []float32, q []byte, m float32) {
+	q = q[:len(dst)]
+	i := 0
+	if useAVX2 && len(dst) >= 64 {
+		// Plain stores up to a 32-byte boundary, then blocks of 32.
+		head := int((32 - uintptr(unsafe.Pointer(&dst[0]))%32) % 32 / 4)
+		if uintptr(unsafe.Pointer(&dst[0]))%4 != 0 {
+			head = len(dst) // not float-aligned: no streaming
+		}
+		if head < len(dst) {
+			DequantU8(dst[:head], q[:head], m)
+			n := (len(dst) - head) &^ 31
+			if n > 0 {
+				dequantU8NTAVX2(&dst[head], &q[head], n, m)
+			}
+			i = head + n
+		}
+	}
+	DequantU8(dst[i:], q[i:], m)
+}
+
+// StoreFence orders the non-temporal stores of DequantU8NT before every
+// later store (SFENCE).
+func StoreFence() {
+	if useAVX2 {
+		storeFence()
 	}
 }
 

@@ -64,3 +64,8 @@ func dequantI8AVX2(dst *float32, q *byte, n int, m float32)
 
 //go:noescape
 func quantDZAVX2(out *byte, x *float32, n int, inv, theta float32) (maxAbs uint32)
+
+//go:noescape
+func dequantU8NTAVX2(dst *float32, q *byte, n int, m float32)
+
+func storeFence()

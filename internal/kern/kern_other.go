@@ -27,3 +27,7 @@ func quantI8AVX2(out *byte, x *float32, n int, inv float32) { panic("unreachable
 func dequantI8AVX2(dst *float32, q *byte, n int, m float32) { panic("unreachable") }
 
 func quantDZAVX2(out *byte, x *float32, n int, inv, theta float32) uint32 { panic("unreachable") }
+
+func dequantU8NTAVX2(dst *float32, q *byte, n int, m float32) { panic("unreachable") }
+
+func storeFence() {}

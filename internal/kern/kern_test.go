@@ -192,3 +192,29 @@ func TestQuantDZ(t *testing.T) {
 		}
 	}
 }
+
+// TestDequantU8NTMatches checks DequantU8NT against DequantU8 bit for bit
+// over lengths around its blocks of 32 and every alignment of dst (the
+// streaming path needs 32-byte alignment and goes plain up to it).
+func TestDequantU8NTMatches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{0, 1, 7, 8, 31, 32, 63, 64, 65, 95, 96, 100, 127, 128, 1000, 2048, 4099} {
+		for off := 0; off < 8; off++ {
+			q := make([]byte, n)
+			for i := range q {
+				q[i] = byte(rng.IntN(256))
+			}
+			m := float32(rng.NormFloat64())
+			want := make([]float32, n)
+			DequantU8(want, q, m)
+			got := make([]float32, n+off)[off:]
+			DequantU8NT(got, q, m)
+			StoreFence()
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("n=%d off=%d: [%d] = %v, want %v", n, off, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
