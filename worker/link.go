@@ -581,9 +581,14 @@ func (l *link) Recycle(p []byte) {
 }
 
 // buffer returns a payload buffer of n bytes, reusing a recycled one when
-// one is large enough. New buffers are rounded up (to 1/8 of the next
-// power of two) so that the slightly different sizes of sub-chunks reuse
-// each other's buffers.
+// one is large enough: the smallest such, and of equal ones the last
+// recycled, whose lines are the likeliest still in the cache (taking the
+// first made the pool cycle through all its buffers, some 12 MiB per link,
+// which with 4 ranks outgrows a 32 MiB L3; a 64 MiB raw allreduce of 4
+// ranks on 2 CPUs took 108-110 ms instead of 112-115, four alternating
+// runs each). New buffers are rounded up (to 1/8 of the next power of two)
+// so that the slightly different sizes of sub-chunks reuse each other's
+// buffers.
 func (l *link) buffer(n int) []byte {
 	if n <= smallPayload {
 		// Status messages and tiny chunks: not worth a big buffer (the
@@ -593,7 +598,7 @@ func (l *link) buffer(n int) []byte {
 	l.mu.Lock()
 	best := -1
 	for i, b := range l.free {
-		if cap(b) >= n && (best < 0 || cap(b) < cap(l.free[best])) {
+		if cap(b) >= n && (best < 0 || cap(b) <= cap(l.free[best])) {
 			best = i
 		}
 	}

@@ -382,3 +382,27 @@ func TestRecvPlaceGivesUpAtCompletion(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBufferReusesLastRecycled: of recycled buffers that fit, the link
+// hands out the smallest, and of equal ones the last recycled (the one
+// likeliest still in the cache), so that steady state cycles through as
+// few buffers as it needs.
+func TestBufferReusesLastRecycled(t *testing.T) {
+	l := &link{}
+	const n = 1 << 20
+	a, b, c, big := make([]byte, n), make([]byte, n), make([]byte, n), make([]byte, 2*n)
+	for _, p := range [][]byte{a, big, b, c} {
+		l.Recycle(p)
+	}
+	same := func(x, y []byte) bool { return &x[:1][0] == &y[:1][0] }
+	for i, want := range [][]byte{c, b, a, big} {
+		if got := l.buffer(n - 100); !same(got, want) || len(got) != n-100 {
+			t.Fatalf("buffer %d: got the buffer at %p (len %d), want the one at %p", i, &got[:1][0], len(got), &want[0])
+		}
+	}
+	l.Recycle(a)
+	l.Recycle(b)
+	if got := l.buffer(n); !same(got, b) {
+		t.Errorf("after recycling a then b: got %p, want b at %p", &got[:1][0], &b[0])
+	}
+}
