@@ -10,9 +10,11 @@ package testenv
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -39,15 +41,28 @@ func (s *SyncBuffer) String() string {
 }
 
 // FreePort returns a port free for both TCP and UDP on ip (memberlist uses
-// both), or fails the test.
+// both), or fails the test. It picks from below the kernel's ephemeral
+// range (net.ipv4.ip_local_port_range) where there is room: a port the
+// kernel handed out for ":0" and that was closed again can be handed to
+// the next outgoing connection of any process before the test binds it
+// (seen in CI, with the packages' tests running in parallel), while a port
+// below that range is only ever taken by an explicit bind.
 func FreePort(tb testing.TB, ip string) int {
 	tb.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	lo, hi := belowEphemeral()
+	for range 200 {
+		port := 0
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
+			if port != 0 {
+				continue // taken: try another
+			}
 			tb.Fatalf("listen on %s: %v", ip, err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		port = l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		l.Close()
 		if err == nil {
@@ -57,6 +72,27 @@ func FreePort(tb testing.TB, ip string) int {
 	}
 	tb.Fatalf("no port free for TCP and UDP on %s", ip)
 	return 0
+}
+
+// belowEphemeral returns a port range [lo, hi) below the kernel's ephemeral
+// ports, or lo == hi where there is none worth using (then FreePort asks
+// the kernel for a port).
+func belowEphemeral() (lo, hi int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, 0
+	}
+	first, err := strconv.Atoi(f[0])
+	if err != nil || first < 12000 {
+		return 0, 0
+	}
+	// Below 19000: the tests bind 19100 (launcher metrics) and Slurm's
+	// derived rendezvous ports (20000 and up) themselves.
+	return 10000, min(first, 19000)
 }
 
 // Tail returns the last n bytes of s, marked with a leading "…" where s was
