@@ -40,7 +40,8 @@ func TestCPUShares(t *testing.T) {
 
 // TestBindCPUs runs ranks that print their own affinity: with the default
 // --bind cpus each runs on its share of the launcher's CPUs and VCCL_CPUS
-// names it; with --bind none each may run on all of them.
+// names it; with --bind none each may run on all of them, and a VCCL_CPUS
+// inherited from the launcher's environment does not reach them.
 func TestBindCPUs(t *testing.T) {
 	all, err := allowedCPUs()
 	if err != nil {
@@ -59,7 +60,7 @@ func TestBindCPUs(t *testing.T) {
 			t.Errorf("rank %d: affinity %q, VCCL_CPUS %q; want both %q (launcher's CPUs %s)", r, got[r]["VCCL_AFFINITY"], got[r]["VCCL_CPUS"], want, cpuList(all))
 		}
 	}
-	res = runLauncher(t, nil, append([]string{"-np", "2", "--bind", "none"}, helperArgs(t, "affinity")...)...)
+	res = runLauncher(t, []string{"VCCL_CPUS=7"}, append([]string{"-np", "2", "--bind", "none"}, helperArgs(t, "affinity")...)...)
 	if res.code != 0 {
 		t.Fatalf("--bind none: exit code %d; stderr:\n%s", res.code, res.stderr)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -165,6 +166,8 @@ func (s *supervisor) start(local int) (*rankProc, error) {
 		cmd.Env = append(cmd.Env, envCPUs+"="+cpuList(s.cpus[local]))
 		err = startBound(cmd, s.cpus[local])
 	} else {
+		// An inherited VCCL_CPUS would claim a binding this rank lacks.
+		cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, envCPUs+"=") })
 		err = cmd.Start()
 	}
 	outW.Close()
