@@ -75,7 +75,7 @@ def run(rank, world, args):
     if backend == "auto":
         backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     dev = torch.device("cpu")
-    label = backend + ("-pin" if args.bind == "cpus" else "")
+    label = backend + ("-pin" if getattr(args, "bound", False) else "")
     if backend == "nccl":
         local = int(os.environ.get("LOCAL_RANK", rank))
         dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))
@@ -203,9 +203,22 @@ def main():
     sys.exit(run(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), args))
 
 
+def topo_order(cpus):
+    """cpus by package, physical core, number, as vccl's launcher orders them."""
+    def place(c):
+        base = f"/sys/devices/system/cpu/cpu{c}/topology/"
+        with open(base + "physical_package_id") as p, open(base + "core_id") as k:
+            return int(p.read()), int(k.read())
+    try:
+        at = {c: place(c) for c in cpus}
+    except (OSError, ValueError):
+        return sorted(cpus)
+    return sorted(cpus, key=lambda c: (at[c][0], at[c][1], c))
+
+
 def cpu_share(cpus, rank, world):
     """The CPUs of rank in vccl's launcher's --bind cpus split of cpus."""
-    cpus = sorted(cpus)
+    cpus = topo_order(cpus)
     n = len(cpus)
     if n >= world:
         return cpus[rank * n // world:(rank + 1) * n // world]
@@ -216,7 +229,10 @@ def cpu_share(cpus, rank, world):
 
 def _child(rank, world, args):
     if args.bind == "cpus":
-        os.sched_setaffinity(0, cpu_share(os.sched_getaffinity(0), rank, world))
+        allowed = os.sched_getaffinity(0)
+        share = cpu_share(allowed, rank, world)
+        os.sched_setaffinity(0, share)
+        args.bound = set(share) != allowed
     sys.exit(run(rank, world, args))
 
 

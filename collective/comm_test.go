@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand"
+	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -578,5 +579,36 @@ func TestContextCancelEndsCollective(t *testing.T) {
 	}
 	if err := comms[0].Err(); err == nil {
 		t.Fatal("Comm not aborted after a canceled collective")
+	}
+}
+
+// TestCodecThreadsDefault: unbound, a rank's share is GOMAXPROCS divided by
+// the node's ranks; bound by the launcher (VCCL_CPUS), GOMAXPROCS is its
+// share, unless a CPU quota made GOMAXPROCS smaller than the bound CPUs.
+func TestCodecThreadsDefault(t *testing.T) {
+	old := goruntime.GOMAXPROCS(8)
+	t.Cleanup(func() { goruntime.GOMAXPROCS(old) })
+	for _, tc := range []struct {
+		local, cpus string
+		want        int
+	}{
+		{"", "", 8},
+		{"4", "", 2},
+		{"16", "", 1},
+		{"4", "0-7", 8},      // bound to 8 CPUs, GOMAXPROCS 8
+		{"4", "0-3,8-11", 8}, // the same, two ranges
+		{"4", "0-15", 2},     // quota: GOMAXPROCS 8 of 16 bound CPUs, shared by 4 ranks
+		{"4", "garbage", 2},  // unreadable: as unbound
+		{"4", "3-1", 2},      // malformed range
+	} {
+		t.Setenv(EnvLocalWorldSize, tc.local)
+		t.Setenv(EnvCPUs, tc.cpus)
+		c := Config{}
+		if got := c.codecThreads(); got != tc.want {
+			t.Errorf("local %q, cpus %q: codecThreads %d, want %d", tc.local, tc.cpus, got, tc.want)
+		}
+	}
+	if n := cpuCount("0,2-4,7"); n != 5 {
+		t.Errorf("cpuCount(0,2-4,7) = %d, want 5", n)
 	}
 }

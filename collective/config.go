@@ -171,9 +171,10 @@ type Config struct {
 	// CodecThreads is how many threads a video encoder may use on one
 	// picture (libx264 sliced threads, libx265 wavefronts). Defaults to 0:
 	// the CPUs available to this rank: GOMAXPROCS when the launcher bound
-	// the rank to its CPUs (EnvCPUs set), otherwise GOMAXPROCS divided by
-	// the ranks on this node (EnvLocalWorldSize, which the launcher sets; 1
-	// without it); at least 1.
+	// the rank to its CPUs (EnvCPUs) and no CPU quota cut GOMAXPROCS below
+	// them, otherwise GOMAXPROCS divided by the ranks on this node
+	// (EnvLocalWorldSize, which the launcher sets; 1 without it); at least
+	// 1.
 	CodecThreads int
 	// MaxEncoders bounds the encoders each codec keeps open: one per stream
 	// family (a bucket's stream, phase and chunk, shared by its sub-chunks),
@@ -189,11 +190,37 @@ func (c *Config) codecThreads() int {
 	if c.CodecThreads > 0 {
 		return c.CodecThreads
 	}
+	procs := goruntime.GOMAXPROCS(0)
 	local := 1
-	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(EnvLocalWorldSize))); err == nil && n > 0 && os.Getenv(EnvCPUs) == "" {
+	if n, err := strconv.Atoi(strings.TrimSpace(os.Getenv(EnvLocalWorldSize))); err == nil && n > 0 {
 		local = n
 	}
-	return min(max(goruntime.GOMAXPROCS(0)/local, 1), 64)
+	// Bound by the launcher, GOMAXPROCS is this rank's own share, unless a
+	// CPU quota (a cgroup limit, which Go also applies) made it smaller:
+	// then the quota is the node's and is shared out as when unbound.
+	if share := cpuCount(os.Getenv(EnvCPUs)); share > 0 && procs >= share {
+		local = 1
+	}
+	return min(max(procs/local, 1), 64)
+}
+
+// cpuCount counts the CPUs of a kernel CPU list such as "0-3,6" (5); 0 for
+// an empty or malformed list.
+func cpuCount(list string) int {
+	n := 0
+	for part := range strings.SplitSeq(strings.TrimSpace(list), ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a {
+			return 0
+		}
+		n += b - a + 1
+	}
+	return n
 }
 
 // DefaultConfig returns a Config for one rank with every default set.

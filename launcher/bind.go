@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -37,7 +39,8 @@ const (
 // sets it only when it binds (collective.EnvCPUs).
 const envCPUs = "VCCL_CPUS"
 
-// allowedCPUs returns the CPUs this process may run on, in increasing order.
+// allowedCPUs returns the CPUs this process may run on, in topology order
+// (see topoOrder).
 func allowedCPUs() ([]int, error) {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
@@ -49,7 +52,53 @@ func allowedCPUs() ([]int, error) {
 			cpus = append(cpus, c)
 		}
 	}
+	topoOrder(cpus, readTopology)
 	return cpus, nil
+}
+
+// cpuPlace is where a logical CPU sits: its package (socket) and its
+// physical core within it.
+type cpuPlace struct{ pkg, core int }
+
+// readTopology reads a CPU's place from sysfs; ok is false where it cannot.
+func readTopology(cpu int) (cpuPlace, bool) {
+	read := func(name string) (int, bool) {
+		b, err := os.ReadFile(fmt.Sprintf("/sys/devices/system/cpu/cpu%d/topology/%s", cpu, name))
+		if err != nil {
+			return 0, false
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		return v, err == nil
+	}
+	pkg, ok1 := read("physical_package_id")
+	core, ok2 := read("core_id")
+	return cpuPlace{pkg, core}, ok1 && ok2
+}
+
+// topoOrder sorts cpus by package, then physical core, then number, so
+// that contiguous shares keep a rank on whole cores of one socket: Linux
+// numbers a core's hyperthreads far apart (CPU 0's sibling is often CPU
+// N/2), and a split in numeric order would give two ranks halves of the
+// same cores. Where place cannot tell, numeric order stays.
+func topoOrder(cpus []int, place func(int) (cpuPlace, bool)) {
+	at := make(map[int]cpuPlace, len(cpus))
+	for _, c := range cpus {
+		p, ok := place(c)
+		if !ok {
+			return
+		}
+		at[c] = p
+	}
+	slices.SortStableFunc(cpus, func(a, b int) int {
+		pa, pb := at[a], at[b]
+		if pa.pkg != pb.pkg {
+			return pa.pkg - pb.pkg
+		}
+		if pa.core != pb.core {
+			return pa.core - pb.core
+		}
+		return a - b
+	})
 }
 
 // cpuShares splits cpus among n ranks in order: rank i gets the i-th of n
@@ -73,8 +122,10 @@ func cpuShares(cpus []int, n int) [][]int {
 	return shares
 }
 
-// cpuList writes cpus in the kernel's list format ("0-3,6").
+// cpuList writes cpus in the kernel's list format ("0-3,6"), in numeric
+// order.
 func cpuList(cpus []int) string {
+	cpus = slices.Sorted(slices.Values(cpus))
 	var b strings.Builder
 	for i := 0; i < len(cpus); {
 		j := i
@@ -105,13 +156,13 @@ func startBound(cmd *exec.Cmd, cpus []int) error {
 	defer runtime.UnlockOSThread()
 	var old, set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		return fmt.Errorf("read CPU affinity: %w", err)
+		return &bindError{fmt.Errorf("read CPU affinity: %w", err)}
 	}
 	for _, c := range cpus {
 		set.Set(c)
 	}
 	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		return fmt.Errorf("bind to CPUs %s: %w", cpuList(cpus), err)
+		return &bindError{fmt.Errorf("bind to CPUs %s: %w", cpuList(cpus), err)}
 	}
 	err := cmd.Start()
 	// Widening a thread's mask back to one it had cannot fail; if it did,
@@ -119,3 +170,10 @@ func startBound(cmd *exec.Cmd, cpus []int) error {
 	_ = unix.SchedSetaffinity(0, &old)
 	return err
 }
+
+// bindError is a startBound failure before anything was started: the
+// rank can still be started unbound.
+type bindError struct{ err error }
+
+func (e *bindError) Error() string { return e.err.Error() }
+func (e *bindError) Unwrap() error { return e.err }

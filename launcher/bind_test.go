@@ -74,3 +74,24 @@ func TestBindCPUs(t *testing.T) {
 		t.Errorf("--bind core: exit code %d, want %d", res.code, exitUsage)
 	}
 }
+
+// TestTopoOrder: CPUs are ordered by package and physical core, so that a
+// contiguous share holds whole cores (hyperthread siblings are numbered
+// far apart); without topology the numeric order stays.
+func TestTopoOrder(t *testing.T) {
+	// 2 packages × 2 cores × 2 threads, siblings numbered 4 apart.
+	place := func(c int) (cpuPlace, bool) { return cpuPlace{pkg: (c % 4) / 2, core: c % 2}, true }
+	cpus := []int{0, 1, 2, 3, 4, 5, 6, 7}
+	topoOrder(cpus, place)
+	if want := []int{0, 4, 1, 5, 2, 6, 3, 7}; !reflect.DeepEqual(cpus, want) {
+		t.Errorf("topology order %v, want %v", cpus, want)
+	}
+	if got := cpuShares(cpus, 2); !reflect.DeepEqual(got, [][]int{{0, 4, 1, 5}, {2, 6, 3, 7}}) || cpuList(got[0]) != "0-1,4-5" {
+		t.Errorf("shares %v (first %q): want one package each", got, cpuList(got[0]))
+	}
+	cpus = []int{3, 1, 2}
+	topoOrder(cpus, func(c int) (cpuPlace, bool) { return cpuPlace{}, c != 2 })
+	if !reflect.DeepEqual(cpus, []int{3, 1, 2}) {
+		t.Errorf("unknown topology reordered the CPUs: %v", cpus)
+	}
+}

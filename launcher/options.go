@@ -93,6 +93,7 @@ them. Each rank gets the environment that collective.InitFromEnv reads:
                                                 single node, derived from --secret otherwise
   VCCL_BIND_ADDR, VCCL_BIND_PORT                address this rank binds (port 0: any free one)
   VCCL_NODE_RANK, VCCL_NNODES, VCCL_LOCAL_WORLD_SIZE
+  VCCL_CPUS                                     the CPUs the rank is bound to (--bind cpus)
   VCCL_CODEC, VCCL_BACKEND, VCCL_BPV, VCCL_BUCKET_BYTES, VCCL_PEER_TIMEOUT,
   VCCL_JOIN_TIMEOUT, VCCL_METRICS_ADDR          only when the flag is given; a flag
                                                 overrides the variable for every rank,
@@ -151,7 +152,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.joinTimeout, "join-timeout", "", "sets VCCL_JOIN_TIMEOUT (Go duration): how long ranks wait for the whole world")
 	fs.StringVar(&o.collTimeout, "collective-timeout", "", "sets VCCL_TIMEOUT (Go duration, 0: off): how long a collective waits for ranks\nthat never enter it before every rank fails naming them (the library's default: 30m)")
 	fs.IntVar(&o.metricsPort, "metrics-port", 0, "if set, local rank i serves /metrics on ADDR:(metrics-port+i) (VCCL_METRICS_ADDR)")
-	fs.StringVar(&o.bind, "bind", bindCPUs, "CPU binding of this node's ranks: cpus (rank i runs on the i-th of -np equal shares of the\nlauncher's CPUs; consecutive ranks share a CPU when the ranks are a multiple of the CPUs; sets VCCL_CPUS)\nor none (the kernel places them)")
+	fs.StringVar(&o.bind, "bind", bindCPUs, "CPU binding of this node's ranks: cpus (rank i runs on the i-th of -np equal shares of the\nlauncher's CPUs, whole cores of one socket first; consecutive ranks share a CPU when the ranks are a\nmultiple of the CPUs; sets VCCL_CPUS) or none (the kernel places them; use it when several launchers\nshare a host, as each binds its rank i to the same CPUs)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "end the job after this long (0: no limit); exit code 124")
 	fs.DurationVar(&o.grace, "grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping ranks")
 	fs.BoolVar(&o.verbose, "v", false, "verbose: report every rank's exit and the rendezvous' logs")

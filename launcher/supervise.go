@@ -165,6 +165,12 @@ func (s *supervisor) start(local int) (*rankProc, error) {
 	if s.cpus != nil {
 		cmd.Env = append(cmd.Env, envCPUs+"="+cpuList(s.cpus[local]))
 		err = startBound(cmd, s.cpus[local])
+		var be *bindError
+		if errors.As(err, &be) { // nothing started yet: run this rank unbound
+			s.out.logf("rank %d: %v; starting it unbound", rp.global, err)
+			cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, envCPUs+"=") })
+			err = cmd.Start()
+		}
 	} else {
 		// An inherited VCCL_CPUS would claim a binding this rank lacks.
 		cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, envCPUs+"=") })

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/bits"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -604,9 +605,7 @@ func (l *link) buffer(n int) []byte {
 	}
 	if best >= 0 {
 		b := l.free[best]
-		l.free[best] = l.free[len(l.free)-1]
-		l.free[len(l.free)-1] = nil
-		l.free = l.free[:len(l.free)-1]
+		l.free = slices.Delete(l.free, best, best+1) // keeps the order of recycling
 		l.mu.Unlock()
 		return b[:n]
 	}

@@ -405,4 +405,13 @@ func TestBufferReusesLastRecycled(t *testing.T) {
 	if got := l.buffer(n); !same(got, b) {
 		t.Errorf("after recycling a then b: got %p, want b at %p", &got[:1][0], &b[0])
 	}
+	// Taking a buffer from the middle keeps the others in recycling order.
+	l.buffer(n) // a
+	for _, p := range [][]byte{a, big, b, c} {
+		l.Recycle(p)
+	}
+	l.buffer(2 * n) // big, from the middle
+	if got := l.buffer(n); !same(got, c) {
+		t.Errorf("after taking a middle buffer: got %p, want the last recycled, c at %p", &got[:1][0], &c[0])
+	}
 }

@@ -10,12 +10,14 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -55,9 +57,12 @@ func FreePort(tb testing.TB, ip string) int {
 		if hi > lo {
 			port = lo + rand.IntN(hi-lo)
 		}
+		if !claimPort(port) {
+			continue // handed out before in this process
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		if err != nil {
-			if port != 0 {
+			if port != 0 && errors.Is(err, syscall.EADDRINUSE) {
 				continue // taken: try another
 			}
 			tb.Fatalf("listen on %s: %v", ip, err)
@@ -72,6 +77,28 @@ func FreePort(tb testing.TB, ip string) int {
 	}
 	tb.Fatalf("no port free for TCP and UDP on %s", ip)
 	return 0
+}
+
+// handedOut holds the ports FreePort returned in this process: two calls
+// before either port is bound must not get the same one.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// claimPort records port as handed out, reporting false if it was already;
+// port 0 (the kernel picks) is always claimable.
+func claimPort(port int) bool {
+	if port == 0 {
+		return true
+	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
 }
 
 // belowEphemeral returns a port range [lo, hi) below the kernel's ephemeral
