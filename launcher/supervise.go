@@ -162,19 +162,19 @@ func (s *supervisor) start(local int) (*rankProc, error) {
 	// Ctrl-C on the terminal reaches only the launcher, which forwards it.
 	// Pdeathsig: a rank dies with the launcher even if it gets SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if s.cpus != nil {
+	// An inherited VCCL_CPUS would claim a binding this rank may lack.
+	cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, envCPUs+"=") })
+	if s.cpus == nil {
+		err = cmd.Start()
+	} else {
 		cmd.Env = append(cmd.Env, envCPUs+"="+cpuList(s.cpus[local]))
 		err = startBound(cmd, s.cpus[local])
 		var be *bindError
 		if errors.As(err, &be) { // nothing started yet: run this rank unbound
 			s.out.logf("rank %d: %v; starting it unbound", rp.global, err)
-			cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, envCPUs+"=") })
+			cmd.Env = cmd.Env[:len(cmd.Env)-1]
 			err = cmd.Start()
 		}
-	} else {
-		// An inherited VCCL_CPUS would claim a binding this rank lacks.
-		cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, envCPUs+"=") })
-		err = cmd.Start()
 	}
 	outW.Close()
 	errW.Close()
