@@ -109,6 +109,11 @@ type Config struct {
 	// JoinTimeout bounds how long Init waits for the whole world. 0 means
 	// worker's default (60s).
 	JoinTimeout time.Duration
+	// SharedMemBytes sizes the shared-memory ring that carries a link's
+	// payloads between two ranks on the same host instead of the loopback
+	// socket (see worker.Config.SharedMemBytes): 0 means worker's default
+	// (32 MiB), negative turns it off. Set by VCCL_SHM ("off" or bytes).
+	SharedMemBytes int
 	// Timeout bounds how long a collective waits for ranks that never
 	// enter it (a straggler stuck in its data loader, a rank that skipped
 	// a step): a rank that has been in a collective for Timeout without
@@ -323,6 +328,7 @@ func ConfigFromEnv() (Config, error) {
 	c.Rank, c.WorldSize, c.LocalRank = w.Rank, w.WorldSize, w.LocalRank
 	c.Join, c.Secret, c.BindPort, c.MetricsAddr = w.Join, w.Secret, w.BindPort, w.MetricsAddr
 	c.PeerTimeout, c.JoinTimeout = w.PeerTimeout, w.JoinTimeout
+	c.SharedMemBytes = w.SharedMemBytes
 	if w.BindAddr != "" {
 		c.BindAddr = w.BindAddr
 	}

@@ -12,17 +12,18 @@ import (
 // network at all) and puts a ring over its links.
 func startRuntime(ctx context.Context, cfg Config) (runtime, error) {
 	w, err := worker.Start(ctx, worker.Config{
-		Rank:        cfg.Rank,
-		WorldSize:   cfg.WorldSize,
-		LocalRank:   cfg.LocalRank,
-		Join:        cfg.Join,
-		BindAddr:    cfg.BindAddr,
-		BindPort:    cfg.BindPort,
-		Secret:      cfg.Secret,
-		JoinTimeout: cfg.JoinTimeout,
-		PeerTimeout: cfg.PeerTimeout,
-		MetricsAddr: cfg.MetricsAddr,
-		Logger:      cfg.Logger,
+		Rank:           cfg.Rank,
+		WorldSize:      cfg.WorldSize,
+		LocalRank:      cfg.LocalRank,
+		Join:           cfg.Join,
+		BindAddr:       cfg.BindAddr,
+		BindPort:       cfg.BindPort,
+		Secret:         cfg.Secret,
+		JoinTimeout:    cfg.JoinTimeout,
+		PeerTimeout:    cfg.PeerTimeout,
+		MetricsAddr:    cfg.MetricsAddr,
+		SharedMemBytes: cfg.SharedMemBytes,
+		Logger:         cfg.Logger,
 	})
 	if err != nil {
 		return runtime{}, err

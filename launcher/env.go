@@ -20,6 +20,7 @@ const (
 	envBucketBytes = "VCCL_BUCKET_BYTES" // worker.EnvBucketBytes
 	envPeerTimeout = "VCCL_PEER_TIMEOUT" // worker.EnvPeerTimeout
 	envJoinTimeout = "VCCL_JOIN_TIMEOUT" // worker.EnvJoinTimeout
+	envSharedMem   = "VCCL_SHM"          // worker.EnvSharedMem
 )
 
 // workerEnv maps the worker package's constant names to the launcher's
@@ -29,6 +30,6 @@ var workerEnv = map[string]string{
 	"EnvJoin": envJoin, "EnvSecret": envSecret, "EnvBindAddr": envBindAddr,
 	"EnvBindPort": envBindPort, "EnvMetricsAddr": envMetricsAddr, "EnvCodec": envCodec,
 	"EnvBackend": envBackend, "EnvBPV": envBPV, "EnvBucketBytes": envBucketBytes,
-	"EnvPeerTimeout": envPeerTimeout, "EnvJoinTimeout": envJoinTimeout,
+	"EnvPeerTimeout": envPeerTimeout, "EnvJoinTimeout": envJoinTimeout, "EnvSharedMem": envSharedMem,
 	"EnvSecretFile": envSecretFile, "EnvRdzvPort": envRdzvPort, "EnvK8sService": envK8sService, "EnvK8sJob": envK8sJob,
 }

@@ -36,7 +36,7 @@ func parseEnvOutput(t *testing.T, stdout string) map[int]map[string]string {
 func TestEnvironment(t *testing.T) {
 	env := []string{"VCCL_BACKEND=software", "VCCL_RANK=99", "VCCL_CODEC=raw"}
 	args := append([]string{"-np", "3", "--codec", "hevc", "--bpv", "1.4", "--bucket-bytes", "1048576", "--metrics-port", "19100",
-		"--collective-timeout", "5m"}, helperArgs(t, "env")...)
+		"--collective-timeout", "5m", "--shm", "1048576"}, helperArgs(t, "env")...)
 	res := runLauncher(t, env, args...)
 	if res.code != 0 {
 		t.Fatalf("exit code %d, want 0; stderr:\n%s", res.code, res.stderr)
@@ -62,7 +62,7 @@ func TestEnvironment(t *testing.T) {
 		want := map[string]string{
 			"VCCL_RANK": strconv.Itoa(r), "VCCL_LOCAL_RANK": strconv.Itoa(r), "VCCL_WORLD_SIZE": "3",
 			"VCCL_JOIN": join, "VCCL_SECRET": secret, "VCCL_BIND_ADDR": "127.0.0.1", "VCCL_BIND_PORT": wantPort,
-			"VCCL_CODEC": "hevc", "VCCL_BPV": "1.4", "VCCL_BUCKET_BYTES": "1048576", "VCCL_TIMEOUT": "5m",
+			"VCCL_CODEC": "hevc", "VCCL_BPV": "1.4", "VCCL_BUCKET_BYTES": "1048576", "VCCL_TIMEOUT": "5m", "VCCL_SHM": "1048576",
 			"VCCL_BACKEND":      "software", // inherited: no --backend flag
 			"VCCL_METRICS_ADDR": "127.0.0.1:" + strconv.Itoa(19100+r),
 			"VCCL_NODE_RANK":    "0", "VCCL_NNODES": "1", "VCCL_LOCAL_WORLD_SIZE": "3",
@@ -278,6 +278,7 @@ func TestBadInput(t *testing.T) {
 		{"port in use", []string{"--port", busy, "--", "true"}, "is in use"},
 		{"bad codec", []string{"--codec", "mpeg2", "--", "true"}, `--codec "mpeg2"`},
 		{"bad bpv", []string{"--bpv", "-1", "--", "true"}, `--bpv "-1"`},
+		{"bad shm", []string{"--shm", "16M", "--", "true"}, `--shm "16M"`},
 		{"bad collective timeout", []string{"--collective-timeout", "soon", "--", "true"}, `--collective-timeout "soon"`},
 		{"nnodes without rdzv", []string{"--nnodes", "2", "--secret", secret, "--", "true"}, "needs --rdzv"},
 		{"nnodes without secret", []string{"--nnodes", "2", "--rdzv", "127.0.0.1:" + closed, "--", "true"}, "needs a job secret"},

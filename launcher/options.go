@@ -71,6 +71,7 @@ type options struct {
 	peerTimeout string
 	joinTimeout string
 	collTimeout string
+	shm         string
 	metricsPort int
 	bind        string
 
@@ -151,6 +152,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.peerTimeout, "peer-timeout", "", "sets VCCL_PEER_TIMEOUT (Go duration): failure detection bound")
 	fs.StringVar(&o.joinTimeout, "join-timeout", "", "sets VCCL_JOIN_TIMEOUT (Go duration): how long ranks wait for the whole world")
 	fs.StringVar(&o.collTimeout, "collective-timeout", "", "sets VCCL_TIMEOUT (Go duration, 0: off): how long a collective waits for ranks\nthat never enter it before every rank fails naming them (the library's default: 30m)")
+	fs.StringVar(&o.shm, "shm", "", "sets VCCL_SHM: off, or the size in bytes of the shared-memory ring that carries the payloads\nbetween ranks on the same host instead of loopback TCP (the library's default: 33554432, 32 MiB)")
 	fs.IntVar(&o.metricsPort, "metrics-port", 0, "if set, local rank i serves /metrics on ADDR:(metrics-port+i) (VCCL_METRICS_ADDR)")
 	fs.StringVar(&o.bind, "bind", bindCPUs, "CPU binding of this node's ranks: cpus (rank i runs on the i-th of -np equal shares of the\nlauncher's CPUs, whole cores of one socket first; consecutive ranks share a CPU when the ranks are a\nmultiple of the CPUs; sets VCCL_CPUS) or none (the kernel places them; use it when several launchers\nshare a host, as each binds its rank i to the same CPUs)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "end the job after this long (0: no limit); exit code 124")
@@ -268,6 +270,11 @@ func (o *options) validate() error {
 			return usagef("%s %q: want a positive Go duration such as 10s", d.name, d.v)
 		}
 	}
+	if o.shm != "" && o.shm != "off" {
+		if v, err := strconv.Atoi(o.shm); err != nil || v < 256<<10 || v > 1<<30 {
+			return usagef("--shm %q: want off or a size in bytes from 262144 to 1073741824", o.shm)
+		}
+	}
 	if o.collTimeout != "" {
 		if v, err := time.ParseDuration(o.collTimeout); err != nil || v < 0 {
 			return usagef("--collective-timeout %q: want a Go duration such as 5m, or 0 to turn it off", o.collTimeout)
@@ -349,6 +356,7 @@ func (o *options) codecEnv() []string {
 	add(envPeerTimeout, o.peerTimeout)
 	add(envJoinTimeout, o.joinTimeout)
 	add(envCollTimeout, o.collTimeout)
+	add(envSharedMem, o.shm)
 	return env
 }
 

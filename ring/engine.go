@@ -530,6 +530,12 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 				return
 			}
 			e.sWire += int64(len(payload))
+			if in.payload != nil {
+				// A payload kept to forward (an allgather's frame) is
+				// done with once sent: the link may receive into it
+				// again (or, in shared memory, let the peer write there).
+				e.recycle(in.payload)
+			}
 			if e.rawOf != nil {
 				e.sRaw += e.rawOf(i)
 			}

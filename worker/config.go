@@ -59,6 +59,12 @@ type Config struct {
 	// MetricsAddr, when set, is a host:port where an HTTP server serves
 	// /metrics (Prometheus text format) and /healthz.
 	MetricsAddr string
+	// SharedMemBytes is the size of the shared-memory ring that carries
+	// the payloads of a link whose two ranks run on the same host (same
+	// kernel, network and PID namespace), instead of the loopback socket:
+	// 0 means DefaultSharedMemBytes, a negative value turns shared memory
+	// off (every payload goes over the socket). At least 256 KiB otherwise.
+	SharedMemBytes int
 	// Logger receives warnings (refused links, lost peers, memberlist
 	// warnings). Defaults to stderr with a "[vccl rank N] " prefix.
 	Logger *log.Logger
@@ -74,6 +80,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PeerTimeout == 0 {
 		c.PeerTimeout = DefaultPeerTimeout
+	}
+	if c.SharedMemBytes == 0 {
+		c.SharedMemBytes = DefaultSharedMemBytes
 	}
 	if c.Logger == nil {
 		c.Logger = log.New(os.Stderr, fmt.Sprintf("[vccl rank %d] ", c.Rank), log.LstdFlags|log.Lmicroseconds)
@@ -99,6 +108,8 @@ func (c Config) validate() error {
 		return bad("BindPort", "is %d; it must be in 0..65535", c.BindPort)
 	case c.JoinTimeout < 0:
 		return bad("JoinTimeout", "is %v; it must be positive", c.JoinTimeout)
+	case c.SharedMemBytes > 0 && (c.SharedMemBytes < 16*shmMinPayload || c.SharedMemBytes > 1<<30):
+		return bad("SharedMemBytes", "is %d; it must be in %d..%d, 0 for the default or negative for off", c.SharedMemBytes, 16*shmMinPayload, 1<<30)
 	case c.PeerTimeout < minPeerTimeout:
 		return bad("PeerTimeout", "is %v; it must be at least %v", c.PeerTimeout, minPeerTimeout)
 	}
@@ -125,9 +136,10 @@ func (c Config) validate() error {
 // ConfigFromEnv reads a Config from the Env* variables the launcher sets:
 // EnvRank and EnvWorldSize are required; EnvLocalRank, EnvJoin
 // (comma-separated), EnvSecret (hex), EnvBindAddr, EnvBindPort,
-// EnvMetricsAddr, EnvPeerTimeout and EnvJoinTimeout (Go durations) are
-// optional. An error names the bad variable. The result is not validated
-// beyond parsing; Start validates it.
+// EnvMetricsAddr, EnvPeerTimeout and EnvJoinTimeout (Go durations) and
+// EnvSharedMem ("off" or a size in bytes) are optional. An error names
+// the bad variable. The result is not validated beyond parsing; Start
+// validates it.
 //
 // Under a scheduler the variables that are not set come from it: in a task
 // of a Slurm step (srun), the rank from SLURM_PROCID, the world size from
@@ -210,6 +222,15 @@ func ConfigFromEnv() (Config, error) {
 			return Config{}, fmt.Errorf("%w: %s is not hex (%d characters): %v", ErrConfig, EnvSecret, len(v), err)
 		}
 		c.Secret = s
+	}
+	if v := strings.TrimSpace(getenv(EnvSharedMem)); v != "" {
+		if v == "off" {
+			c.SharedMemBytes = -1
+		} else if n, err := strconv.Atoi(v); err != nil || n <= 0 {
+			return Config{}, bad(EnvSharedMem, v, errors.New(`want "off" or a size in bytes`))
+		} else {
+			c.SharedMemBytes = n
+		}
 	}
 	c.BindAddr = strings.TrimSpace(getenv(EnvBindAddr))
 	c.MetricsAddr = strings.TrimSpace(getenv(EnvMetricsAddr))

@@ -17,6 +17,7 @@ const (
 	EnvBucketBytes = "VCCL_BUCKET_BYTES" // bucket size of the DDP-style bucketer in bytes
 	EnvPeerTimeout = "VCCL_PEER_TIMEOUT" // Go duration; failure detection bound, default 10s
 	EnvJoinTimeout = "VCCL_JOIN_TIMEOUT" // Go duration; how long to wait for the whole world, default 60s
+	EnvSharedMem   = "VCCL_SHM"          // "off", or the size in bytes of a same-host link's shared-memory ring
 
 	// Read by ConfigFromEnv, never set by the launcher: the job secret from
 	// a file, and the scheduler mapping's knobs (see ConfigFromEnv).

@@ -14,7 +14,10 @@ import (
 // 72-byte little-endian header and the payload.
 //
 //	 0  magic "VCCL"
-//	 4  version (2), 3 zero bytes
+//	 4  version (2)
+//	 5  flags: bit 0 set when the payload is in the link's shared memory
+//	    (the message then carries, after the header, the payload's 8-byte
+//	    stream position instead of the payload; see shm.go); 2 zero bytes
 //	 8  job id (8 bytes, derived from the secret)
 //	16  seq     uint64: per direction of a connection, from 0, no gaps
 //	24  op      uint64
@@ -46,13 +49,20 @@ var (
 	castagnoli = crc32.MakeTable(crc32.Castagnoli)
 )
 
-// putHeader writes the header of m, with seq and the payload checksum sum,
-// into h (frameHeaderSize bytes) and seals it with the header checksum.
-func putHeader(h []byte, job [8]byte, m ring.Message, seq uint64, sum uint32) {
+// Frame flags (header byte 5).
+const (
+	flagShm = 1 << 0 // the payload is in the link's shared memory
+)
+
+// putHeader writes the header of m, with seq, the payload checksum sum and
+// flags, into h (frameHeaderSize bytes) and seals it with the header
+// checksum.
+func putHeader(h []byte, job [8]byte, m ring.Message, seq uint64, sum uint32, flags byte) {
 	h = h[:frameHeaderSize]
 	clear(h)
 	copy(h[0:4], frameMagic[:])
 	h[4] = frameVersion
+	h[5] = flags
 	copy(h[8:16], job[:])
 	binary.LittleEndian.PutUint64(h[16:], seq)
 	binary.LittleEndian.PutUint64(h[24:], m.Op)
@@ -78,7 +88,7 @@ func payloadSum(m ring.Message) uint32 {
 // forge frames from it; links write the header and the payload in place).
 func appendFrame(dst []byte, job [8]byte, m ring.Message, seq uint64) []byte {
 	var h [frameHeaderSize]byte
-	putHeader(h[:], job, m, seq, payloadSum(m))
+	putHeader(h[:], job, m, seq, payloadSum(m), 0)
 	dst = append(dst, h[:]...)
 	return append(dst, m.Payload...)
 }
@@ -96,6 +106,7 @@ type frameHeader struct {
 	seq    uint64
 	msg    ring.Message // without Payload; Sum set
 	length int
+	shm    bool // the payload is in the link's shared memory
 }
 
 // parseHeader checks a header on its own: magic, version, job, its
@@ -118,6 +129,10 @@ func parseHeader(h []byte, job [8]byte) (frameHeader, error) {
 	if c, want := crc32.Checksum(h[:64], castagnoli), binary.LittleEndian.Uint32(h[64:]); c != want {
 		return fh, fmt.Errorf("%w: link frame header checksum %08x, header says %08x (corrupted)", gradcodec.ErrBadFrame, c, want)
 	}
+	if h[5]&^flagShm != 0 {
+		return fh, fmt.Errorf("%w: link frame flags %#x, this build knows %#x", gradcodec.ErrBadFrame, h[5], flagShm)
+	}
+	fh.shm = h[5]&flagShm != 0
 	fh.seq = binary.LittleEndian.Uint64(h[16:])
 	fh.msg = ring.Message{
 		Op:    binary.LittleEndian.Uint64(h[24:]),

@@ -58,6 +58,7 @@ const (
 	hdrNonce = "X-Vccl-Nonce" // 16 random bytes, hex
 	hdrAuth  = "X-Vccl-Auth"  // hex HMAC-SHA256, see linkMAC
 	hdrProof = "X-Vccl-Proof" // server's hex HMAC-SHA256 over the same fields
+	hdrShm   = "X-Vccl-Shm"   // request: the dialer's shared-memory offer; response: "ok" when taken
 
 	// authSkew is how far the dialer's clock may be from the listener's.
 	authSkew = 5 * time.Minute
@@ -65,10 +66,12 @@ const (
 
 // linkMAC authenticates one link upgrade: role distinguishes the dialer's
 // request ("dial") from the listener's answer ("accept"), so one cannot be
-// replayed as the other.
-func (k jobKeys) linkMAC(role string, from, to int, unixNano int64, nonce string) []byte {
+// replayed as the other; shm is the request's or the answer's hdrShm
+// (empty when absent), so nobody on the path can make a rank open or
+// refuse shared memory.
+func (k jobKeys) linkMAC(role string, from, to int, unixNano int64, nonce, shm string) []byte {
 	m := hmac.New(sha256.New, k.auth)
-	fmt.Fprintf(m, "vccl link %s\x00%s\x00%d\x00%d\x00%d\x00%s", role, k.jobHex(), from, to, unixNano, nonce)
+	fmt.Fprintf(m, "vccl link %s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s", role, k.jobHex(), from, to, unixNano, nonce, shm)
 	return m.Sum(nil)
 }
 

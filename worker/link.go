@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -61,11 +62,17 @@ type link struct {
 	peer int    // rank at the other end
 	name string // "next" or "prev", for errors
 	ws   *websocket.Conn
+	// Shared memory with a same-host peer (shm.go): the sending end on
+	// the link a rank sends data on, the receiving end on the one it
+	// receives on; nil for a socket-only link.
+	tx *shmTx // guarded by wmu
+	rx *shmRx
 
 	// send side
 	wmu         sync.Mutex // serialises Send
 	seq         uint64     // next sequence number to send (guarded by wmu)
 	whdr        [frameHeaderSize]byte
+	wpos        [8]byte           // a shared-memory payload's stream position
 	interrupted atomic.Bool       // a write was broken off (its ctx ended, or the link shut down)
 	rbroken     atomic.Bool       // a RecvPlace that gave up broke a read off
 	onPlaced    func()            // tests: called when a payload starts arriving in placed memory
@@ -141,8 +148,10 @@ var (
 	_ ring.PlacingLink = (*link)(nil)
 )
 
-// newLink wraps an upgraded connection and starts its goroutines.
-func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
+// newLink wraps an upgraded connection and starts its goroutines. shm is
+// the link's shared memory with a same-host peer, or nil: the "next" link
+// sends through it, the "prev" link receives from it.
+func newLink(w *Worker, peer int, name string, ws *websocket.Conn, shm *shmRegion) *link {
 	l := &link{
 		w: w, peer: peer, name: name, ws: ws,
 		want:    make(chan recvReq),
@@ -154,6 +163,13 @@ func newLink(w *Worker, peer int, name string, ws *websocket.Conn) *link {
 		pdone:   make(chan struct{}),
 		bad:     make(chan struct{}),
 		dead:    make(chan struct{}),
+	}
+	if shm != nil {
+		if name == "next" {
+			l.tx = &shmTx{r: shm}
+		} else {
+			l.rx = &shmRx{r: shm}
+		}
 	}
 	ws.SetReadLimit(frameHeaderSize + MaxPayload)
 	go l.reader()
@@ -190,18 +206,27 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 	sum := payloadSum(m)
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	putHeader(l.whdr[:], l.w.keys.job, m, l.seq, sum)
-	return l.write(ctx, l.whdr[:], m.Payload)
+	if l.tx != nil && len(m.Payload) >= shmMinPayload {
+		if pos, ok := l.tx.put(m.Payload); ok {
+			putHeader(l.whdr[:], l.w.keys.job, m, l.seq, sum, flagShm)
+			binary.LittleEndian.PutUint64(l.wpos[:], pos)
+			l.w.metrics.LinkShmFrames.Add(1)
+			return l.write(ctx, l.whdr[:], l.wpos[:], len(m.Payload))
+		}
+	}
+	putHeader(l.whdr[:], l.w.keys.job, m, l.seq, sum, 0)
+	return l.write(ctx, l.whdr[:], m.Payload, len(m.Payload))
 }
 
-// write sends one frame (header and payload) as one websocket message,
+// write sends one frame (header and payload, or header and the position
+// of a shared-memory payload of size bytes) as one websocket message,
 // advancing the sequence number. Caller holds wmu.
 //
 // A write whose context ends is broken off (stopWrite, from a
 // context.AfterFunc callback) if it has not ended interruptGrace later.
 // The callback runs only when the context ends: a write costs no
 // goroutine hand-off.
-func (l *link) write(ctx context.Context, hdr, payload []byte) error {
+func (l *link) write(ctx context.Context, hdr, payload []byte, size int) error {
 	l.bmu.Lock()
 	if l.wstop {
 		l.bmu.Unlock()
@@ -245,7 +270,7 @@ func (l *link) write(ctx context.Context, hdr, payload []byte) error {
 		return l.sendErr(ctx)
 	}
 	l.seq++
-	l.w.metrics.LinkSentBytes.Add(int64(len(hdr) + len(payload)))
+	l.w.metrics.LinkSentBytes.Add(int64(len(hdr) + size))
 	l.w.metrics.LinkSentFrames.Add(1)
 	return nil
 }
@@ -558,8 +583,11 @@ func (l *link) setBadLocked(err error) {
 }
 
 // Recycle implements ring.Recycler: a payload Recv returned is free to
-// receive into again.
+// receive into again (in shared memory: for the peer to write into).
 func (l *link) Recycle(p []byte) {
+	if l.rx != nil && l.rx.release(p) {
+		return
+	}
 	if cap(p) <= smallPayload {
 		return
 	}
@@ -847,7 +875,24 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		return discard(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next (op %d %s hop %d chunk %d sub %d)",
 			gradcodec.ErrBadFrame, fh.length, max, fh.msg.Op, fh.msg.Kind, fh.msg.Hop, fh.msg.Chunk, fh.msg.Sub))
 	}
-	payload, placed := l.place(req, fh)
+	var src []byte // the payload where it lies in shared memory
+	if fh.shm {
+		if l.rx == nil {
+			return discard(fmt.Errorf("%w: link frame with its payload in shared memory, but this link has none", gradcodec.ErrBadFrame))
+		}
+		var pos [8]byte
+		if k, err := io.ReadFull(r, pos[:]); err == io.ErrUnexpectedEOF || err == io.EOF {
+			return asked, badFrame{fmt.Errorf("%w: shared-memory link frame of %d bytes after its header, want 8 (truncated)", gradcodec.ErrBadFrame, k)}
+		} else if err != nil {
+			return asked, err
+		}
+		p, err := l.rx.take(binary.LittleEndian.Uint64(pos[:]), fh.length)
+		if err != nil {
+			return discard(fmt.Errorf("%w: %v", gradcodec.ErrBadFrame, err))
+		}
+		src = p
+	}
+	payload, placed := l.place(req, fh, src)
 	defer func() {
 		if placed { // a frame that failed: the caller gets the error
 			l.unplace(req.st, nil)
@@ -862,6 +907,21 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 	// them in, while they are still in the cache (reads of at most
 	// crcPiece bytes), so the check costs no pass over memory of its own.
 	got, sum, extended := 0, uint32(0), 0
+	if src != nil {
+		// Checked where the sender wrote it, or while copied into placed
+		// memory piece by piece (each piece checked while in the cache).
+		for got < len(payload) {
+			e := min(len(payload), got+crcPiece)
+			if placed {
+				copy(payload[got:e], src[got:e])
+			}
+			sum = kern.UpdateCRC32C(sum, payload[got:e])
+			got = e
+		}
+		if placed {
+			l.rx.release(src)
+		}
+	}
 	for got < len(payload) {
 		k, err := r.Read(payload[got:min(len(payload), got+crcPiece)])
 		sum = kern.UpdateCRC32C(sum, payload[got:got+k])
@@ -920,8 +980,9 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 
 // place returns the memory the payload of fh goes to: the request's own
 // (placed) when its RecvPlace is still waiting and names memory of exactly
-// that length, else a buffer of the link's.
-func (l *link) place(req recvReq, fh frameHeader) ([]byte, bool) {
+// that length, else src, the payload in shared memory, when there is one,
+// else a buffer of the link's.
+func (l *link) place(req recvReq, fh frameHeader, src []byte) ([]byte, bool) {
 	if req.place != nil && fh.length > 0 {
 		if p := req.place(fh.msg, fh.length); len(p) == fh.length {
 			req.st.mu.Lock()
@@ -935,6 +996,9 @@ func (l *link) place(req recvReq, fh frameHeader) ([]byte, bool) {
 				return p, true
 			}
 		}
+	}
+	if src != nil {
+		return src, false
 	}
 	return l.buffer(fh.length), false
 }
@@ -1062,7 +1126,23 @@ func (l *link) shutdown() {
 		l.ws.Close()
 		<-l.rdone
 		l.wmu.Lock() // a Send in progress has failed by now
+		if l.tx != nil {
+			l.tx.r.unmap()
+			l.tx = nil
+		}
 		l.wmu.Unlock()
 		l.fail(nil, failQuiet)
+		if l.rx != nil {
+			// Frames read ahead are never asked for now; a payload the
+			// ring still holds keeps the mapping until it is recycled.
+			l.mu.Lock()
+			ahead := l.ahead
+			l.ahead = nil
+			l.mu.Unlock()
+			for _, m := range ahead {
+				l.rx.release(m.Payload)
+			}
+			l.rx.close()
+		}
 	})
 }

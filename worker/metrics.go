@@ -19,10 +19,11 @@ import (
 type Metrics struct {
 	rank, size int
 
-	LinkSentBytes  atomic.Int64 // bytes of frames written to ring links
-	LinkRecvBytes  atomic.Int64 // bytes of frames read from ring links
+	LinkSentBytes  atomic.Int64 // bytes of frames written to ring links (a payload sent through shared memory counts whole)
+	LinkRecvBytes  atomic.Int64 // bytes of frames read from ring links (likewise)
 	LinkSentFrames atomic.Int64 // frames written
 	LinkRecvFrames atomic.Int64 // frames read
+	LinkShmFrames  atomic.Int64 // frames sent whose payload went through shared memory
 	LinksRefused   atomic.Int64 // link upgrade requests refused (bad or missing secret, wrong rank)
 	PeersLost      atomic.Int64 // 1 once a rank of the job is lost
 
@@ -67,6 +68,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	sample("vccl_link_received_bytes_total", "counter", "Bytes of frames read from ring links.", n(&m.LinkRecvBytes))
 	sample("vccl_link_sent_frames_total", "counter", "Frames written to ring links.", n(&m.LinkSentFrames))
 	sample("vccl_link_received_frames_total", "counter", "Frames read from ring links.", n(&m.LinkRecvFrames))
+	sample("vccl_link_shm_frames_total", "counter", "Frames sent whose payload went through shared memory with a same-host peer.", n(&m.LinkShmFrames))
 	sample("vccl_links_refused_total", "counter", "Link requests refused (missing or wrong secret, wrong rank).", n(&m.LinksRefused))
 	sample("vccl_peers_lost_total", "counter", "Ranks of the job reported lost.", n(&m.PeersLost))
 	sample("vccl_collectives_total", "counter", "Collectives finished.", n(&m.Collectives))

@@ -268,6 +268,7 @@ func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 	}
 	h := r.Header
 	job, fromS, toS, tS, nonce, auth := h.Get(hdrJob), h.Get(hdrFrom), h.Get(hdrTo), h.Get(hdrTime), h.Get(hdrNonce), h.Get(hdrAuth)
+	offer := h.Get(hdrShm)
 	if auth == "" || job == "" || fromS == "" || toS == "" || tS == "" || nonce == "" {
 		refuse(http.StatusUnauthorized, "no job credentials (missing secret)")
 		return
@@ -280,7 +281,7 @@ func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusForbidden, "malformed credentials")
 		return
 	}
-	if job != w.keys.jobHex() || !hmac.Equal(mac, w.keys.linkMAC("dial", from, to, ts, nonce)) {
+	if job != w.keys.jobHex() || !hmac.Equal(mac, w.keys.linkMAC("dial", from, to, ts, nonce, offer)) {
 		refuse(http.StatusForbidden, fmt.Sprintf("wrong secret (claimed rank %s)", fromS))
 		return
 	}
@@ -314,17 +315,35 @@ func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusConflict, fmt.Sprintf("rank %d already has a link to this rank", from))
 		return
 	}
+	// The successor offers shared memory when it runs on this host.
+	var shm *shmRegion
+	answer := ""
+	if offer != "" && w.cfg.SharedMemBytes > 0 {
+		r, err := openShmOffer(offer)
+		switch {
+		case err == nil:
+			shm, answer = r, "ok"
+		case err != errShmElsewhere:
+			w.logf("link from rank %d uses its socket: shared memory offered but not usable: %v", from, err)
+		}
+	}
 	resp := http.Header{}
-	resp.Set(hdrProof, hex.EncodeToString(w.keys.linkMAC("accept", from, to, ts, nonce)))
+	if answer != "" {
+		resp.Set(hdrShm, answer)
+	}
+	resp.Set(hdrProof, hex.EncodeToString(w.keys.linkMAC("accept", from, to, ts, nonce, answer)))
 	ws, err := upgrader.Upgrade(rw, r, resp)
 	if err != nil {
 		w.mu.Lock()
 		w.nextBusy = false
 		w.mu.Unlock()
+		if shm != nil {
+			shm.unmap()
+		}
 		w.logf("upgrade of rank %d's link failed: %v", from, err)
 		return
 	}
-	l := newLink(w, from, "next", ws)
+	l := newLink(w, from, "next", ws, shm)
 	select {
 	case w.nextCh <- l:
 	default: // cannot happen: nextBusy admits one link
@@ -344,6 +363,27 @@ func (w *Worker) dial(ctx context.Context, to int, addr string) (*link, error) {
 		addr = dialHook(w.cfg.Rank, to, addr)
 	}
 	url := "ws://" + addr + linkPath
+	// Offer this link's sender a shared-memory ring; it takes it when it
+	// runs on this host. The memfd stays open until the answer is in.
+	var offer *shmOffer
+	if w.cfg.SharedMemBytes > 0 {
+		o, err := newShmOffer(w.cfg.SharedMemBytes)
+		if err != nil {
+			w.logf("link to rank %d uses its socket: no shared memory to offer: %v", to, err)
+		} else {
+			offer = o
+		}
+	}
+	offerText := ""
+	if offer != nil {
+		offerText = offer.text
+	}
+	taken := false
+	defer func() {
+		if offer != nil && !taken {
+			offer.drop()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		ts := time.Now().UnixNano()
 		nonce := newNonce()
@@ -353,15 +393,24 @@ func (w *Worker) dial(ctx context.Context, to int, addr string) (*link, error) {
 		h.Set(hdrTo, itoa(to))
 		h.Set(hdrTime, strconv.FormatInt(ts, 10))
 		h.Set(hdrNonce, nonce)
-		h.Set(hdrAuth, hex.EncodeToString(w.keys.linkMAC("dial", w.cfg.Rank, to, ts, nonce)))
+		if offerText != "" {
+			h.Set(hdrShm, offerText)
+		}
+		h.Set(hdrAuth, hex.EncodeToString(w.keys.linkMAC("dial", w.cfg.Rank, to, ts, nonce, offerText)))
 		ws, resp, err := d.DialContext(ctx, url, h)
 		if err == nil {
+			answer := resp.Header.Get(hdrShm)
 			proof, perr := hex.DecodeString(resp.Header.Get(hdrProof))
-			if perr != nil || !hmac.Equal(proof, w.keys.linkMAC("accept", w.cfg.Rank, to, ts, nonce)) {
+			if perr != nil || !hmac.Equal(proof, w.keys.linkMAC("accept", w.cfg.Rank, to, ts, nonce, answer)) {
 				ws.Close()
 				return nil, fmt.Errorf("worker: rank %d: link to rank %d at %s: the listener did not prove it holds the job secret", w.cfg.Rank, to, addr)
 			}
-			return newLink(w, to, "prev", ws), nil
+			var shm *shmRegion
+			if offer != nil && answer == "ok" {
+				offer.closeFd()
+				shm, taken = offer.region, true
+			}
+			return newLink(w, to, "prev", ws, shm), nil
 		}
 		if resp != nil {
 			return nil, fmt.Errorf("worker: rank %d: link to rank %d at %s refused: %s", w.cfg.Rank, to, addr, resp.Status)

@@ -294,7 +294,7 @@ func linkHeaders(k jobKeys, from, to int) http.Header {
 	h.Set(hdrTo, itoa(to))
 	h.Set(hdrTime, fmt.Sprint(ts))
 	h.Set(hdrNonce, nonce)
-	h.Set(hdrAuth, fmt.Sprintf("%x", k.linkMAC("dial", from, to, ts, nonce)))
+	h.Set(hdrAuth, fmt.Sprintf("%x", k.linkMAC("dial", from, to, ts, nonce, "")))
 	return h
 }
 
@@ -850,9 +850,21 @@ func BenchmarkLink(b *testing.B) {
 // the receiving side beyond the sockets) but neither side takes the other
 // for dead; once Recv is called, every frame arrives intact and in order.
 func TestBackpressure(t *testing.T) {
-	ws, _ := mustWorld(t, 2, func(_ int, c *Config) { c.PeerTimeout = 2 * time.Second })
+	t.Run("socket", func(t *testing.T) { testBackpressure(t, -1, 8) })
+	// A same-host link holds what its shared-memory ring holds (32 MiB)
+	// beyond the sockets, and not more.
+	t.Run("shared memory", func(t *testing.T) { testBackpressure(t, 0, 16) })
+}
+
+// testBackpressure is TestBackpressure with a link's SharedMemBytes shm,
+// sending n payloads of 4 MiB.
+func testBackpressure(t *testing.T, shm, n int) {
+	ws, _ := mustWorld(t, 2, func(_ int, c *Config) { c.PeerTimeout = 2 * time.Second; c.SharedMemBytes = shm })
 	ctx := context.Background()
-	const n, size = 8, 4 << 20 // 32 MiB: more than loopback sockets hold
+	const size = 4 << 20 // 8 of them, 32 MiB: more than loopback sockets hold
+	if shm >= 0 && ws[0].next.tx == nil {
+		t.Fatal("the link between two ranks of this host has no shared memory")
+	}
 	sent := make(chan error, 1)
 	var sentAt time.Time
 	msgs := make([]ring.Message, n)
@@ -902,6 +914,9 @@ func TestBackpressure(t *testing.T) {
 	}
 	if sentAt.Before(back) {
 		t.Errorf("the sender finished before the receiver came back")
+	}
+	if shm >= 0 && ws[0].Metrics().LinkShmFrames.Load() == 0 {
+		t.Errorf("no payload went through shared memory")
 	}
 }
 

@@ -61,7 +61,8 @@ func upgradeHeaders(keys intruderKeys, jobHex string, from, to int) http.Header 
 	now := time.Now().UnixNano()
 	nonce := randomHex(16)
 	m := hmac.New(sha256.New, keys.auth)
-	fmt.Fprintf(m, "vccl link %s\x00%s\x00%d\x00%d\x00%d\x00%s", "dial", jobHex, from, to, now, nonce)
+	// The last field is the shared-memory offer: none.
+	fmt.Fprintf(m, "vccl link %s\x00%s\x00%d\x00%d\x00%d\x00%s\x00%s", "dial", jobHex, from, to, now, nonce, "")
 	h := http.Header{}
 	h.Set("X-Vccl-Job", jobHex)
 	h.Set("X-Vccl-From", strconv.Itoa(from))
