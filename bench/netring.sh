@@ -51,7 +51,9 @@ usage: bench/netring.sh [flags]
   --no-check       run allreduce_perf with -c 0 (no NMSE / #wrong check after the timed iterations)
   --timeout DUR    per-job launcher timeout (default 15m)
   --check          only build the namespaces, shape them and measure ring-neighbour TCP throughput
-  --loopback       no namespaces and no shaping: all ranks on this machine over 127.0.0.1 (no root)
+  --loopback       no namespaces and no shaping: all ranks on this machine over 127.0.0.1 (no root);
+                   vccl's ranks move payloads through shared memory there (Gloo's over TCP); run with
+                   VCCL_SHM=off in the environment for vccl over loopback TCP too
   --sweeps N       run everything N times (default 1); the table shows median, spread and each sweep
   --mnist          also train examples/mnist (3 epochs unless --epochs) per codec (not gloo/nccl) and
                    report time per epoch and final test accuracy

@@ -72,8 +72,13 @@ type PlacingLink interface {
 
 // Recycler is an optional interface of a Link: Recycle hands back the
 // Payload of a message that Recv returned, once the caller no longer reads
-// it, so the link can receive into the same memory again. Calling it is
-// optional; a payload must not be used after it is recycled.
+// it, so the link can receive into the same memory again. A payload must
+// not be used after it is recycled. Calling it is optional for memory the
+// garbage collector reclaims, but a link may lend memory of its own (the
+// worker's shared-memory ring): a payload of that kind that is never
+// recycled keeps its place until the link closes. The ring recycles every
+// payload it received once it is done with it, however the collective
+// ends.
 type Recycler interface {
 	Recycle(payload []byte)
 }

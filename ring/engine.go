@@ -32,8 +32,10 @@ type job interface {
 	// goroutine only.
 	build(i int, in []byte, inSum uint32) ([]byte, uint32, error)
 	// consume handles receive step i. keep reports that the job holds on to
-	// m.Payload (to forward or return it); otherwise the engine hands it
-	// back to the link for reuse. sum is the inSum build gets for the send
+	// m.Payload to forward it (the send step paired with i builds from it);
+	// otherwise, and once that send is done with it, the engine hands it
+	// back to the link for reuse, so consume must copy what it keeps
+	// beyond that. sum is the inSum build gets for the send
 	// step paired with it: m.Sum, or the checksum of what consume made of
 	// the payload when that is what the step sends (the raw path's sums).
 	// Called from the controller only.
@@ -62,6 +64,7 @@ type engine struct {
 	sends      []step
 	recvs      []step
 	job        job
+	nWait      int // send steps that wait (paired in order with the first nWait receive steps)
 
 	// sender-owned statistics
 	sWire, sRaw int64
@@ -127,6 +130,12 @@ func (e *engine) run(parent context.Context, pre error) error {
 	size, rank := e.r.Size, e.r.Rank
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	e.nWait = 0
+	for _, s := range e.sends {
+		if s.wait {
+			e.nWait++
+		}
+	}
 
 	sctx, scancel := context.WithCancel(ctx)
 	defer scancel()
@@ -197,9 +206,12 @@ func (e *engine) run(parent context.Context, pre error) error {
 		loop:
 			for {
 				select {
-				case _, ok := <-pump:
+				case res, ok := <-pump:
 					if !ok {
 						break loop
+					}
+					if res.err == nil {
+						e.recycle(res.m.Payload)
 					}
 				case <-t.C:
 					break loop
@@ -213,6 +225,31 @@ func (e *engine) run(parent context.Context, pre error) error {
 		<-pumpDone
 		return re
 	}
+	// Every payload received and not consumed goes back to the link when
+	// the collective ends, whatever way (a link that lends its own memory,
+	// such as shared memory, needs it back): what the pump still holds,
+	// and what waits in ready for a send that will not take it.
+	defer func() {
+		<-senderDone
+		pcancel()
+		<-pumpDone
+		for res := range pump { // closed by the pump as it exits
+			if res.err == nil {
+				e.recycle(res.m.Payload)
+			}
+		}
+		for {
+			select {
+			case in := <-ready:
+				if in.payload != nil {
+					e.recycle(in.payload)
+				}
+				continue
+			default:
+			}
+			break
+		}
+	}()
 	// fail records a failure of this rank. A failure after this rank already
 	// reported one (or stopped) is a consequence and is dropped; one after it
 	// reported success cannot be told to the others in this round, so it ends
@@ -336,6 +373,7 @@ func (e *engine) run(parent context.Context, pre error) error {
 			}
 			m := res.m
 			if m.Op != e.op {
+				e.recycle(m.Payload)
 				if err := fail(fmt.Errorf("%w: rank %d got a %s message of op %d from rank %d during op %d (replayed or stale)",
 					ErrProtocol, rank, kindName(m.Kind), m.Op, e.prev(), e.op)); err != nil {
 					return err
@@ -410,8 +448,11 @@ func (e *engine) run(parent context.Context, pre error) error {
 					continue
 				}
 				in := received{sum: sum}
-				if keep {
+				if keep && recvIdx < e.nWait {
 					in.payload = m.Payload
+				} else if keep {
+					// The last hop's pieces: no send forwards them.
+					e.recycle(m.Payload)
 				}
 				ready <- in
 				recvIdx++
@@ -505,6 +546,9 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 			}
 			select {
 			case <-stop:
+				if in.payload != nil {
+					e.recycle(in.payload)
+				}
 				break loop
 			default:
 			}
@@ -514,12 +558,23 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 				sum = kern.UpdateCRC32C(0, payload)
 			}
 			e.sBuild += time.Since(t0)
+			// A payload kept to forward (an allgather's frame) goes back
+			// to the link once sent, or at once when it will not be: the
+			// link may receive into it again (or, in shared memory, let
+			// the peer write there).
+			done := func() {
+				if in.payload != nil {
+					e.recycle(in.payload)
+				}
+			}
 			if err != nil {
+				done()
 				buildErr = err
 				break
 			}
 			if err := send(Message{Op: e.op, Kind: s.kind, Hop: s.hop, Chunk: s.chunk, Sub: s.sub,
 				Total: e.total, Payload: payload, Sum: sum}, 0); err != nil {
+				done()
 				if !linkDown(err) {
 					// The link refused this message but still works (say,
 					// a payload over its limit): fail like a codec error.
@@ -530,12 +585,7 @@ func (e *engine) sender(ctx context.Context, data bool, stop <-chan struct{}, re
 				return
 			}
 			e.sWire += int64(len(payload))
-			if in.payload != nil {
-				// A payload kept to forward (an allgather's frame) is
-				// done with once sent: the link may receive into it
-				// again (or, in shared memory, let the peer write there).
-				e.recycle(in.payload)
-			}
+			done()
 			if e.rawOf != nil {
 				e.sRaw += e.rawOf(i)
 			}
@@ -609,6 +659,9 @@ func (e *engine) pump(ctx context.Context, out chan<- recvResult, done chan<- st
 		select {
 		case out <- recvResult{m, err}:
 		case <-ctx.Done():
+			if err == nil {
+				e.recycle(m.Payload)
+			}
 			return
 		}
 		if err != nil {

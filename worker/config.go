@@ -63,7 +63,7 @@ type Config struct {
 	// the payloads of a link whose two ranks run on the same host (same
 	// kernel, network and PID namespace), instead of the loopback socket:
 	// 0 means DefaultSharedMemBytes, a negative value turns shared memory
-	// off (every payload goes over the socket). At least 256 KiB otherwise.
+	// off (every payload goes over the socket). Otherwise 256 KiB to 1 GiB.
 	SharedMemBytes int
 	// Logger receives warnings (refused links, lost peers, memberlist
 	// warnings). Defaults to stderr with a "[vccl rank N] " prefix.
@@ -108,8 +108,8 @@ func (c Config) validate() error {
 		return bad("BindPort", "is %d; it must be in 0..65535", c.BindPort)
 	case c.JoinTimeout < 0:
 		return bad("JoinTimeout", "is %v; it must be positive", c.JoinTimeout)
-	case c.SharedMemBytes > 0 && (c.SharedMemBytes < 16*shmMinPayload || c.SharedMemBytes > 1<<30):
-		return bad("SharedMemBytes", "is %d; it must be in %d..%d, 0 for the default or negative for off", c.SharedMemBytes, 16*shmMinPayload, 1<<30)
+	case c.SharedMemBytes > 0 && (c.SharedMemBytes < minSharedMemBytes || c.SharedMemBytes > maxSharedMemBytes):
+		return bad("SharedMemBytes", "is %d; it must be in %d..%d, 0 for the default or negative for off", c.SharedMemBytes, minSharedMemBytes, maxSharedMemBytes)
 	case c.PeerTimeout < minPeerTimeout:
 		return bad("PeerTimeout", "is %v; it must be at least %v", c.PeerTimeout, minPeerTimeout)
 	}

@@ -210,8 +210,11 @@ func (l *link) Send(ctx context.Context, m ring.Message) error {
 		if pos, ok := l.tx.put(m.Payload); ok {
 			putHeader(l.whdr[:], l.w.keys.job, m, l.seq, sum, flagShm)
 			binary.LittleEndian.PutUint64(l.wpos[:], pos)
-			l.w.metrics.LinkShmFrames.Add(1)
-			return l.write(ctx, l.whdr[:], l.wpos[:], len(m.Payload))
+			err := l.write(ctx, l.whdr[:], l.wpos[:], len(m.Payload))
+			if err == nil {
+				l.w.metrics.LinkShmFrames.Add(1)
+			}
+			return err
 		}
 	}
 	putHeader(l.whdr[:], l.w.keys.job, m, l.seq, sum, 0)
@@ -394,7 +397,10 @@ func (l *link) Recv(ctx context.Context) (ring.Message, error) {
 // is lost (or any other rank of the job, as reported by memberlist), an
 // error wrapping gradcodec.ErrBadFrame for a malformed, corrupted, replayed,
 // foreign or oversized frame, or ctx's error. The payload is the link's
-// until the caller hands it back with Recycle (or drops it).
+// until the caller hands it back with Recycle. A payload dropped instead
+// is garbage-collected, except one in shared memory (shm.go): that holds
+// its place in the ring until the link closes, and once the ring is full
+// of such payloads every later one goes over the socket.
 func (l *link) RecvLimit(ctx context.Context, max int) (ring.Message, error) {
 	return l.recv(ctx, max, nil)
 }
@@ -489,6 +495,7 @@ func (l *link) recv(ctx context.Context, max int, place func(ring.Message, int) 
 				l.setBadLocked(fmt.Errorf("%w: link frame payload of %d bytes exceeds the %d bytes expected next", gradcodec.ErrBadFrame, len(m.Payload), max))
 				bad := l.badErr
 				l.mu.Unlock()
+				l.Recycle(m.Payload)
 				return ring.Message{}, wrap(bad)
 			}
 			l.mu.Unlock()
@@ -946,6 +953,7 @@ func (l *link) readFrame(typ int, r io.Reader, seq *uint64) (asked bool, err err
 		}
 		return asked, badFrame{fmt.Errorf("%w: %d bytes after the %d-byte payload the header announces", gradcodec.ErrBadFrame, extra+1, fh.length)}
 	} else if err != io.EOF && err != io.ErrUnexpectedEOF {
+		recycle()
 		return asked, err
 	}
 	if c := sum; c != fh.msg.Sum {

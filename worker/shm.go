@@ -3,6 +3,7 @@ package worker
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -40,8 +41,15 @@ import (
 // Payloads sit at 64-byte aligned stream positions; the position of a
 // payload modulo the ring size is its offset, and one that would wrap
 // starts at the ring's beginning instead (the skipped tail counts as used
-// until the payload is released). The receiver mirrors the sender's
-// positions and refuses a frame at any other.
+// until the payload before it is released). The receiver mirrors the
+// sender's positions and refuses a frame at any other.
+//
+// Trust: the payload is checked where it lies and read there afterwards
+// (the reduce-scatter's add, a codec's decode), so a peer could change it
+// between the check and the use. Only a peer that holds the job secret
+// gets the ring, and such a peer can send wrong data with right checksums
+// over the socket just as well: the checksums guard against damage, not
+// against the job's own ranks.
 const (
 	shmCtrl  = 4096
 	shmAlign = 64
@@ -56,6 +64,9 @@ const (
 	// below it the socket's two copies cost less than the extra header
 	// bookkeeping.
 	shmMinPayload = 16 << 10
+	// The sizes a ring may have (Config.SharedMemBytes).
+	minSharedMemBytes = 16 * shmMinPayload
+	maxSharedMemBytes = 1 << 30
 )
 
 var shmMagic = [8]byte{'V', 'C', 'C', 'L', 'S', 'H', 'M', '1'}
@@ -63,6 +74,10 @@ var shmMagic = [8]byte{'V', 'C', 'C', 'L', 'S', 'H', 'M', '1'}
 // errShmElsewhere reports an offer from another host (or namespace): not
 // an error, the link just uses the socket.
 var errShmElsewhere = errors.New("the peer runs on another host or namespace")
+
+// errNoShm reports a process that cannot offer shared memory at all (not
+// Linux, or /proc unreadable): not worth a log line per link.
+var errNoShm = errors.New("no shared memory on this system")
 
 // shmRegion is one mapping of a link's memfd.
 type shmRegion struct {
@@ -149,8 +164,8 @@ func (x *shmRx) take(start uint64, n int) ([]byte, error) {
 	an := shmAligned(n)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if an > size/4 {
-		return nil, fmt.Errorf("shared-memory payload of %d bytes exceeds a quarter of the %d-byte ring", n, size)
+	if an > size/4 || n < shmMinPayload {
+		return nil, fmt.Errorf("shared-memory payload of %d bytes outside %d..%d (a quarter of the %d-byte ring)", n, shmMinPayload, size/4, size)
 	}
 	want := shmPlace(x.head, an, size)
 	if start != want {
@@ -166,17 +181,20 @@ func (x *shmRx) take(start uint64, n int) ([]byte, error) {
 	x.head = start + an
 	off := start % size
 	p := x.r.data[off : off+uint64(n) : off+uint64(n)]
-	e := shmEntry{start: start, end: start + an}
-	if n > 0 {
-		e.addr = uintptr(unsafe.Pointer(&p[0]))
-	}
-	x.out = append(x.out, e)
+	x.out = append(x.out, shmEntry{start: start, end: start + an, addr: uintptr(unsafe.Pointer(&p[0]))})
 	return p, nil
 }
 
-// owns reports whether p is memory of the ring.
+// owns reports whether p is memory of the ring (while it is mapped: the
+// heap may reuse those addresses afterwards).
 func (x *shmRx) owns(p []byte) bool {
 	if cap(p) == 0 {
+		return false
+	}
+	x.mu.Lock()
+	gone := x.gone
+	x.mu.Unlock()
+	if gone {
 		return false
 	}
 	a := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
@@ -233,4 +251,32 @@ func (x *shmRx) unmapIfIdle() {
 		x.gone = true
 		x.r.unmap()
 	}
+}
+
+// localAddr reports whether host:port addr names this host in this
+// network namespace (a loopback address or one of its interfaces'): only
+// a peer there can take a shared-memory offer, so no other is sent one
+// (the offer names a boot id, a pid and a descriptor).
+func localAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }

@@ -47,7 +47,7 @@ type shmOffer struct {
 func newShmOffer(size int) (*shmOffer, error) {
 	host := shmHostID()
 	if host == "" {
-		return nil, fmt.Errorf("host identity unreadable")
+		return nil, errNoShm
 	}
 	fd, err := unix.MemfdCreate("vccl-link", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
@@ -102,26 +102,32 @@ func openShmOffer(text string) (*shmRegion, error) {
 	fd, err2 := strconv.Atoi(f[2])
 	size, err3 := strconv.Atoi(f[3])
 	token, err4 := hex.DecodeString(f[4])
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || len(token) != 16 || size < 4*shmMinPayload || size > 1<<30 {
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || len(token) != 16 || size < minSharedMemBytes || size > maxSharedMemBytes {
 		return nil, fmt.Errorf("malformed shared-memory offer %q", text)
 	}
-	file, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), os.O_RDWR, 0)
+	// Whatever the path names, opening it must not make it this
+	// process's terminal or wait (a FIFO, a device).
+	mfd, err := unix.Open(fmt.Sprintf("/proc/%d/fd/%d", pid, fd), unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open the offered memfd: %w", err)
 	}
-	defer file.Close()
+	defer unix.Close(mfd)
+	// Seals first: once shrinking is sealed, the size checked next stays.
+	seals, err := unix.FcntlInt(uintptr(mfd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("offered file has no seals (not a memfd?): %w", err)
+	}
+	if seals&unix.F_SEAL_SHRINK == 0 {
+		return nil, fmt.Errorf("offered memfd is not sealed against shrinking (seals %#x)", seals)
+	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+	if err := unix.Fstat(mfd, &st); err != nil {
 		return nil, fmt.Errorf("stat the offered memfd: %w", err)
 	}
-	if st.Size != int64(shmCtrl+size) {
-		return nil, fmt.Errorf("offered memfd has %d bytes, the offer says %d", st.Size, shmCtrl+size)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != int64(shmCtrl+size) {
+		return nil, fmt.Errorf("offered memfd has mode %#o and %d bytes, the offer says a regular file of %d", st.Mode, st.Size, shmCtrl+size)
 	}
-	seals, err := unix.FcntlInt(file.Fd(), unix.F_GET_SEALS, 0)
-	if err != nil || seals&unix.F_SEAL_SHRINK == 0 {
-		return nil, fmt.Errorf("offered file is not a memfd sealed against shrinking")
-	}
-	mem, err := unix.Mmap(int(file.Fd()), 0, shmCtrl+size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mem, err := unix.Mmap(mfd, 0, shmCtrl+size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map the offered memfd: %w", err)
 	}

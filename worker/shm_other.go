@@ -2,8 +2,6 @@
 
 package worker
 
-import "errors"
-
 // shmOffer is a receiving rank's shared-memory ring; there is none on
 // this platform, so every link uses its socket.
 type shmOffer struct {
@@ -11,9 +9,7 @@ type shmOffer struct {
 	text   string
 }
 
-func newShmOffer(int) (*shmOffer, error) {
-	return nil, errors.New("shared memory links need Linux")
-}
+func newShmOffer(int) (*shmOffer, error) { return nil, errNoShm }
 
 func (o *shmOffer) closeFd() {}
 func (o *shmOffer) drop()    {}

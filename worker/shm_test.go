@@ -24,7 +24,8 @@ func testShmPair(size int) (*shmTx, *shmRx, *bool) {
 }
 
 func TestShmRingPositions(t *testing.T) {
-	const size = 1 << 16 // payloads up to 16 KiB
+	const size = 1 << 18 // payloads up to 64 KiB
+	const q = size / 4
 	tx, rx, unmapped := testShmPair(size)
 	payload := func(n int, seed byte) []byte {
 		p := make([]byte, n)
@@ -45,10 +46,10 @@ func TestShmRingPositions(t *testing.T) {
 		}
 		return p
 	}
-	// Three payloads fill 48 KiB + alignment; the fourth does not fit
-	// until the first is released.
+	// Three payloads fill three quarters (with alignment); a fourth
+	// quarter fits, then nothing until the first is released.
 	var got [][]byte
-	for i, n := range []int{16 << 10, 16<<10 - 3, 16 << 10} {
+	for i, n := range []int{q, q - 3, q} {
 		pos, ok := send(n, byte(i))
 		if !ok {
 			t.Fatalf("payload %d did not fit an empty ring", i)
@@ -58,15 +59,14 @@ func TestShmRingPositions(t *testing.T) {
 		}
 		got = append(got, take(pos, n, byte(i)))
 	}
-	if _, ok := send(16<<10+1, 9); ok {
+	if _, ok := send(q+1, 9); ok {
 		t.Fatal("a payload over a quarter of the ring went to shared memory")
 	}
-	if _, ok := send(16<<10, 9); !ok {
+	if _, ok := send(q, 9); !ok {
 		t.Fatal("the fourth quarter did not fit")
 	}
-	rx.take(3*16<<10, 16<<10) // the receiver takes it
-	got = append(got, nil)
-	if _, ok := send(100, 9); ok {
+	take(3*q, q, 9)
+	if _, ok := send(shmMinPayload, 9); ok {
 		t.Fatal("a payload went into a full ring")
 	}
 	// Released out of order: nothing is free until the first is.
@@ -74,29 +74,35 @@ func TestShmRingPositions(t *testing.T) {
 	if r := rx.r.released.Load(); r != 0 {
 		t.Fatalf("released %d after releasing the second payload only, want 0", r)
 	}
-	if _, ok := send(100, 9); ok {
+	if _, ok := send(shmMinPayload, 9); ok {
 		t.Fatal("a payload overwrote an unreleased one")
 	}
 	rx.release(got[0])
-	if r := rx.r.released.Load(); r != 2*16<<10 {
-		t.Fatalf("released %d after the first two, want %d", r, 2*16<<10)
+	if r := rx.r.released.Load(); r != 2*q {
+		t.Fatalf("released %d after the first two, want %d", r, 2*q)
 	}
 	// The next payload wraps to the start of the ring (second lap).
-	pos, ok := send(20000/2, 5)
+	pos, ok := send(40000, 5)
 	if !ok || pos != size {
 		t.Fatalf("wrapped payload at %d (%v), want %d", pos, ok, size)
 	}
 	// The receiver refuses any other position than the sender's.
-	if _, err := rx.take(pos+shmAlign, 10000); err == nil || !strings.Contains(err.Error(), "expected") {
+	if _, err := rx.take(pos+shmAlign, 40000); err == nil || !strings.Contains(err.Error(), "expected") {
 		t.Fatalf("take at a wrong position: %v", err)
 	}
-	take(pos, 10000, 5)
-	next := pos + shmAligned(10000)
-	if _, err := rx.take(next, size/4); err != nil {
+	// Sizes an honest sender never puts there.
+	for _, n := range []int{0, shmMinPayload - 1, q + 1} {
+		if _, err := rx.take(pos, n); err == nil || !strings.Contains(err.Error(), "outside") {
+			t.Fatalf("take of %d bytes: %v", n, err)
+		}
+	}
+	take(pos, 40000, 5)
+	next := pos + shmAligned(40000)
+	if _, err := rx.take(next, q); err != nil {
 		t.Fatalf("take of the last quarter that fits: %v", err)
 	}
 	// A position that would overwrite what the receiver still holds.
-	if _, err := rx.take(next+size/4, size/4); err == nil || !strings.Contains(err.Error(), "overwrites") {
+	if _, err := rx.take(next+q, q); err == nil || !strings.Contains(err.Error(), "overwrites") {
 		t.Fatalf("take over unreleased data: %v", err)
 	}
 	if rx.release(make([]byte, 10)) {
@@ -210,7 +216,7 @@ func TestShmLink(t *testing.T) {
 			shm := ws[0].Metrics().LinkShmFrames.Load()
 			want := int64(0)
 			if tc.want {
-				want = 4 // 16 KiB, 1 MiB, 3 MiB, 64 KiB — all fit 16 MiB
+				want = 4 // 16 KiB, 1 MiB, 3 MiB, 64 KiB — all fit the 32 MiB ring
 			}
 			if shm != want {
 				t.Fatalf("%d frames through shared memory, want %d", shm, want)
@@ -316,5 +322,64 @@ func TestShmBadFramesRejected(t *testing.T) {
 				t.Errorf("rejection not logged:\n%s", logs)
 			}
 		})
+	}
+}
+
+// TestShmRingGetsEveryPayloadBack: byte collectives over real links
+// (AllGather's last hop and Broadcast's last rank keep pieces that no send
+// forwards) hand every shared-memory payload back, so the ring never
+// fills up and every large piece keeps going through shared memory.
+func TestShmRingGetsEveryPayloadBack(t *testing.T) {
+	const size, ops, n = 3, 6, 100 << 10
+	ws, _ := mustWorld(t, size, func(r int, c *Config) { c.SharedMemBytes = 1 << 20 })
+	rings := make([]*ring.Ring, size)
+	for r, w := range ws {
+		rings[r] = &ring.Ring{Rank: r, Size: size, Next: w.Next(), Prev: w.Prev()}
+	}
+	for op := uint64(1); op <= 2*ops; op++ {
+		var wg sync.WaitGroup
+		for r := range size {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				local := testMsg(r, op, n).Payload
+				if op%2 == 0 {
+					got, err := rings[r].Broadcast(context.Background(), op, local, 1)
+					if err != nil || string(got) != string(testMsg(1, op, n).Payload) {
+						t.Errorf("rank %d: broadcast %d: %v (or wrong bytes)", r, op, err)
+					}
+					return
+				}
+				out, err := rings[r].AllGather(context.Background(), op, local)
+				if err != nil {
+					t.Errorf("rank %d: allgather %d: %v", r, op, err)
+					return
+				}
+				for o, b := range out {
+					if string(b) != string(testMsg(o, op, n).Payload) {
+						t.Errorf("rank %d: allgather %d: rank %d's bytes differ", r, op, o)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+	}
+	var frames int64
+	for r, w := range ws {
+		frames += w.Metrics().LinkShmFrames.Load()
+		rx := w.prev.rx
+		rx.mu.Lock()
+		head, out := rx.head, len(rx.out)
+		rx.mu.Unlock()
+		if rel := rx.r.released.Load(); rel != head || out != 0 {
+			t.Errorf("rank %d: %d payloads still out, released %d of %d", r, out, rel, head)
+		}
+	}
+	// Every piece: per AllGather 2 hops x 3 ranks, per Broadcast 2 links.
+	if want := int64(ops * (2*size + 2)); frames != want {
+		t.Errorf("%d pieces went through shared memory, want all %d", frames, want)
 	}
 }

@@ -319,10 +319,10 @@ func (w *Worker) acceptLink(rw http.ResponseWriter, r *http.Request) {
 	var shm *shmRegion
 	answer := ""
 	if offer != "" && w.cfg.SharedMemBytes > 0 {
-		r, err := openShmOffer(offer)
+		region, err := openShmOffer(offer)
 		switch {
 		case err == nil:
-			shm, answer = r, "ok"
+			shm, answer = region, "ok"
 		case err != errShmElsewhere:
 			w.logf("link from rank %d uses its socket: shared memory offered but not usable: %v", from, err)
 		}
@@ -366,12 +366,13 @@ func (w *Worker) dial(ctx context.Context, to int, addr string) (*link, error) {
 	// Offer this link's sender a shared-memory ring; it takes it when it
 	// runs on this host. The memfd stays open until the answer is in.
 	var offer *shmOffer
-	if w.cfg.SharedMemBytes > 0 {
+	if w.cfg.SharedMemBytes > 0 && localAddr(addr) {
 		o, err := newShmOffer(w.cfg.SharedMemBytes)
-		if err != nil {
-			w.logf("link to rank %d uses its socket: no shared memory to offer: %v", to, err)
-		} else {
+		switch {
+		case err == nil:
 			offer = o
+		case err != errNoShm:
+			w.logf("link to rank %d uses its socket: no shared memory to offer: %v", to, err)
 		}
 	}
 	offerText := ""
