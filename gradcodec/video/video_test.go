@@ -554,3 +554,37 @@ func TestRefitPairsMatchOneGroupAtATime(t *testing.T) {
 		}
 	}
 }
+
+// TestSteadyStateEncodeAllocatesNothing: once a stream has run, a frame
+// with error feedback, with and without recon (as a ring hop encodes it),
+// allocates nothing. (A decode still allocates once: go-astiav boxes the
+// EAGAIN of the check that an access unit holds one picture.)
+func TestSteadyStateEncodeAllocatesNothing(t *testing.T) {
+	sh := gradcodec.Shape{Rows: 64, Cols: 256}
+	x := codectest.GradientLike(5, sh.Rows, sh.Cols)
+	for _, codec := range []string{"h264", "hevc"} {
+		enc := codectest.MustEncoder(t, codec, 1.4).(gradcodec.FeedbackEncoder)
+		ef := gradcodec.NewErrorFeedback()
+		recon := make([]float32, len(x))
+		var fr []byte
+		var err error
+		step := func(withRecon bool) {
+			rec := recon
+			if !withRecon {
+				rec = nil
+			}
+			res, _ := ef.Carry("s", len(x))
+			if fr, err = enc.EncodeFeedback(fr[:0], x, sh, rec, res); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 4; i++ {
+			step(i%2 == 0)
+		}
+		for _, withRecon := range []bool{false, true} {
+			if n := testing.AllocsPerRun(5, func() { step(withRecon) }); n != 0 {
+				t.Errorf("%s (recon %v): %.1f allocations per frame in steady state", codec, withRecon, n)
+			}
+		}
+	}
+}
