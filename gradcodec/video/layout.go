@@ -150,6 +150,14 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 	g := gradcodec.ScaleGroupRows(s)
 	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
 	levels := func(r int) []byte { return pix[r*stride : r*stride+s.Cols] }
+	// A reconstruction far larger than the cache is written with
+	// non-temporal stores, as readRows writes a decoded tensor (see
+	// streamMinBytes): the same values, without first reading every line
+	// it overwrites.
+	stream := recon != nil && 4*s.Len() >= streamMinBytes
+	if stream {
+		defer kern.StoreFence()
+	}
 	// finish refits group gi from Σx·q and Σq² and writes its recon and
 	// residual.
 	finish := func(gi int, dot, qq float64) {
@@ -189,8 +197,13 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 				if residual != nil {
 					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
 				}
+			case residual != nil && stream:
+				kern.DequantU8NT(row, levels(r), m)
+				kern.ResidualU8(residual[r*s.Cols:(r+1)*s.Cols], levels(r), x, m) // DequantResidual's bits
 			case residual != nil:
 				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], levels(r), x, m)
+			case stream:
+				kern.DequantU8NT(row, levels(r), m)
 			default:
 				kern.DequantU8(row, levels(r), m)
 			}
