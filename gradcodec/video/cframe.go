@@ -28,13 +28,12 @@ static int vc_write_luma(AVFrame *f, const uint8_t *src, int w, int h) {
 	return 0;
 }
 
-// vc_luma returns the first plane of f and its line size when it holds a
-// w×h picture of 8-bit samples in memory, else NULL.
-static const uint8_t *vc_luma(const AVFrame *f, int w, int h, int *linesize) {
+// vc_luma returns the first plane of f (line size f->linesize[0]) when it
+// holds a w×h picture of 8-bit samples in memory, else NULL.
+static const uint8_t *vc_luma(const AVFrame *f, int w, int h) {
 	if (!f->data[0] || f->width < w || f->height < h || f->linesize[0] < w) return NULL;
 	const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f->format);
 	if (!d || d->comp[0].depth != 8 || (d->flags & AV_PIX_FMT_FLAG_HWACCEL)) return NULL;
-	*linesize = f->linesize[0];
 	return f->data[0];
 }
 
@@ -124,11 +123,11 @@ func writeLuma(f *astiav.Frame, pix []byte, w, h int) error {
 // lumaPlane returns the w×h luma plane of f in place (row y at
 // plane[y*stride:]), valid until f is unreferenced.
 func lumaPlane(f *astiav.Frame, w, h int) (plane []byte, stride int, _ error) {
-	var ls C.int
-	p := C.vc_luma((*C.AVFrame)(f.UnsafePointer()), C.int(w), C.int(h), &ls)
+	cf := (*C.AVFrame)(f.UnsafePointer())
+	p := C.vc_luma(cf, C.int(w), C.int(h)) // no out-parameter: its address would escape to the heap
 	if p == nil {
 		return nil, 0, fmt.Errorf("%w: decoded picture %dx%d %s has no 8-bit %dx%d luma plane", gradcodec.ErrBadFrame, f.Width(), f.Height(), f.PixelFormat(), w, h)
 	}
-	stride = int(ls)
+	stride = int(cf.linesize[0])
 	return unsafe.Slice((*byte)(unsafe.Pointer(p)), (h-1)*stride+w), stride, nil
 }

@@ -150,6 +150,14 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 	g := gradcodec.ScaleGroupRows(s)
 	zeroRow := func(r int) bool { return len(zmap) > 0 && zmap[r/8]&(1<<(r%8)) != 0 }
 	levels := func(r int) []byte { return pix[r*stride : r*stride+s.Cols] }
+	// A reconstruction far larger than the cache is written with
+	// non-temporal stores, as readRows writes a decoded tensor (see
+	// streamMinBytes): the same values, without first reading every line
+	// it overwrites.
+	stream := recon != nil && 4*s.Len() >= streamMinBytes
+	if stream {
+		defer kern.StoreFence()
+	}
 	// finish refits group gi from Σx·q and Σq² and writes its recon and
 	// residual.
 	finish := func(gi int, dot, qq float64) {
@@ -189,8 +197,13 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 				if residual != nil {
 					copy(residual[r*s.Cols:(r+1)*s.Cols], x)
 				}
+			case residual != nil && stream:
+				kern.DequantU8NT(row, levels(r), m)
+				kern.ResidualU8(residual[r*s.Cols:(r+1)*s.Cols], levels(r), x, m) // DequantResidual's bits
 			case residual != nil:
 				kern.DequantResidual(row, residual[r*s.Cols:(r+1)*s.Cols], levels(r), x, m)
+			case stream:
+				kern.DequantU8NT(row, levels(r), m)
 			default:
 				kern.DequantU8(row, levels(r), m)
 			}
@@ -200,12 +213,21 @@ func refitRecon(recon, residual []float32, scales []uint16, zmap []byte, pix []b
 	if g == 1 && len(zmap) == 0 && s.Cols <= 1<<16 {
 		// One row per group: two groups at a time, their dot products'
 		// dependency chains interleaved (each summed as DotLevels does).
-		for ; gi+1 < len(scales); gi += 2 {
-			x0, x1 := src[gi*s.Cols:(gi+1)*s.Cols], src[(gi+1)*s.Cols:(gi+2)*s.Cols]
-			d0, q0, d1, q1 := kern.DotLevels2(x0, levels(gi), x1, levels(gi+1))
-			finish(gi, float64(d0), float64(q0))
-			finish(gi+1, float64(d1), float64(q1))
+		// The pair is a row of the first half and its partner in the
+		// second, so that each half is read as one sequential stream: two
+		// neighbouring rows read side by side restart the hardware
+		// prefetchers at every pair (refit of an h264 frame, measured in
+		// place: 2048×2048 1.8 → 1.3 ms, 512×512 0.09 → 0.05 ms). Each
+		// group is computed as before, so the order changes no result.
+		half := len(scales) / 2
+		for i := 0; i < half; i++ {
+			j := i + half
+			x0, x1 := src[i*s.Cols:(i+1)*s.Cols], src[j*s.Cols:(j+1)*s.Cols]
+			d0, q0, d1, q1 := kern.DotLevels2(x0, levels(i), x1, levels(j))
+			finish(i, float64(d0), float64(q0))
+			finish(j, float64(d1), float64(q1))
 		}
+		gi = 2 * half // an odd last group is left to the loop below
 	}
 	for ; gi < len(scales); gi++ {
 		r0 := gi * g

@@ -26,10 +26,16 @@ package video
 #include <x264.h>
 #include <x265.h>
 
+// The outputs of an encode live in the context, not in Go variables
+// whose address a call would take (each such variable is a heap
+// allocation per frame).
 typedef struct {
 	x264_t *enc;
 	x264_picture_t in, out;
 	int64_t pts;
+	x264_nal_t *nals; // the last encode's NAL units
+	int nnal;
+	int rstride;      // row stride of the reconstruction
 } vc_x264;
 
 static vc_x264 *vc_x264_open(const char *preset, int w, int h, int threads, char *err, int errlen) {
@@ -84,20 +90,22 @@ static vc_x264 *vc_x264_open(const char *preset, int w, int h, int threads, char
 	return v;
 }
 
-static int vc_x264_encode(vc_x264 *v, uint8_t *plane, int stride, int qp, x264_nal_t **nals, int *nnal) {
+static int vc_x264_encode(vc_x264 *v, uint8_t *plane, int stride, int qp) {
 	v->in.img.plane[0] = plane;
 	v->in.img.i_stride[0] = stride;
 	v->in.i_qpplus1 = qp + 1;
 	v->in.i_type = X264_TYPE_IDR;
 	v->in.i_pts = v->pts++;
-	int r = x264_encoder_encode(v->enc, nals, nnal, &v->in, &v->out);
+	v->nals = NULL;
+	v->nnal = 0;
+	int r = x264_encoder_encode(v->enc, &v->nals, &v->nnal, &v->in, &v->out);
 	v->in.img.plane[0] = NULL; // x264 copied the picture; keep no Go pointer
 	return r;
 }
 
-static uint8_t *vc_x264_recon(vc_x264 *v, int *stride) {
+static uint8_t *vc_x264_recon(vc_x264 *v) {
 	if (v->out.img.i_plane < 1) return NULL;
-	*stride = v->out.img.i_stride[0];
+	v->rstride = v->out.img.i_stride[0];
 	return v->out.img.plane[0];
 }
 
@@ -112,6 +120,9 @@ typedef struct {
 	x265_encoder *enc;
 	x265_picture *in, *out;
 	int64_t pts;
+	x265_nal *nals; // the last encode's NAL units (see vc_x264)
+	uint32_t nnal;
+	int rstride, depth; // row stride and bit depth of the reconstruction
 } vc_x265;
 
 static void vc_x265_close(vc_x265 *v) {
@@ -170,20 +181,22 @@ static vc_x265 *vc_x265_open(const char *preset, int w, int h, int threads, char
 	return v;
 }
 
-static int vc_x265_encode(vc_x265 *v, uint8_t *plane, int stride, int qp, x265_nal **nals, uint32_t *nnal) {
+static int vc_x265_encode(vc_x265 *v, uint8_t *plane, int stride, int qp) {
 	v->in->planes[0] = plane;
 	v->in->stride[0] = stride;
 	v->in->forceqp = qp + 1;
 	v->in->sliceType = X265_TYPE_IDR;
 	v->in->pts = v->pts++;
-	int r = x265_encoder_encode(v->enc, nals, nnal, v->in, v->out);
+	v->nals = NULL;
+	v->nnal = 0;
+	int r = x265_encoder_encode(v->enc, &v->nals, &v->nnal, v->in, v->out);
 	v->in->planes[0] = NULL; // x265 copied the picture; keep no Go pointer
 	return r;
 }
 
-static uint8_t *vc_x265_recon(vc_x265 *v, int *stride, int *depth) {
-	*stride = v->out->stride[0];
-	*depth = v->out->bitDepth;
+static uint8_t *vc_x265_recon(vc_x265 *v) {
+	v->rstride = v->out->stride[0];
+	v->depth = v->out->bitDepth;
 	return (uint8_t *)v->out->planes[0];
 }
 */
@@ -254,9 +267,8 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int) (_ []byte, rec 
 	var recon *C.uint8_t
 	var rstride C.int
 	if n.hevc {
-		var nals *C.x265_nal
-		var nn C.uint32_t
-		r := C.vc_x265_encode(n.x265, pp, C.int(n.w), C.int(qp), &nals, &nn)
+		r := C.vc_x265_encode(n.x265, pp, C.int(n.w), C.int(qp))
+		nals, nn := n.x265.nals, n.x265.nnal
 		if r <= 0 || nn == 0 {
 			return dst, nil, 0, fmt.Errorf("gradcodec: libx265 returned %d with %d NAL units for a %dx%d picture at qp %d", int(r), int(nn), n.w, n.h, qp)
 		}
@@ -266,15 +278,14 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int) (_ []byte, rec 
 			}
 			dst = appendNAL(dst, unsafe.Slice((*byte)(unsafe.Pointer(nal.payload)), int(nal.sizeBytes)))
 		}
-		var depth C.int
-		recon = C.vc_x265_recon(n.x265, &rstride, &depth)
-		if depth != 8 {
+		recon = C.vc_x265_recon(n.x265)
+		rstride = n.x265.rstride
+		if depth := n.x265.depth; depth != 8 {
 			return dst, nil, 0, fmt.Errorf("gradcodec: libx265 reconstruction has %d-bit samples, want 8", int(depth))
 		}
 	} else {
-		var nals *C.x264_nal_t
-		var nn C.int
-		r := C.vc_x264_encode(n.x264, pp, C.int(n.w), C.int(qp), &nals, &nn)
+		r := C.vc_x264_encode(n.x264, pp, C.int(n.w), C.int(qp))
+		nals, nn := n.x264.nals, n.x264.nnal
 		if r <= 0 || nn <= 0 {
 			return dst, nil, 0, fmt.Errorf("gradcodec: libx264 returned %d with %d NAL units for a %dx%d picture at qp %d", int(r), int(nn), n.w, n.h, qp)
 		}
@@ -284,7 +295,8 @@ func (n *nativeEncoder) encode(dst []byte, plane []byte, qp int) (_ []byte, rec 
 			}
 			dst = appendNAL(dst, unsafe.Slice((*byte)(unsafe.Pointer(nal.p_payload)), int(nal.i_payload)))
 		}
-		recon = C.vc_x264_recon(n.x264, &rstride)
+		recon = C.vc_x264_recon(n.x264)
+		rstride = n.x264.rstride
 	}
 	if recon == nil || int(rstride) < n.w {
 		return dst, nil, 0, fmt.Errorf("gradcodec: %s gave no reconstruction", n.name())
@@ -302,22 +314,18 @@ func (n *nativeEncoder) encodeBare(plane []byte, qp int) (int, error) {
 	pp := (*C.uint8_t)(unsafe.Pointer(&plane[0]))
 	size := 0
 	if n.hevc {
-		var nals *C.x265_nal
-		var nn C.uint32_t
-		if r := C.vc_x265_encode(n.x265, pp, C.int(n.w), C.int(qp), &nals, &nn); r <= 0 {
+		if r := C.vc_x265_encode(n.x265, pp, C.int(n.w), C.int(qp)); r <= 0 {
 			return 0, fmt.Errorf("gradcodec: libx265 returned %d", int(r))
 		}
-		for _, nal := range unsafe.Slice(nals, int(nn)) {
+		for _, nal := range unsafe.Slice(n.x265.nals, int(n.x265.nnal)) {
 			size += int(nal.sizeBytes)
 		}
 		return size, nil
 	}
-	var nals *C.x264_nal_t
-	var nn C.int
-	if r := C.vc_x264_encode(n.x264, pp, C.int(n.w), C.int(qp), &nals, &nn); r <= 0 {
+	if r := C.vc_x264_encode(n.x264, pp, C.int(n.w), C.int(qp)); r <= 0 {
 		return 0, fmt.Errorf("gradcodec: libx264 returned %d", int(r))
 	}
-	for _, nal := range unsafe.Slice(nals, int(nn)) {
+	for _, nal := range unsafe.Slice(n.x264.nals, int(n.x264.nnal)) {
 		size += int(nal.i_payload)
 	}
 	return size, nil

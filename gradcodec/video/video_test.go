@@ -478,3 +478,113 @@ func TestLargeDecodeMatchesRecon(t *testing.T) {
 	}
 	codectest.DecodesToRecon(t, dec, fr, recon, "h264 2048x2048")
 }
+
+// TestRefitPairsMatchOneGroupAtATime: the refit of one-row groups, which
+// takes them in pairs (a row of the first half with its partner in the
+// second), gives every group the scale, reconstruction and residual that
+// refitting that group alone gives, bit for bit: even and odd row counts,
+// a row stride wider than the tensor, a group of zero scale and one whose
+// levels anti-correlate with the input, with and without recon and
+// residual, the residual in place of the input too.
+func TestRefitPairsMatchOneGroupAtATime(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, sh := range []gradcodec.Shape{{Rows: 2, Cols: 256}, {Rows: 7, Cols: 300}, {Rows: 64, Cols: 1000}, {Rows: 33, Cols: 4096}} {
+		if gradcodec.ScaleGroupRows(sh) != 1 {
+			t.Fatalf("%v: groups of %d rows; want one-row groups", sh, gradcodec.ScaleGroupRows(sh))
+		}
+		l := planLayout(sh)
+		stride := l.W + 32
+		x := codectest.GradientLike(uint64(sh.Rows), sh.Rows, sh.Cols)
+		pix := make([]byte, sh.Rows*stride)
+		scales := make([]uint16, sh.Rows)
+		for r := range sh.Rows {
+			var ss float64
+			for _, v := range x[r*sh.Cols : (r+1)*sh.Cols] {
+				ss += float64(v) * float64(v)
+			}
+			sc := float32(4 * math.Sqrt(ss/float64(sh.Cols)))
+			scales[r] = gradcodec.ToBF16(sc)
+			for c := range sh.Cols {
+				q := 128 + math.Round(127*float64(x[r*sh.Cols+c]/sc)) + float64(rng.IntN(5)-2)
+				if r == 1 {
+					q = 256 - q // anti-correlated: the refit zeroes the scale
+				}
+				pix[r*stride+c] = byte(min(max(q, 1), 255))
+			}
+		}
+		scales[sh.Rows-1] = 0
+		for _, mode := range []string{"recon+residual", "residual", "residual in place", "recon", "scales"} {
+			var recon, res, wantRecon, wantRes []float32
+			src := append([]float32(nil), x...)
+			if strings.Contains(mode, "recon") {
+				recon, wantRecon = make([]float32, len(x)), make([]float32, len(x))
+			}
+			if strings.Contains(mode, "residual") {
+				res, wantRes = make([]float32, len(x)), make([]float32, len(x))
+			}
+			if mode == "residual in place" {
+				res = src
+			}
+			got := append([]uint16(nil), scales...)
+			refitRecon(recon, res, got, nil, pix, stride, src, sh, l)
+			one := gradcodec.Shape{Rows: 1, Cols: sh.Cols}
+			for r := range sh.Rows {
+				want := []uint16{scales[r]}
+				row := func(v []float32) []float32 {
+					if v == nil {
+						return nil
+					}
+					return v[r*sh.Cols : (r+1)*sh.Cols]
+				}
+				refitRecon(row(wantRecon), row(wantRes), want, nil, pix[r*stride:], stride, x[r*sh.Cols:(r+1)*sh.Cols], one, planLayout(one))
+				if got[r] != want[0] {
+					t.Fatalf("%v %s: row %d scale %#x, alone %#x", sh, mode, r, got[r], want[0])
+				}
+			}
+			what := fmt.Sprintf("%v %s", sh, mode)
+			if recon != nil {
+				sameBits(t, what+" recon", recon, wantRecon)
+			}
+			if res != nil {
+				sameBits(t, what+" residual", res, wantRes)
+			}
+			if got[1] != 0 || got[sh.Rows-1] != 0 {
+				t.Fatalf("%s: scales of the anti-correlated and the zero group %#x %#x, want 0", what, got[1], got[sh.Rows-1])
+			}
+		}
+	}
+}
+
+// TestSteadyStateEncodeAllocatesNothing: once a stream has run, a frame
+// with error feedback, with and without recon (as a ring hop encodes it),
+// allocates nothing. (A decode still allocates once: go-astiav boxes the
+// EAGAIN of the check that an access unit holds one picture.)
+func TestSteadyStateEncodeAllocatesNothing(t *testing.T) {
+	sh := gradcodec.Shape{Rows: 64, Cols: 256}
+	x := codectest.GradientLike(5, sh.Rows, sh.Cols)
+	for _, codec := range []string{"h264", "hevc"} {
+		enc := codectest.MustEncoder(t, codec, 1.4).(gradcodec.FeedbackEncoder)
+		ef := gradcodec.NewErrorFeedback()
+		recon := make([]float32, len(x))
+		var fr []byte
+		var err error
+		step := func(withRecon bool) {
+			rec := recon
+			if !withRecon {
+				rec = nil
+			}
+			res, _ := ef.Carry("s", len(x))
+			if fr, err = enc.EncodeFeedback(fr[:0], x, sh, rec, res); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := 0; i < 4; i++ {
+			step(i%2 == 0)
+		}
+		for _, withRecon := range []bool{false, true} {
+			if n := testing.AllocsPerRun(5, func() { step(withRecon) }); n != 0 {
+				t.Errorf("%s (recon %v): %.1f allocations per frame in steady state", codec, withRecon, n)
+			}
+		}
+	}
+}
