@@ -41,7 +41,9 @@ import (
 // Payloads sit at 64-byte aligned stream positions; the position of a
 // payload modulo the ring size is its offset, and one that would wrap
 // starts at the ring's beginning instead (the skipped tail counts as used
-// until the payload before it is released). The receiver mirrors the
+// until the payload before it is released). A payload sent when the
+// receiver has released everything starts a new lap (offset 0), so a
+// link that carries one message at a time keeps reusing warm memory. The receiver mirrors the
 // sender's positions and refuses a frame at any other.
 //
 // Trust: the payload is checked where it lies and read there afterwards
@@ -109,11 +111,21 @@ func shmPlace(head, n, size uint64) uint64 {
 	return head
 }
 
+// shmLapStart returns the first position at or after head that starts a
+// lap of a ring of size bytes (offset 0). A payload sent while nothing is
+// in flight goes there: it reuses the lines the last payloads left in the
+// caches, instead of walking the whole ring into cold memory one message
+// at a time.
+func shmLapStart(head, size uint64) uint64 { return (head + size - 1) / size * size }
+
 // shmTx is the sending end of a link's shared memory. It is used under
 // the link's wmu.
 type shmTx struct {
 	r    *shmRegion
 	head uint64 // stream position after the last payload written
+	// floor is where the last new lap began: everything before it was
+	// released then (the receiver publishes it only with its next release).
+	floor uint64
 }
 
 // put copies p into the ring and returns its stream position, or false
@@ -125,9 +137,16 @@ func (t *shmTx) put(p []byte) (uint64, bool) {
 	if n > size/4 {
 		return 0, false
 	}
-	start := shmPlace(t.head, n, size)
-	if start+n-t.r.released.Load() > size {
-		return 0, false
+	var start uint64
+	if rel := max(t.r.released.Load(), t.floor); rel == t.head {
+		// Everything sent is released, so the receiver holds nothing.
+		start = shmLapStart(t.head, size)
+		t.floor = start
+	} else {
+		start = shmPlace(t.head, n, size)
+		if start+n-rel > size {
+			return 0, false
+		}
 	}
 	off := start % size
 	copy(t.r.data[off:off+uint64(len(p))], p)
@@ -168,10 +187,12 @@ func (x *shmRx) take(start uint64, n int) ([]byte, error) {
 		return nil, fmt.Errorf("shared-memory payload of %d bytes outside %d..%d (a quarter of the %d-byte ring)", n, shmMinPayload, size/4, size)
 	}
 	want := shmPlace(x.head, an, size)
-	if start != want {
+	// With nothing out, the sender may also have started a new lap (if it
+	// saw the last release in time).
+	if start != want && (len(x.out) > 0 || start != shmLapStart(x.head, size)) {
 		return nil, fmt.Errorf("shared-memory payload at stream position %d, expected %d", start, want)
 	}
-	first := x.head
+	first := start // with nothing out the whole ring is free
 	if len(x.out) > 0 {
 		first = x.out[0].start
 	}

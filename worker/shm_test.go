@@ -383,3 +383,46 @@ func TestShmRingGetsEveryPayloadBack(t *testing.T) {
 		t.Errorf("%d pieces went through shared memory, want all %d", frames, want)
 	}
 }
+
+// TestShmNewLapWhenIdle: a payload sent when the receiver has released
+// everything starts at offset 0 again (warm memory); the receiver accepts
+// that only with nothing out, and also accepts the plain next position
+// (a sender that has not seen the last release yet).
+func TestShmNewLapWhenIdle(t *testing.T) {
+	const size = 1 << 18
+	tx, rx, _ := testShmPair(size)
+	p := make([]byte, 20000)
+	pos, _ := tx.put(p)
+	a, err := rx.take(pos, len(p))
+	if err != nil || pos != 0 {
+		t.Fatalf("first payload at %d: %v", pos, err)
+	}
+	rx.release(a)
+	pos, ok := tx.put(p)
+	if !ok || pos != size {
+		t.Fatalf("payload after everything was released at %d (%v), want the next lap's start %d", pos, ok, size)
+	}
+	b, err := rx.take(pos, len(p))
+	if err != nil {
+		t.Fatalf("take at the new lap: %v", err)
+	}
+	// With b out, the next one follows it; a new lap is refused.
+	pos, ok = tx.put(p)
+	if want := uint64(size) + shmAligned(len(p)); !ok || pos != want {
+		t.Fatalf("payload while one is out at %d (%v), want %d", pos, ok, want)
+	}
+	if _, err := rx.take(2*size, len(p)); err == nil || !strings.Contains(err.Error(), "expected") {
+		t.Fatalf("a new lap while a payload is out: %v", err)
+	}
+	c, err := rx.take(pos, len(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rx.release(b)
+	rx.release(c)
+	// A sender that missed the last release sends at the plain next
+	// position: also fine.
+	if _, err := rx.take(rx.head, len(p)); err != nil {
+		t.Fatalf("plain next position with nothing out: %v", err)
+	}
+}
