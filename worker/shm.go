@@ -36,15 +36,16 @@ import (
 //	0   released uint64: stream position up to which the receiver is done
 //	8   magic "VCCLSHM1"
 //	16  token, 16 random bytes (also in the offer: the sender checks it)
-//	4096 data ring (shmSize bytes)
+//	4096 data ring (Config.SharedMemBytes bytes)
 //
 // Payloads sit at 64-byte aligned stream positions; the position of a
 // payload modulo the ring size is its offset, and one that would wrap
 // starts at the ring's beginning instead (the skipped tail counts as used
 // until the payload before it is released). A payload sent when the
 // receiver has released everything starts a new lap (offset 0), so a
-// link that carries one message at a time keeps reusing warm memory. The receiver mirrors the
-// sender's positions and refuses a frame at any other.
+// link that carries one message at a time keeps reusing warm memory. The
+// receiver mirrors the sender's positions and refuses a frame at any
+// other: the next position, or, while it holds nothing, a new lap.
 //
 // Trust: the payload is checked where it lies and read there afterwards
 // (the reduce-scatter's add, a codec's decode), so a peer could change it
@@ -62,9 +63,9 @@ const (
 	// the socket for want of space and took 61-62 ms, with 32 MiB none and
 	// 50-53 ms (4 ranks, 2 CPUs; 8 MiB: 70 ms).
 	DefaultSharedMemBytes = 32 << 20
-	// shmMinPayload is the smallest payload sent through shared memory:
-	// below it the socket's two copies cost less than the extra header
-	// bookkeeping.
+	// shmMinPayload is the smallest payload sent through shared memory;
+	// smaller ones (status messages, tiny chunks) stay on the socket, in
+	// the same write as their header.
 	shmMinPayload = 16 << 10
 	// The sizes a ring may have (Config.SharedMemBytes).
 	minSharedMemBytes = 16 * shmMinPayload
