@@ -17,6 +17,13 @@
 	VCVTDQ2PS Y0, Y0; VCVTDQ2PS Y1, Y1; VCVTDQ2PS Y2, Y2; VCVTDQ2PS Y3, Y3; \
 	VMULPS Y6, Y0, Y0; VMULPS Y6, Y1, Y1; VMULPS Y6, Y2, Y2; VMULPS Y6, Y3, Y3
 
+// DEQUANT_ARGS loads the arguments (dst *float32, q *byte, n int, m float32)
+// of dequantU8AVX2 and dequantU8NTAVX2: DI, SI, CX, and Y6/Y7 as DEQUANT32
+// wants them.
+#define DEQUANT_ARGS \
+	MOVQ dst+0(FP), DI; MOVQ q+8(FP), SI; MOVQ n+16(FP), CX; \
+	VBROADCASTSS m+24(FP), Y6; BCAST(128, Y7, X7)
+
 // DEQUANT8 is DEQUANT32 for the 8 bytes at SI, into Y0.
 #define DEQUANT8 VPMOVZXBD (SI), Y0; VPSUBD Y7, Y0, Y0; VCVTDQ2PS Y0, Y0; VMULPS Y6, Y0, Y0
 
@@ -177,11 +184,7 @@ loop:
 
 // func dequantU8AVX2(dst *float32, q *byte, n int, m float32)
 TEXT ·dequantU8AVX2(SB), NOSPLIT, $0-28
-	MOVQ dst+0(FP), DI
-	MOVQ q+8(FP), SI
-	MOVQ n+16(FP), CX
-	VBROADCASTSS m+24(FP), Y6
-	BCAST(128, Y7, X7)
+	DEQUANT_ARGS
 loop32:
 	CMPQ CX, $32
 	JL loop8
@@ -576,11 +579,7 @@ TEXT ·hasF16C(SB), NOSPLIT, $0-1
 // dequantU8AVX2 with non-temporal stores: dst is 32-byte aligned and n a
 // multiple of 32; no fence (the caller ends with StoreFence).
 TEXT ·dequantU8NTAVX2(SB), NOSPLIT, $0-28
-	MOVQ dst+0(FP), DI
-	MOVQ q+8(FP), SI
-	MOVQ n+16(FP), CX
-	VBROADCASTSS m+24(FP), Y6
-	BCAST(128, Y7, X7)
+	DEQUANT_ARGS
 ntloop:
 	DEQUANT32
 	VMOVNTPS Y0, (DI)
