@@ -778,13 +778,14 @@ func (l *link) reader() {
 			return
 		}
 		l.mu.Lock()
-		first := l.badErr == nil
+		if l.badErr == nil {
+			// Logged before the error is published, so that no Recv can
+			// report a rejection the log does not have yet.
+			l.w.logf("rejected a frame from rank %d on the %s link: %v", l.peer, l.name, bad.err)
+		}
 		l.setBadLocked(fmt.Errorf("frame %d from rank %d: %w", seq, l.peer, bad.err))
 		badErr := l.badErr
 		l.mu.Unlock()
-		if first {
-			l.w.logf("rejected a frame from rank %d on the %s link: %v", l.peer, l.name, bad.err)
-		}
 		if asked {
 			l.answer(recvResult{err: badErr})
 		}
