@@ -77,6 +77,7 @@ type link struct {
 	rbroken     atomic.Bool       // a RecvPlace that gave up broke a read off
 	onPlaced    func()            // tests: called when a payload starts arriving in placed memory
 	onUnplaced  func(*placeState) // tests: called between unplace and the answer of a placed frame
+	onAbandon   func()            // tests: called when a RecvPlace has given up, before it waits for the reader
 	bmu         sync.Mutex        // orders breakOff with the start and end of a write
 	writing     bool              // a data write is in progress (guarded by bmu)
 	wgen        uint64            // number of the current or last data write (guarded by bmu)
@@ -91,8 +92,8 @@ type link struct {
 	got  chan recvResult
 	hdr  [frameHeaderSize]byte // reader only
 	// The reader may read up to readAhead frames ahead of Recv, each no
-	// larger than the bound of the last RecvLimit (lastMax, guarded by mu;
-	// 0 after a Recv without a real bound), so it keeps noticing a dead
+	// larger than the bound of the last RecvLimit that returned (lastMax,
+	// guarded by mu; 0 after a Recv without a real bound), so it keeps noticing a dead
 	// peer while this rank is busy; beyond that it waits (backpressure).
 	ahead   []ring.Message
 	lastMax int
@@ -440,6 +441,18 @@ func (l *link) recv(ctx context.Context, max int, place func(ring.Message, int) 
 		}
 		return res.m, nil
 	}
+	// This call's bound lets the reader read ahead only once the call
+	// returns: set earlier, it would let the reader take the very frame
+	// this call is about to ask for as a frame read ahead, and a RecvPlace
+	// would lose its placement to that race.
+	defer func() {
+		l.mu.Lock()
+		l.lastMax = 0
+		if bounded {
+			l.lastMax = max
+		}
+		l.mu.Unlock()
+	}()
 	req := recvReq{max: max, place: place}
 	if place != nil {
 		req.st = &placeState{done: make(chan struct{})}
@@ -482,10 +495,6 @@ func (l *link) recv(ctx context.Context, max int, place func(ring.Message, int) 
 		default:
 		}
 		l.mu.Lock()
-		l.lastMax = 0
-		if bounded {
-			l.lastMax = max
-		}
 		if len(l.ahead) > 0 {
 			m := l.ahead[0]
 			n := copy(l.ahead, l.ahead[1:])
@@ -551,6 +560,9 @@ func (l *link) abandon(st *placeState) {
 	st.abandoned = true
 	active := st.active
 	st.mu.Unlock()
+	if l.onAbandon != nil {
+		l.onAbandon()
+	}
 	if !active {
 		return
 	}

@@ -142,13 +142,24 @@ func TestRecvPlaceAbandoned(t *testing.T) {
 	dst := make([]byte, n)
 	ctx, cancel := context.WithCancel(context.Background())
 	called := make(chan struct{})
+	gaveUp := make(chan struct{})
+	prev.onAbandon = func() { close(gaveUp) }
 	done := make(chan error, 1)
 	go func() {
 		_, err := prev.RecvPlace(ctx, 2*n, func(ring.Message, int) []byte { close(called); return dst })
 		done <- err
 	}()
-	<-called
+	select {
+	case <-called:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader did not offer the frame to RecvPlace's place within 10s")
+	}
 	cancel()
+	select { // else the frame may complete first, and RecvPlace returns it
+	case <-gaveUp:
+	case <-time.After(10 * time.Second):
+		t.Fatal("RecvPlace did not give up within 10s of its context ending")
+	}
 	s.finish() // the frame completes within the grace
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("RecvPlace: %v, want context.Canceled", err)
@@ -226,6 +237,12 @@ func TestStaleAnswerInOrder(t *testing.T) {
 	const n = 1 << 20
 	abandon := func(op uint64) *splitSend {
 		t.Helper()
+		// No bound to read ahead under: the reader waits for the
+		// RecvPlace below and calls its place (a frame read ahead would
+		// never be offered to place).
+		prev.mu.Lock()
+		prev.lastMax = 0
+		prev.mu.Unlock()
 		s := sendSplit(t, ws[0].next, testMsg(0, op, n), 300<<10)
 		rctx, cancel := context.WithCancel(ctx)
 		taken := make(chan struct{})
@@ -235,7 +252,11 @@ func TestStaleAnswerInOrder(t *testing.T) {
 			_, err := prev.RecvPlace(rctx, 2*n, func(ring.Message, int) []byte { close(taken); return nil })
 			done <- err
 		}()
-		<-taken
+		select {
+		case <-taken:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the reader did not offer the frame to RecvPlace's place within 10s")
+		}
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("RecvPlace: %v, want context.Canceled", err)
