@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"syscall"
 )
@@ -119,35 +118,6 @@ func checkPortFree(addr string, port int) error {
 	}
 	u.Close()
 	return nil
-}
-
-// pickFreePort returns a port on addr that is free for TCP and UDP now.
-// Another process may take it before rank 0 binds it; rank 0 then fails
-// with a bind error that names the port.
-// Ports in avoid are not returned.
-func pickFreePort(addr string, avoid ...int) (int, error) {
-	var lastErr error
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if slices.Contains(avoid, port) {
-			l.Close()
-			lastErr = fmt.Errorf("port %d is reserved", port)
-			continue
-		}
-		u, err := net.ListenPacket("udp", net.JoinHostPort(addr, strconv.Itoa(port)))
-		l.Close()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		u.Close()
-		return port, nil
-	}
-	return 0, fmt.Errorf("no port free for both tcp and udp: %w", lastErr)
 }
 
 // randomHex returns n random bytes in hex.
