@@ -35,6 +35,7 @@ func pickFreePort(addr string, avoid ...int) (int, error) {
 			want = lo + rand.IntN(hi-lo)
 		}
 		if slices.Contains(avoid, want) {
+			lastErr = fmt.Errorf("port %d is reserved", want)
 			continue
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort(addr, strconv.Itoa(want)))
