@@ -2,7 +2,6 @@ package main
 
 import (
 	"net"
-	"strconv"
 	"testing"
 )
 
@@ -36,22 +35,8 @@ func TestPickFreePortBelowEphemeral(t *testing.T) {
 		if hi > lo && (p < lo || p >= hi) {
 			t.Fatalf("port %d outside [%d, %d), below the ephemeral range", p, lo, hi)
 		}
-		for _, network := range []string{"tcp", "udp"} {
-			var err error
-			if network == "tcp" {
-				var l net.Listener
-				if l, err = net.Listen(network, net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
-					l.Close()
-				}
-			} else {
-				var c net.PacketConn
-				if c, err = net.ListenPacket(network, net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
-					c.Close()
-				}
-			}
-			if err != nil {
-				t.Fatalf("picked port %d is not free for %s: %v", p, network, err)
-			}
+		if err := checkPortFree("127.0.0.1", p); err != nil {
+			t.Fatalf("picked port %d: %v", p, err)
 		}
 	}
 	taken, err := net.Listen("tcp", "127.0.0.1:0")

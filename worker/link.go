@@ -93,8 +93,9 @@ type link struct {
 	hdr  [frameHeaderSize]byte // reader only
 	// The reader may read up to readAhead frames ahead of Recv, each no
 	// larger than the bound of the last RecvLimit that returned (lastMax,
-	// guarded by mu; 0 after a Recv without a real bound), so it keeps noticing a dead
-	// peer while this rank is busy; beyond that it waits (backpressure).
+	// guarded by mu; 0 after a Recv without a real bound), so it keeps
+	// noticing a dead peer while this rank is busy; beyond that it waits
+	// (backpressure).
 	ahead   []ring.Message
 	lastMax int
 	notify  chan struct{} // capacity 1: a frame was queued ahead
