@@ -1,13 +1,19 @@
 package main
 
 import (
+	"encoding/json"
+	"log"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/vccl/vccl/internal/testenv"
 )
@@ -233,9 +239,116 @@ func TestMultiNodeInterruptDuringRendezvous(t *testing.T) {
 		t.Errorf("node 1: exit code %d, want 130; stderr:\n%s", code, n1.stderr.String())
 	}
 	if code, _ := n0.wait(t); code != 130 {
-		t.Errorf("node 0: exit code %d, want 130; stderr:\n%s", code, n0.stderr.String())
+		t.Errorf("node 0: exit code %d, want 130; stderr:\n%s\nnode 1 stderr:\n%s", code, n0.stderr.String(), n1.stderr.String())
 	}
 	if want := "node 1 stopped the job during the rendezvous: node 1: received interrupt"; !strings.Contains(n0.stderr.String(), want) {
 		t.Errorf("node 0 stderr lacks %q:\n%s", want, n0.stderr.String())
+	}
+}
+
+// rdzvStandIn is a member of the rendezvous' memberlist that is not node
+// 0. It records the user messages it receives and the stream connections
+// (joins and messages) it accepts.
+type rdzvStandIn struct {
+	ml   *memberlist.Memberlist
+	meta []byte
+
+	mu      sync.Mutex
+	msgs    []rdzvMsg
+	streams int
+}
+
+func (s *rdzvStandIn) NodeMeta(int) []byte { return s.meta }
+func (s *rdzvStandIn) NotifyMsg(b []byte) {
+	var m rdzvMsg
+	if json.Unmarshal(b, &m) == nil {
+		s.mu.Lock()
+		s.msgs = append(s.msgs, m)
+		s.mu.Unlock()
+	}
+}
+func (s *rdzvStandIn) GetBroadcasts(int, int) [][]byte { return nil }
+func (s *rdzvStandIn) LocalState(bool) []byte          { return nil }
+func (s *rdzvStandIn) MergeRemoteState([]byte, bool)   {}
+func (s *rdzvStandIn) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), "Stream connection") {
+		s.mu.Lock()
+		s.streams++
+		s.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+// until polls cond (bounded: 20 s).
+func until(cond func() bool) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// TestMultiNodeJoinAnsweredWithoutNodeZero: memberlist answers joins from
+// the moment it listens, before it has added itself to its own state, so a
+// join can succeed without learning of node 0. In CI a node that joined in
+// that window counted itself in the rendezvous; on Ctrl-C it told nobody
+// and node 0 waited out its timeout. Here a member list at the rendezvous
+// address that lacks node 0 (it holds a node 2) stands in for that window:
+// node 1 must not count itself in, must join again, and its stop on Ctrl-C
+// must reach the rendezvous address.
+func TestMultiNodeJoinAnsweredWithoutNodeZero(t *testing.T) {
+	rdzv := freeRdzv(t)
+	host, portS, _ := net.SplitHostPort(rdzv)
+	port, _ := strconv.Atoi(portS)
+	secret := "the job secret of the stand-in test"
+	meta, err := json.Marshal(nodeMeta{V: 1, NodeRank: 2, NNodes: 3, NProc: 1, Addr: host, Codec: (&options{}).effectiveCodecOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rdzvStandIn{meta: meta}
+	cfg := memberlist.DefaultLANConfig()
+	cfg.Name = "stand-in-node-2"
+	cfg.BindAddr, cfg.BindPort = host, port
+	cfg.AdvertiseAddr, cfg.AdvertisePort = host, port
+	cfg.SecretKey = deriveKey([]byte(secret), "rdzv")
+	cfg.Label = rdzvLabel
+	cfg.Delegate = s
+	cfg.Logger = log.New(s, "", 0)
+	if s.ml, err = memberlist.Create(cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.ml.Shutdown() })
+
+	n1 := startLauncher(t, "-v", "--nnodes", "3", "--node-rank", "1", "-np", "1", "--addr", "127.0.0.2", "--rdzv", rdzv,
+		"--secret", secret, "--rdzv-timeout", "50s", "--", "true")
+	// The first join is answered; the next ones show that node 1 goes on
+	// looking for node 0.
+	if !until(func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.streams >= 3 }) {
+		t.Fatalf("node 1 did not join the rendezvous address three times in 20 s; stderr:\n%s", n1.stderr.String())
+	}
+	if got := n1.stderr.String(); strings.Contains(got, "in the rendezvous") {
+		t.Errorf("node 1 counts itself in the rendezvous without node 0; stderr:\n%s", got)
+	}
+	if err := n1.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := n1.wait(t); code != 130 {
+		t.Errorf("node 1: exit code %d, want 130; stderr:\n%s", code, n1.stderr.String())
+	}
+	stopped := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, m := range s.msgs {
+			if m.Type == "stop" && m.From == 1 && m.Code == 130 {
+				return true
+			}
+		}
+		return false
+	}
+	if !until(stopped) {
+		t.Errorf("the rendezvous address got no stop message from node 1; stderr:\n%s", n1.stderr.String())
 	}
 }

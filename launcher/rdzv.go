@@ -147,6 +147,12 @@ type multiNode struct {
 
 	rz    *rendezvous
 	names map[string]int // memberlist node name -> node rank, set by check
+
+	// rdzvNode is node 0 as the rendezvous address names it, for a node
+	// that has reached that address but not yet seen node 0 (see gather).
+	rdzvNode memberlist.Node
+	// joinAnswered: the rendezvous address has answered a join.
+	joinAnswered bool
 }
 
 // setup creates this node's memberlist: node 0 binds the rendezvous
@@ -160,6 +166,7 @@ func (m *multiNode) setup() (nodeAddr string, err error) {
 		return "", usagef("--rdzv %s: cannot resolve %q: %v", o.rdzv, rdzvHost, err)
 	}
 	bindIP, bindPort := rdzvIP, rdzvPort
+	m.rdzvNode = memberlist.Node{Name: "node 0", Addr: net.ParseIP(rdzvIP), Port: uint16(rdzvPort)}
 	if o.nodeRank == 0 {
 		l, err := net.Listen("tcp", net.JoinHostPort(rdzvIP, "0"))
 		if err != nil {
@@ -260,6 +267,13 @@ func (m *multiNode) gather() ([]nodeMeta, error) {
 	retry := time.NewTicker(500 * time.Millisecond)
 	defer retry.Stop()
 
+	// A node is in the rendezvous once node 0 is among its members. A
+	// successful Join is not enough: memberlist answers joins from the
+	// moment it listens, before it has added itself to its own state, so
+	// a join that lands in that window succeeds without learning of node
+	// 0. Such a node would wait unseen by node 0's messages and leave
+	// without telling it; so it joins again on every retry until node 0
+	// is there.
 	joined := o.nodeRank == 0
 	var lastJoinErr error
 	tryJoin := func() {
@@ -267,13 +281,19 @@ func (m *multiNode) gather() ([]nodeMeta, error) {
 			lastJoinErr = err
 			return
 		}
-		joined = true
+		m.joinAnswered = true
+		if !m.seesNodeRank(0) {
+			lastJoinErr = fmt.Errorf("%s answered, but node 0 was not among its members", o.rdzv)
+		}
 	}
 	logged := false
 	if !joined {
 		tryJoin()
 	}
 	for {
+		if !joined && m.seesNodeRank(0) {
+			joined = true
+		}
 		if joined && !logged && o.verbose {
 			m.out.logf("node %d: in the rendezvous at %s, waiting for %d nodes", o.nodeRank, o.rdzv, o.nnodes)
 			logged = true
@@ -321,6 +341,18 @@ func (m *multiNode) gather() ([]nodeMeta, error) {
 			return nil, usagef("rendezvous %s: %d of %d nodes arrived within %v; missing node rank(s) %s", o.rdzv, len(have), o.nnodes, o.rdzvTimeout, strings.Join(missing, ","))
 		}
 	}
+}
+
+// seesNodeRank reports whether a node announcing node rank k is among this
+// node's members.
+func (m *multiNode) seesNodeRank(k int) bool {
+	for _, n := range m.rz.ml.Members() {
+		var nm nodeMeta
+		if json.Unmarshal(n.Meta, &nm) == nil && nm.V == 1 && nm.NodeRank == k {
+			return true
+		}
+	}
+	return false
 }
 
 // check compares every known node's meta with this node's. It returns the
@@ -376,11 +408,19 @@ func (m *multiNode) broadcast(msg rdzvMsg) {
 		return
 	}
 	self := m.rz.ml.LocalNode().Name
+	var to []memberlist.Node
 	for _, n := range m.rz.ml.Members() {
-		if n.Name == self {
-			continue
+		if n.Name != self {
+			to = append(to, *n)
 		}
-		n := *n
+	}
+	if m.opts.nodeRank != 0 && m.joinAnswered && !m.seesNodeRank(0) {
+		// This node's join was answered before node 0 knew itself (see
+		// gather), but node 0 may know this node: tell the rendezvous
+		// address too.
+		to = append(to, m.rdzvNode)
+	}
+	for _, n := range to {
 		m.rz.sends.Add(1)
 		go func() {
 			defer m.rz.sends.Done()
