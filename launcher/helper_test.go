@@ -353,8 +353,13 @@ func (sl *startedLauncher) waitOutput(t *testing.T, n int, pred func(string) boo
 
 // waitStderr polls the launcher's stderr until it contains s (bounded: 30 s).
 func (sl *startedLauncher) waitStderr(s string) bool {
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(sl.stderr.String(), s) {
+	return until(30*time.Second, func() bool { return strings.Contains(sl.stderr.String(), s) })
+}
+
+// until polls cond every 10 ms until it holds (true) or d has passed (false).
+func until(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
 			return false
 		}

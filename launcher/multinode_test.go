@@ -279,18 +279,6 @@ func (s *rdzvStandIn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// until polls cond (bounded: 20 s).
-func until(cond func() bool) bool {
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
-
 // TestMultiNodeJoinAnsweredWithoutNodeZero: memberlist answers joins from
 // the moment it listens, before it has added itself to its own state, so a
 // join can succeed without learning of node 0. In CI a node that joined in
@@ -326,7 +314,7 @@ func TestMultiNodeJoinAnsweredWithoutNodeZero(t *testing.T) {
 		"--secret", secret, "--rdzv-timeout", "50s", "--", "true")
 	// The first join is answered; the next ones show that node 1 goes on
 	// looking for node 0.
-	if !until(func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.streams >= 3 }) {
+	if !until(20*time.Second, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.streams >= 3 }) {
 		t.Fatalf("node 1 did not join the rendezvous address three times in 20 s; stderr:\n%s", n1.stderr.String())
 	}
 	if got := n1.stderr.String(); strings.Contains(got, "in the rendezvous") {
@@ -348,7 +336,7 @@ func TestMultiNodeJoinAnsweredWithoutNodeZero(t *testing.T) {
 		}
 		return false
 	}
-	if !until(stopped) {
+	if !until(20*time.Second, stopped) {
 		t.Errorf("the rendezvous address got no stop message from node 1; stderr:\n%s", n1.stderr.String())
 	}
 }
