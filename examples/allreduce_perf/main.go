@@ -28,7 +28,10 @@
 //
 // With -json, rank 0 prints one JSON object per size (see result) instead
 // of the table; it includes alloc_bytes, the Go heap allocated per timed
-// AllReduce on the rank that allocated most.
+// AllReduce on the rank that allocated most, and the 10th, 50th and 90th
+// percentiles and the maximum of the timed iterations' times, each the
+// slowest rank's: whether a slow mean comes from a few stalls or from every
+// iteration being slower.
 package main
 
 import (
@@ -43,6 +46,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -188,6 +192,29 @@ type result struct {
 	// runtime.MemStats.TotalAlloc over the timed iterations divided by
 	// their number), the largest of any rank's.
 	AllocBytes int64 `json:"alloc_bytes"`
+	// Percentiles (nearest rank) and maximum of the timed iterations'
+	// times, each the largest of any rank's.
+	TimeP10Us float64 `json:"time_p10_us"`
+	TimeP50Us float64 `json:"time_p50_us"`
+	TimeP90Us float64 `json:"time_p90_us"`
+	TimeMaxUs float64 `json:"time_max_us"`
+}
+
+// timePercentiles are the fractions timeQuantiles reports, then the maximum.
+var timePercentiles = [...]float64{0.10, 0.50, 0.90, 1}
+
+// timeQuantiles sorts ns in place and returns its nearest-rank percentiles
+// at timePercentiles (the last one the maximum); zeros when ns is empty.
+func timeQuantiles(ns []int64) (q [len(timePercentiles)]int64) {
+	if len(ns) == 0 {
+		return q
+	}
+	slices.Sort(ns)
+	for i, f := range timePercentiles {
+		k := int(math.Ceil(f*float64(len(ns)))) - 1
+		q[i] = ns[min(max(k, 0), len(ns)-1)]
+	}
+	return q
 }
 
 // fill writes the first len(dst) values of rank's input stream.
@@ -217,21 +244,30 @@ func exactResult(dst []float64, tmp []float32, seed uint64, world int, avg bool)
 // perRank is what each rank reports for one size.
 type perRank struct {
 	hash                [32]byte
-	timeNs              int64 // summed over the timed iterations
-	wireBytes, rawBytes int64 // summed over the timed iterations
-	allocBytes          int64 // heap allocated over the timed iterations
+	timeNs              int64                       // summed over the timed iterations
+	wireBytes, rawBytes int64                       // summed over the timed iterations
+	allocBytes          int64                       // heap allocated over the timed iterations
+	quantNs             [len(timePercentiles)]int64 // timeQuantiles of the timed iterations
 }
 
 func (p perRank) marshal() []byte {
-	return jobcmd.Report{Hash: p.hash, Words: []uint64{uint64(p.timeNs), uint64(p.wireBytes), uint64(p.rawBytes), uint64(p.allocBytes)}}.Marshal()
+	words := []uint64{uint64(p.timeNs), uint64(p.wireBytes), uint64(p.rawBytes), uint64(p.allocBytes)}
+	for _, q := range p.quantNs {
+		words = append(words, uint64(q))
+	}
+	return jobcmd.Report{Hash: p.hash, Words: words}.Marshal()
 }
 
 func unmarshalPerRank(b []byte) (perRank, error) {
-	r, err := jobcmd.UnmarshalReport(b, 4)
+	r, err := jobcmd.UnmarshalReport(b, 4+len(timePercentiles))
 	if err != nil {
 		return perRank{}, err
 	}
-	return perRank{hash: r.Hash, timeNs: int64(r.Words[0]), wireBytes: int64(r.Words[1]), rawBytes: int64(r.Words[2]), allocBytes: int64(r.Words[3])}, nil
+	p := perRank{hash: r.Hash, timeNs: int64(r.Words[0]), wireBytes: int64(r.Words[1]), rawBytes: int64(r.Words[2]), allocBytes: int64(r.Words[3])}
+	for i := range p.quantNs {
+		p.quantNs[i] = int64(r.Words[4+i])
+	}
+	return p, nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
@@ -293,6 +329,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		var me perRank
 		var codecUsed string
 		var ms runtime.MemStats
+		iterNs := make([]int64, 0, o.iters)
 		for it := 0; it < o.warmup+o.iters; it++ {
 			if it == o.warmup {
 				runtime.ReadMemStats(&ms)
@@ -307,6 +344,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			}
 			if it >= o.warmup {
 				me.timeNs += el.Nanoseconds()
+				iterNs = append(iterNs, el.Nanoseconds())
 				me.wireBytes += st.WireBytes
 				me.rawBytes += st.RawBytes
 				codecUsed = st.Codec
@@ -314,6 +352,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		runtime.ReadMemStats(&ms)
 		me.allocBytes += int64(ms.TotalAlloc)
+		me.quantNs = timeQuantiles(iterNs)
 		res := result{Size: bytes, Count: count, Type: "float", Redop: o.op, Root: -1, Wrong: -1, NMSE: -1,
 			Codec: codecUsed, Ranks: world, Iters: o.iters}
 		if o.check == 1 {
@@ -330,6 +369,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			return fmt.Errorf("size %d: gathering results: %w", bytes, err)
 		}
 		var maxNs int64
+		var quantNs [len(timePercentiles)]int64
 		var wire, raw int64
 		wrong := 0
 		var wrongRanks []string
@@ -346,6 +386,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				wrongRanks = append(wrongRanks, strconv.Itoa(r))
 			}
 			maxNs = max(maxNs, p.timeNs)
+			for i, q := range p.quantNs {
+				quantNs[i] = max(quantNs[i], q)
+			}
 			res.AllocBytes = max(res.AllocBytes, p.allocBytes/int64(o.iters))
 			wire += p.wireBytes
 			raw += p.rawBytes
@@ -358,6 +401,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 			}
 		}
 		res.TimeUs = float64(maxNs) / float64(o.iters) / 1e3
+		for i, dst := range [...]*float64{&res.TimeP10Us, &res.TimeP50Us, &res.TimeP90Us, &res.TimeMaxUs} {
+			*dst = float64(quantNs[i]) / 1e3
+		}
 		if res.TimeUs > 0 {
 			res.AlgBW = float64(bytes) / (res.TimeUs * 1e-6) / 1e9
 		}

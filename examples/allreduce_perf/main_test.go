@@ -64,6 +64,39 @@ func TestSingleRankJSON(t *testing.T) {
 		if r.Size != 1024<<i || int64(r.Count) != r.Size/4 || r.Wrong != 0 || r.NMSE != 0 || r.Ranks != 1 || r.Root != -1 {
 			t.Errorf("object %d: %+v", i, r)
 		}
+		checkTimes(t, r)
+		// One rank: its mean lies between its fastest and slowest iteration.
+		if r.TimeUs < r.TimeP10Us || r.TimeUs > r.TimeMaxUs {
+			t.Errorf("object %d: mean %v µs outside the iterations' %v..%v µs", i, r.TimeUs, r.TimeP10Us, r.TimeMaxUs)
+		}
+	}
+}
+
+// checkTimes checks that a result's time percentiles are positive and in
+// order, and that its mean is not above its maximum.
+func checkTimes(t *testing.T, r result) {
+	t.Helper()
+	q := []float64{r.TimeP10Us, r.TimeP50Us, r.TimeP90Us, r.TimeMaxUs}
+	if !(q[0] > 0) || !slices.IsSorted(q) || r.TimeUs > r.TimeMaxUs {
+		t.Errorf("size %d: time %v µs, p10/p50/p90/max %v", r.Size, r.TimeUs, q)
+	}
+}
+
+func TestTimeQuantiles(t *testing.T) {
+	for _, c := range []struct {
+		in   []int64
+		want [4]int64
+	}{
+		{nil, [4]int64{}},
+		{[]int64{7}, [4]int64{7, 7, 7, 7}},
+		{[]int64{5, 1}, [4]int64{1, 1, 5, 5}},
+		{[]int64{4, 10, 1, 7, 3, 9, 2, 8, 6, 5}, [4]int64{1, 5, 9, 10}},
+		{[]int64{3, 3, 1, 2, 100}, [4]int64{1, 3, 100, 100}},
+	} {
+		in := slices.Clone(c.in)
+		if got := timeQuantiles(in); got != c.want {
+			t.Errorf("timeQuantiles(%v) = %v, want %v", c.in, got, c.want)
+		}
 	}
 }
 
@@ -113,6 +146,7 @@ func TestRanksAgree(t *testing.T) {
 				if r.Wrong != 0 || r.Ranks != 3 || !(r.TimeUs > 0) || r.WireBytes <= 0 {
 					t.Errorf("%+v", r)
 				}
+				checkTimes(t, r)
 				if want := r.AlgBW * 4 / 3; r.BusBW < want*0.999 || r.BusBW > want*1.001 {
 					t.Errorf("busbw %v, want algbw·2(n−1)/n = %v", r.BusBW, want)
 				}
