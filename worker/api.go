@@ -37,14 +37,16 @@
 //     Recv returns an error wrapping *ring.PeerLostError for the lost rank.
 //  5. Close tells every member goodbye (so that the others take its
 //     departure for a planned one and report it lost only after a grace
-//     period of PeerTimeout/2), closes the links with a websocket close
-//     handshake (whose reason names the lost rank if there was one, so
-//     neighbours blame the right rank) — the handshake completes once the
-//     successor has read every frame sent before it, and Close waits for
-//     that up to 4/5 of PeerTimeout (frames wait in the sockets, not in the
-//     receiver's memory, until its Recv asks for them: frames a receiver has
-//     not read by then may be lost), leaves
-//     memberlist and waits for every goroutine.
+//     period of PeerTimeout/2; a leave seen before its goodbye, which comes
+//     over another connection, waits up to PeerTimeout/10, at most 250 ms,
+//     for it before the rank counts as dead), closes the links with a
+//     websocket close handshake (whose reason names the lost rank if there
+//     was one, so neighbours blame the right rank) — the handshake completes
+//     once the successor has read every frame sent before it, and Close
+//     waits for that up to 4/5 of PeerTimeout (frames wait in the sockets,
+//     not in the receiver's memory, until its Recv asks for them: frames a
+//     receiver has not read by then may be lost), leaves memberlist and
+//     waits for every goroutine.
 //
 // Links: Send writes the frame from the caller's memory and returns once the
 // socket took it (no copy, no queue); Recv returns frames in order and still

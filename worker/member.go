@@ -252,12 +252,31 @@ func (e *mlEvents) NotifyLeave(n *memberlist.Node) {
 	}
 	// n.State is not reliable here (memberlist passes a stale copy), so a
 	// planned leave is told apart by the goodbye sent before it.
+	left := fmt.Errorf("rank %d (%s) left the job", rank, n.Address())
 	if bye {
-		w.leaveLater(rank, fmt.Errorf("rank %d (%s) left the job", rank, n.Address()))
+		w.leaveLater(rank, left)
 		return
 	}
-	w.peerLost(&ring.PeerLostError{Rank: rank, Cause: fmt.Errorf("memberlist declared rank %d (%s) dead", rank, n.Address())}, false)
+	// The goodbye comes over a stream connection, the leave as gossip
+	// handled by another goroutine, so a busy rank may see the leave
+	// first: wait byeGrace for the goodbye before calling the rank dead.
+	dead := &ring.PeerLostError{Rank: rank, Cause: fmt.Errorf("memberlist declared rank %d (%s) dead", rank, n.Address())}
+	w.after(w.byeGrace(), func() {
+		w.mu.Lock()
+		bye := w.byes[rank]
+		w.mu.Unlock()
+		if bye {
+			w.leaveLater(rank, left)
+			return
+		}
+		w.peerLost(dead, false)
+	})
 }
+
+// byeGrace is how long a leave without a goodbye waits for one: a tenth of
+// PeerTimeout, at most 250 ms. A rank memberlist declares dead has been
+// suspect for far longer already.
+func (w *Worker) byeGrace() time.Duration { return min(w.cfg.PeerTimeout/10, 250*time.Millisecond) }
 
 // memberChanged wakes a waiting Start without blocking.
 func (w *Worker) memberChanged() {

@@ -479,9 +479,14 @@ func (w *Worker) peerLost(e *ring.PeerLostError, gossip bool) {
 // leaveLater reports rank lost after half of PeerTimeout, giving the frames
 // it sent before leaving time to arrive.
 func (w *Worker) leaveLater(rank int, cause error) {
-	t := time.AfterFunc(w.cfg.PeerTimeout/2, func() {
+	w.after(w.cfg.PeerTimeout/2, func() {
 		w.peerLost(&ring.PeerLostError{Rank: rank, Cause: cause}, false)
 	})
+}
+
+// after runs f after d unless the Worker closes first.
+func (w *Worker) after(d time.Duration, f func()) {
+	t := time.AfterFunc(d, f)
 	w.mu.Lock()
 	if w.closing {
 		t.Stop()
