@@ -76,12 +76,18 @@ func TestGoodbyeAfterLeave(t *testing.T) {
 		t.Fatalf("rank lost at once, before a late goodbye could count: %v", err)
 	}
 	(*mlDelegate)(w).NotifyMsg(goodbye(w, 3))
-	start := time.Now()
+	// byeGrace (200 ms) and then half of PeerTimeout (1 s) from the leave.
+	wantLeft(t, w, time.Now())
+}
+
+// wantLeft waits for w to report rank 3 lost and checks that it counted as
+// having left the job, no sooner than half of PeerTimeout after start.
+func wantLeft(t *testing.T, w *Worker, start time.Time) {
+	t.Helper()
 	pl := lostCause(t, w, 10*time.Second)
 	if pl.Rank != 3 || !strings.Contains(pl.Cause.Error(), "left the job") {
 		t.Errorf("lost %v, want rank 3 having left the job", pl)
 	}
-	// byeGrace (200 ms) and then half of PeerTimeout (1 s) from the leave.
 	if el := time.Since(start); el < w.cfg.PeerTimeout/2 {
 		t.Errorf("reported after %v, want at least half of PeerTimeout (%v)", el, w.cfg.PeerTimeout/2)
 	}
@@ -111,13 +117,7 @@ func TestGoodbyeBeforeLeave(t *testing.T) {
 	(*mlDelegate)(w).NotifyMsg(goodbye(w, 3))
 	start := time.Now()
 	(*mlEvents)(w).NotifyLeave(rank3Node)
-	pl := lostCause(t, w, 10*time.Second)
-	if pl.Rank != 3 || !strings.Contains(pl.Cause.Error(), "left the job") {
-		t.Errorf("lost %v, want rank 3 having left the job", pl)
-	}
-	if el := time.Since(start); el < w.cfg.PeerTimeout/2 {
-		t.Errorf("reported after %v, want at least half of PeerTimeout (%v)", el, w.cfg.PeerTimeout/2)
-	}
+	wantLeft(t, w, start)
 }
 
 // TestLeaveAfterCloseIgnored: once this rank closes, departures are
